@@ -1,0 +1,212 @@
+"""Typed configuration: one profile (ci, cpu, paper) resolves to one ``Config``.
+
+A profile file ``profiles/<name>.yaml`` holds ``profile: <name>`` and a ``config:`` mapping.
+The same file is a valid Papermill parameters file: every notebook declares the parameters
+``profile`` and ``config`` (overrides deep-merged over the named profile) and ``run_dir``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from . import paths
+
+T = TypeVar("T")
+
+MODEL_NAMES = ("L0", "L1", "L2")
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Which registry sources make up the training mixture and the held-out domains."""
+
+    train_sources: tuple[str, ...] = (
+        "shakespeare", "kjv", "sotu", "moby_dick", "email", "python_docs",
+        "python_stdlib", "go_stdlib",
+    )
+    heldout_sources: tuple[str, ...] = (
+        "python_tests", "rust_stdlib", "bbc_news", "brown_learned", "brown_news", "brown_fiction",
+    )
+    max_bytes_per_source: int | None = None  # cap on each training source (documents by hash)
+    heldout_max_bytes: int | None = None  # cap on each held-out domain
+    test_fraction: float = 0.02  # documents of the training mixture kept aside for test loss
+    hub_dataset: str | None = None  # online only: a hub dataset name replaces the mixture
+    hub_text_column: str = "text"
+    hub_max_documents: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    vocab_size: int = 5000
+    min_frequency: int = 2
+    train_bytes: int | None = 20_000_000  # bytes of the training mixture the BPE is fit on
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the attention-only transformers; L0/L1/L2 differ only in n_layers."""
+
+    d_model: int = 256
+    d_head: int = 32
+    n_heads: int = 8
+    n_ctx: int = 1024
+    normalization_type: str = "LN"
+    positional_embedding_type: str = "shortformer"
+
+
+@dataclass(frozen=True)
+class CheckpointRange:
+    start: int
+    stop: int  # inclusive
+    every: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: dict[str, int] = field(default_factory=lambda: {"L0": 50_000, "L1": 50_000, "L2": 50_000})
+    batch_size: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    checkpoints: tuple[CheckpointRange, ...] = (
+        CheckpointRange(0, 100, 100),
+        CheckpointRange(200, 10_000, 200),
+        CheckpointRange(10_400, 20_000, 400),
+        CheckpointRange(21_000, 50_000, 1_000),
+    )
+    resume_every: int = 500  # extra resume points between checkpoints (steps)
+    log_every: int = 10
+    eval_batches: int = 4  # batches of the held-out test split evaluated at each checkpoint
+    device: str = "auto"  # "auto" picks CUDA when present
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Behavioural head scores (previous-token, current-token, induction) and the ICL score."""
+
+    n_samples: int = 1000
+    min_len: int = 16
+    max_len: int = 64
+    induction_len: int = 64  # length of the random half that is repeated
+    icl_early: int = 50  # token positions at the paper's n_ctx of 1024 (scaled to n_ctx)
+    icl_late: int = 500
+    icl_batches: int = 4
+    batch_size: int = 100
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str = "paper"
+    seed: int = 1
+    corpus: CorpusConfig = CorpusConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    scores: ScoreConfig = ScoreConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def checkpoint_steps(self, model_name: str) -> list[int]:
+        return checkpoint_schedule(self.train.checkpoints, self.train.steps[model_name])
+
+
+def checkpoint_schedule(ranges: tuple[CheckpointRange, ...], total_steps: int) -> list[int]:
+    """Steps at which weights are kept: the ranges clipped to the run, plus 0 and the last step."""
+    steps = {0, total_steps}
+    for r in ranges:
+        if r.every <= 0 or r.stop < r.start:
+            raise ValueError(f"bad checkpoint range {r}")
+        steps.update(s for s in range(r.start, r.stop + 1, r.every) if s <= total_steps)
+    return sorted(steps)
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
+    """Build a (nested) dataclass from plain data, rejecting unknown keys with a clear error."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise KeyError(f"{where}: unknown setting(s) {unknown}; valid: {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = _default(known[name])
+        if name == "checkpoints":
+            value = tuple(
+                v if isinstance(v, CheckpointRange) else _build(CheckpointRange, v, f"{where}.checkpoints")
+                for v in value
+            )
+        elif dataclasses.is_dataclass(default):
+            value = _build(type(default), value, f"{where}.{name}")
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        elif name == "steps":
+            bad = sorted(set(value) - set(MODEL_NAMES))
+            if bad:
+                raise KeyError(f"{where}.steps: unknown model(s) {bad}; valid: {list(MODEL_NAMES)}")
+            value = {**default, **{k: int(v) for k, v in value.items()}}
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in (over or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def profile_path(profile: str | Path) -> Path:
+    """A profile name (``ci``, ``cpu``, ``paper``) or a path to a YAML file."""
+    candidate = Path(profile)
+    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+        return candidate
+    path = paths.PROFILES_DIR / f"{profile}.yaml"
+    if not path.exists():
+        available = sorted(p.stem for p in paths.PROFILES_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"unknown profile {profile!r}; available: {available}")
+    return path
+
+
+def load_config(profile: str | Path = "cpu", overrides: dict[str, Any] | None = None) -> Config:
+    """Resolve a profile (and optional overrides of its ``config`` mapping) to a ``Config``."""
+    raw = yaml.safe_load(profile_path(profile).read_text()) or {}
+    name = raw.get("profile", Path(str(profile)).stem)
+    merged = deep_merge(raw.get("config", {}), overrides or {})
+    return _build(Config, {**merged, "profile": name}, where=f"profile {name}")
+
+
+def config_hash(obj: Any, n: int = 10) -> str:
+    """Short stable hash of plain data or a dataclass (keys of caches and model directories)."""
+    if dataclasses.is_dataclass(obj):
+        obj = _to_plain(dataclasses.asdict(obj))
+    blob = json.dumps(_to_plain(obj), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
