@@ -139,5 +139,7 @@ def load_tokens(cfg: Config, name: str = "train") -> torch.Tensor:
     valid = available_distributions(cfg)
     if name not in valid:
         raise KeyError(f"unknown distribution {name!r}; valid: {valid}")
-    ds = datasets.load_from_disk(str(tokens_dir(cfg) / name)).with_format("numpy")
-    return torch.from_numpy(np.stack(ds["input_ids"]).astype(np.int64))
+    ds = datasets.load_from_disk(str(tokens_dir(cfg) / name))
+    column = ds.data.column("input_ids").combine_chunks()  # arrow: no per-row Python objects
+    flat = column.flatten().to_numpy().astype(np.int64)
+    return torch.from_numpy(flat.reshape(len(ds), -1))

@@ -1,0 +1,129 @@
+"""Behavioural head scores and the ICL score.
+
+* previous-token score: on BOS + uniform random tokens (lengths min_len..max_len), the attention
+  from the last token to the one before it, averaged over samples (as in Hoogland et al. 2024);
+* current-token score: the same, attention from the last token to itself;
+* induction score (Olsson et al. 2022): on BOS + a random sequence repeated twice, the attention
+  from each token of the second copy to the token after its first occurrence;
+* ICL score: the loss at a late context position minus the loss at an early one (500 and 50 at
+  n_ctx 1024, scaled to the model's n_ctx). It falls as in-context learning develops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
+from .config import ScoreConfig
+
+SCORE_TYPES = ("previous_token", "current_token", "induction")
+
+# A head is of a type when its final score clears the threshold (chance is ~0.03 for the
+# previous/current-token scores at lengths 16-64 and ~1/induction_len for induction).
+TYPE_THRESHOLDS = {"previous_token": 0.2, "current_token": 0.2, "induction": 0.2}
+# The ICL score must end at least this much below where it started (nats) to count as falling.
+ICL_DROP = -0.3
+
+
+def random_sequences(n: int, length: int, d_vocab: int, bos: int, seed: int) -> torch.Tensor:
+    """``n`` sequences: BOS followed by ``length - 1`` uniform random non-BOS tokens."""
+    g = torch.Generator().manual_seed(seed)
+    toks = torch.randint(0, d_vocab - 1, (n, length - 1), generator=g)
+    toks = toks + (toks >= bos).long()  # skip the BOS id
+    return torch.cat([torch.full((n, 1), bos, dtype=torch.long), toks], dim=1)
+
+
+def _patterns(model: HookedTransformer, tokens: torch.Tensor, batch_size: int) -> Iterable[tuple[int, torch.Tensor, slice]]:
+    """(layer, attention pattern [batch, head, q, k], batch slice) for each batch and layer."""
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    for i in range(0, len(tokens), batch_size):
+        _, cache = model.run_with_cache(tokens[i:i + batch_size].to(model.cfg.device), names_filter=names.__contains__)
+        for layer, name in enumerate(names):
+            yield layer, cache[name].float().cpu(), slice(i, i + batch_size)
+
+
+@torch.no_grad()
+def head_scores(model: HookedTransformer, cfg: ScoreConfig, bos: int = 0, seed: int = 0) -> pd.DataFrame:
+    """Previous-token, current-token and induction scores of every head: tidy rows
+    (layer, head, component, score, value)."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    if n_layers == 0:
+        return pd.DataFrame(columns=["layer", "head", "component", "score", "value"])
+    if 1 + 2 * cfg.induction_len > model.cfg.n_ctx or cfg.max_len > model.cfg.n_ctx:
+        raise ValueError(f"score sequences do not fit n_ctx={model.cfg.n_ctx}")
+    sums = {s: torch.zeros(n_layers, n_heads) for s in SCORE_TYPES}
+
+    # previous / current token: last position of sequences of random length
+    seqs = random_sequences(cfg.n_samples, cfg.max_len, model.cfg.d_vocab, bos, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    last = torch.randint(cfg.min_len - 1, cfg.max_len, (cfg.n_samples,), generator=g)
+    for layer, pat, sl in _patterns(model, seqs, cfg.batch_size):
+        q = last[sl]
+        rows = torch.arange(len(q))
+        sums["previous_token"][layer] += pat[rows, :, q, q - 1].sum(0)
+        sums["current_token"][layer] += pat[rows, :, q, q].sum(0)
+
+    # induction: BOS + r + r; query 1+T+i attends to key 2+i (the token after r_i's first copy)
+    T = cfg.induction_len
+    half = random_sequences(cfg.n_samples, T + 1, model.cfg.d_vocab, bos, seed + 2)
+    rep = torch.cat([half, half[:, 1:]], dim=1)
+    qpos = torch.arange(1 + T, 1 + 2 * T - 1)  # second copy, all but its last token
+    kpos = qpos - T + 1
+    for layer, pat, _ in _patterns(model, rep, cfg.batch_size):
+        sums["induction"][layer] += pat[:, :, qpos, kpos].mean(-1).sum(0)
+
+    rows = []
+    for score, total in sums.items():
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                rows.append({"layer": layer, "head": head, "component": f"{layer}:{head}",
+                             "score": score, "value": float(total[layer, head] / cfg.n_samples)})
+    return pd.DataFrame(rows)
+
+
+def icl_positions(n_ctx: int, cfg: ScoreConfig) -> tuple[int, int]:
+    """The paper's positions (50, 500 at n_ctx 1024) scaled to ``n_ctx``."""
+    early = max(1, round(cfg.icl_early * n_ctx / 1024))
+    late = min(n_ctx - 2, round(cfg.icl_late * n_ctx / 1024))
+    if late <= early:
+        raise ValueError(f"n_ctx={n_ctx} too short for an ICL score")
+    return early, late
+
+
+@torch.no_grad()
+def per_token_loss(model: HookedTransformer, tokens: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Mean loss at each context position over ``tokens`` ([n, n_ctx] → [n_ctx - 1])."""
+    total = torch.zeros(tokens.shape[1] - 1)
+    for i in range(0, len(tokens), batch_size):
+        batch = tokens[i:i + batch_size].to(model.cfg.device)
+        loss = model(batch, return_type="loss", loss_per_token=True)
+        total += loss.float().sum(0).cpu()
+    return total / len(tokens)
+
+
+def icl_score(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfig) -> float:
+    """Loss at the late position minus loss at the early position (negative = in-context learning)."""
+    early, late = icl_positions(model.cfg.n_ctx, cfg)
+    losses = per_token_loss(model, tokens[: cfg.icl_batches * cfg.batch_size], cfg.batch_size)
+    return float(losses[late] - losses[early])
+
+
+def classify_by_scores(scores: pd.DataFrame, thresholds: dict[str, float]) -> pd.Series:
+    """A head's behavioural type from its final scores: the score type whose value exceeds its
+    threshold by the largest margin, else "multigram"."""
+    wide = scores.pivot_table(index="component", columns="score", values="value")
+    margins = pd.DataFrame({s: wide[s] - t for s, t in thresholds.items() if s in wide})
+    best = margins.idxmax(axis=1)
+    return best.where(margins.max(axis=1) > 0, "multigram").rename("type")
+
+
+def scores_matrix(scores: pd.DataFrame, score: str) -> np.ndarray:
+    """[layer, head] array of one score type."""
+    sub = scores[scores["score"] == score]
+    out = np.zeros((sub["layer"].max() + 1, sub["head"].max() + 1))
+    out[sub["layer"], sub["head"]] = sub["value"]
+    return out

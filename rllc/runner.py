@@ -1,0 +1,64 @@
+"""Execute the Jupytext notebooks with Papermill into a run directory."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import jupytext
+import nbformat
+import papermill
+import yaml
+
+from . import paths
+from .config import profile_path
+
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+def notebook_sources() -> list[Path]:
+    """Every ``notebooks/NN_name.py`` in order."""
+    return sorted(p for p in paths.NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"))
+
+
+def to_ipynb(source: Path) -> nbformat.NotebookNode:
+    nb = jupytext.read(source)
+    nb.metadata["kernelspec"] = KERNELSPEC
+    nb.metadata.setdefault("jupytext", {})["source_path"] = str(source.relative_to(paths.REPO_ROOT))
+    return nb
+
+
+def execute(source: Path, out: Path, parameters: dict[str, Any], progress: bool = True) -> float:
+    """Run one notebook; returns its wall time in seconds. The executed notebook is written to
+    ``out`` even when a cell fails (then papermill raises)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / source.with_suffix(".ipynb").name
+        nbformat.write(to_ipynb(source), src)
+        start = time.perf_counter()
+        papermill.execute_notebook(str(src), str(out), parameters=parameters, kernel_name="python3",
+                                   progress_bar=progress, cwd=str(paths.REPO_ROOT))
+        return time.perf_counter() - start
+
+
+def profile_parameters(profile: str, run_dir: Path) -> dict[str, Any]:
+    """The profile file itself is the Papermill parameters (``profile`` and ``config``), plus
+    the run directory."""
+    raw = yaml.safe_load(profile_path(profile).read_text()) or {}
+    return {"profile": raw.get("profile", profile), "config": raw.get("config", {}), "run_dir": str(run_dir)}
+
+
+def execute_all(profile: str, run_dir: Path, only: list[str] | None = None, progress: bool = True) -> dict[str, float]:
+    """Execute every notebook (or those whose names start with one of ``only``) for a profile."""
+    params = profile_parameters(profile, run_dir)
+    times = {}
+    for source in notebook_sources():
+        if only and not any(source.stem.startswith(o) for o in only):
+            continue
+        out = run_dir / "notebooks" / source.with_suffix(".ipynb").name
+        print(f"[rllc] executing {source.name} -> {out}", flush=True)
+        times[source.stem] = execute(source, out, params, progress)
+        print(f"[rllc] {source.name} done in {times[source.stem]:.0f} s", flush=True)
+    return times
