@@ -86,6 +86,7 @@ class TrainConfig:
     log_every: int = 10
     eval_batches: int = 4  # batches of the held-out test split evaluated at each checkpoint
     device: str = "auto"  # "auto" picks CUDA when present
+    deterministic: bool = True  # deterministic kernels: bit-identical reruns and resumes on CPU
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ resumed run bit-identical to an uninterrupted one on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,6 @@ def train_model(
     prepared = data_mod.prepare(cfg)
     store = CheckpointStore.for_model(run, name)
     store.check_identity(identity(cfg, name))
-    total = cfg.train.steps[name]
     schedule = set(cfg.checkpoint_steps(name))
     device = resolve_device(cfg.train.device)
 
@@ -124,6 +124,27 @@ def train_model(
     eval_tokens = data_mod.load_tokens(cfg, "test")[: cfg.train.eval_batches * cfg.train.batch_size]
     order = BatchOrder(len(train_tokens), cfg.train.batch_size, cfg.seed)
 
+    with deterministic_algorithms(cfg.train.deterministic):
+        return _train_loop(cfg, name, run, store, model, opt, train_tokens, eval_tokens, order, schedule,
+                           device, progress, on_step)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels (on CPU the embedding backward is otherwise not bit-reproducible)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def _train_loop(cfg: Config, name: str, run: Path, store: CheckpointStore, model: HookedTransformer,
+                opt: torch.optim.Optimizer, train_tokens: torch.Tensor, eval_tokens: torch.Tensor,
+                order: BatchOrder, schedule: set[int], device: torch.device, progress: bool,
+                on_step: Callable[[int], None] | None) -> TrainResult:
+    total = cfg.train.steps[name]
     step, log, seconds = 0, [], 0.0
     state = store.load_resume()
     if state is not None:

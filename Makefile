@@ -1,0 +1,50 @@
+# Thin wrappers over the rllc command line; nothing here that the README does not show.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROFILE ?= cpu
+RUN_DIR ?= runs/$(PROFILE)
+# A CPU build of torch: an unpinned torch pulls the newest CUDA build (gigabytes). On a GPU
+# machine, override: make TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+TORCH_SPEC ?= torch==2.13.0
+
+# glibc malloc settings that nearly halve training and SGLD step times on CPU (see README)
+export MALLOC_MMAP_MAX_ := 0
+export MALLOC_TRIM_THRESHOLD_ := 100000000000
+
+.PHONY: venv data train reproduce notebooks test unit notebooks-ci clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+data: venv
+	$(BIN)/rllc data --profile $(PROFILE)
+
+train: venv
+	$(BIN)/rllc train --profile $(PROFILE) --run-dir $(RUN_DIR)
+
+# The reproduce command: every notebook with the profile (default cpu) into one run directory.
+reproduce: venv
+	$(BIN)/rllc data --profile $(PROFILE)
+	$(BIN)/rllc notebooks --profile $(PROFILE) --run-dir $(RUN_DIR)
+
+notebooks: reproduce
+
+# The test command: unit tests, then every notebook under Papermill with profiles/ci.yaml,
+# then nbval (lax) over the executed notebooks.
+test: venv
+	$(BIN)/python -m pytest tests
+	$(BIN)/rllc notebooks --profile ci --run-dir runs/ci-test --quiet
+	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider runs/ci-test/notebooks
+
+unit: venv
+	$(BIN)/python -m pytest tests -m "not slow"
+
+clean:
+	rm -rf runs/ci-test runs/ci

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+from rllc import config, data
+
+warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*")
+
+
+@pytest.fixture(scope="session")
+def ci_cfg() -> config.Config:
+    return config.load_config("ci")
+
+
+@pytest.fixture(scope="session")
+def ci_prepared(ci_cfg: config.Config) -> data.Prepared:
+    """The ci profile's real corpora, tokenizer and token datasets (fetched once, cached)."""
+    return data.prepare(ci_cfg)
+
+
+@pytest.fixture()
+def tiny_cfg(ci_cfg: config.Config) -> config.Config:
+    """The ci profile with a very short training run (its data are the ci data)."""
+    return config.load_config("ci", {"train": {"steps": {"L0": 12, "L1": 12, "L2": 24},
+                                               "checkpoints": [{"start": 0, "stop": 24, "every": 8}],
+                                               "resume_every": 4, "log_every": 2}})
+
+
+@pytest.fixture()
+def run_dir(tmp_path: Path) -> Path:
+    return tmp_path / "run"

@@ -1,0 +1,51 @@
+import pytest
+
+from rllc import config
+from rllc.model import build_model, n_params
+
+
+def test_profiles_resolve():
+    for name in ("ci", "cpu", "paper"):
+        cfg = config.load_config(name)
+        assert cfg.profile == name
+        assert cfg.tokenizer.vocab_size > 0
+        for model in ("L0", "L1", "L2"):
+            steps = cfg.checkpoint_steps(model)
+            assert steps[0] == 0 and steps[-1] == cfg.train.steps[model]
+            assert steps == sorted(set(steps))
+
+
+def test_paper_schedule_is_the_107_rllc_checkpoints():
+    steps = config.load_config("paper").checkpoint_steps("L2")
+    assert len(steps) == 107
+    assert steps[:4] == [0, 100, 200, 400]
+    assert 10_000 in steps and 10_400 in steps and 10_200 not in steps
+    assert steps[-2:] == [49_000, 50_000]
+
+
+def test_paper_l2_has_the_papers_parameter_count():
+    cfg = config.load_config("paper")
+    assert n_params(build_model(cfg, "L2")) == 3_355_016
+    assert n_params(build_model(cfg, "L0")) < n_params(build_model(cfg, "L1")) < 3_355_016
+
+
+def test_overrides_merge_deeply():
+    cfg = config.load_config("ci", {"train": {"steps": {"L2": 7}}, "model": {"d_model": 48}})
+    base = config.load_config("ci")
+    assert cfg.train.steps["L2"] == 7 and cfg.train.steps["L1"] == base.train.steps["L1"]
+    assert cfg.model.d_model == 48 and cfg.model.n_heads == base.model.n_heads
+
+
+def test_unknown_settings_are_rejected_with_the_valid_names():
+    with pytest.raises(KeyError, match="valid"):
+        config.load_config("ci", {"train": {"stepz": 3}})
+    with pytest.raises(KeyError, match="L3"):
+        config.load_config("ci", {"train": {"steps": {"L3": 3}}})
+    with pytest.raises(FileNotFoundError, match="available"):
+        config.load_config("nonexistent")
+
+
+def test_config_hash_is_stable_and_sensitive():
+    a = config.load_config("ci")
+    assert config.config_hash(a.model) == config.config_hash(config.load_config("ci").model)
+    assert config.config_hash(a.model) != config.config_hash(config.load_config("cpu").model)

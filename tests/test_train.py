@@ -1,0 +1,128 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from rllc import checkpoints, io, train
+from rllc.train import BatchOrder
+
+
+def _weights(store: checkpoints.CheckpointStore, step: int) -> dict[str, torch.Tensor]:
+    return store.load_weights(step)
+
+
+def _assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_batch_order_is_a_pure_function_of_seed_and_step():
+    a, b = BatchOrder(100, 8, seed=1), BatchOrder(100, 8, seed=1)
+    seq = [a(s) for s in range(30)]
+    assert all(torch.equal(b(s), seq[s]) for s in reversed(range(30)))  # any order of queries
+    epoch0 = torch.cat(seq[:12])
+    assert len(set(epoch0.tolist())) == 96  # no window twice within an epoch
+    assert not torch.equal(BatchOrder(100, 8, seed=2)(0), seq[0])
+
+
+def test_training_is_deterministic(tiny_cfg, ci_prepared, tmp_path):
+    r1 = train.train_model(tiny_cfg, "L2", tmp_path / "a", progress=False)
+    r2 = train.train_model(tiny_cfg, "L2", tmp_path / "b", progress=False)
+    for step in r1.store.steps():
+        _assert_identical(_weights(r1.store, step), _weights(r2.store, step))
+    assert not torch.equal(_weights(r1.store, 0)["blocks.0.attn.W_Q"], _weights(r1.store, 24)["blocks.0.attn.W_Q"])
+    assert r1.log.equals(r2.log)
+
+
+def test_interrupted_training_resumes_to_identical_weights(tiny_cfg, ci_prepared, tmp_path):
+    ref = train.train_model(tiny_cfg, "L2", tmp_path / "ref", progress=False)
+
+    def interrupt(step: int) -> None:
+        if step == 11:  # between resume points (every 4) and checkpoints (every 8)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.train_model(tiny_cfg, "L2", tmp_path / "cut", progress=False, on_step=interrupt)
+    store = checkpoints.CheckpointStore.for_model(tmp_path / "cut", "L2")
+    assert store.steps() == [0, 8] and store.load_resume()["step"] == 8
+    resumed = train.train_model(tiny_cfg, "L2", tmp_path / "cut", progress=False)
+    assert resumed.store.steps() == ref.store.steps()
+    for step in ref.store.steps():
+        _assert_identical(_weights(ref.store, step), _weights(resumed.store, step))
+    train_rows = lambda log: log[log["split"] == "train"].reset_index(drop=True)  # noqa: E731
+    assert train_rows(resumed.log).equals(train_rows(ref.log))
+
+
+def _train_cmd(profile_yaml: Path, run: Path) -> list[str]:
+    return [sys.executable, "-m", "rllc.cli", "train", "--profile", str(profile_yaml), "--run-dir", str(run),
+            "--models", "L2", "--quiet"]
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_identical_weights(ci_prepared, tmp_path):
+    """SIGKILL a real training process midway, restart it, and compare with an uninterrupted run."""
+    from rllc import paths
+    raw = yaml.safe_load((paths.PROFILES_DIR / "ci.yaml").read_text())
+    raw["config"]["train"].update({"steps": {"L0": 10, "L1": 10, "L2": 300}, "resume_every": 10,
+                                   "checkpoints": [{"start": 0, "stop": 300, "every": 100}]})
+    prof = tmp_path / "killtest.yaml"
+    prof.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "RLLC_NO_REEXEC": "1"}
+    subprocess.run(_train_cmd(prof, tmp_path / "ref"), check=True, env=env, capture_output=True)
+
+    proc = subprocess.Popen(_train_cmd(prof, tmp_path / "cut"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    store = checkpoints.CheckpointStore.for_model(tmp_path / "cut", "L2")
+    deadline = time.time() + 120
+    while time.time() < deadline and 100 not in store.steps():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 300 not in store.steps(), "the run finished before it could be killed"
+    subprocess.run(_train_cmd(prof, tmp_path / "cut"), check=True, env=env, capture_output=True)
+    ref = checkpoints.CheckpointStore.for_model(tmp_path / "ref", "L2")
+    assert store.steps() == ref.steps() == [0, 100, 200, 300]
+    for step in ref.steps():
+        _assert_identical(ref.load_weights(step), store.load_weights(step))
+    assert not list(store.root.rglob("*.tmp")), "a temporary file was left behind"
+
+
+def test_run_refuses_a_model_trained_with_other_settings(tiny_cfg, ci_prepared, tmp_path):
+    from rllc import config
+    train.train_model(tiny_cfg, "L0", tmp_path, progress=False)
+    other = config.load_config("ci", {"train": {"steps": {"L0": 12}, "lr": 0.01}})
+    with pytest.raises(RuntimeError, match="other settings"):
+        train.train_model(other, "L0", tmp_path, progress=False)
+
+
+def test_load_model_returns_any_checkpoint(tiny_cfg, ci_prepared, tmp_path):
+    train.train_model(tiny_cfg, "L1", tmp_path, progress=False)
+    m8 = train.load_model(tmp_path, "L1", 8)
+    last = train.load_model(tmp_path, "L1", "last")
+    assert m8.cfg.n_layers == 1 and not torch.equal(m8.W_Q, last.W_Q)
+    with pytest.raises(FileNotFoundError, match="available"):
+        train.load_model(tmp_path, "L1", 5)
+    with pytest.raises(FileNotFoundError, match="neither a run directory"):
+        train.load_model(tmp_path / "nowhere", "L1")
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "x.json"
+    io.write_json(target, {"a": 1})
+
+    def broken(p: Path) -> None:
+        p.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        io.atomic_write(target, broken)
+    assert io.read_json(target) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
