@@ -41,7 +41,9 @@ def _patterns(model: HookedTransformer, tokens: torch.Tensor, batch_size: int) -
     """(layer, attention pattern [batch, head, q, k], batch slice) for each batch and layer."""
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
     for i in range(0, len(tokens), batch_size):
-        _, cache = model.run_with_cache(tokens[i:i + batch_size].to(model.cfg.device), names_filter=names.__contains__)
+        # stop before the unembedding: the patterns are all we need, and logits dominate the cost
+        _, cache = model.run_with_cache(tokens[i:i + batch_size].to(model.cfg.device),
+                                        names_filter=names.__contains__, stop_at_layer=model.cfg.n_layers)
         for layer, name in enumerate(names):
             yield layer, cache[name].float().cpu(), slice(i, i + batch_size)
 
