@@ -99,6 +99,7 @@ class ScoreConfig:
     induction_len: int = 64  # length of the random half that is repeated
     icl_early: int = 50  # token positions at the paper's n_ctx of 1024 (scaled to n_ctx)
     icl_late: int = 500
+    icl_halfwidth: int = 0  # average each position's loss with this many neighbours on each side
     icl_batches: int = 4
     batch_size: int = 100
 
@@ -204,8 +205,13 @@ def load_config(profile: str | Path = "cpu", overrides: dict[str, Any] | None = 
     """Resolve a profile (and optional overrides of its ``config`` mapping) to a ``Config``."""
     raw = yaml.safe_load(profile_path(profile).read_text()) or {}
     name = raw.get("profile", Path(str(profile)).stem)
-    merged = deep_merge(raw.get("config", {}), overrides or {})
-    return _build(Config, {**merged, "profile": name}, where=f"profile {name}")
+    return from_dict(name, deep_merge(raw.get("config", {}), overrides or {}))
+
+
+def from_dict(profile: str, settings: dict[str, Any]) -> Config:
+    """A ``Config`` from plain settings (a profile's ``config`` mapping, or ``Config.to_dict()``)."""
+    settings = {k: v for k, v in settings.items() if k != "profile"}
+    return _build(Config, {**settings, "profile": profile}, where=f"profile {profile}")
 
 
 def config_hash(obj: Any, n: int = 10) -> str:

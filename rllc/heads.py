@@ -91,7 +91,7 @@ def icl_positions(n_ctx: int, cfg: ScoreConfig) -> tuple[int, int]:
     """The paper's positions (50, 500 at n_ctx 1024) scaled to ``n_ctx``."""
     early = max(1, round(cfg.icl_early * n_ctx / 1024))
     late = min(n_ctx - 2, round(cfg.icl_late * n_ctx / 1024))
-    if late <= early:
+    if late - cfg.icl_halfwidth <= early + cfg.icl_halfwidth:
         raise ValueError(f"n_ctx={n_ctx} too short for an ICL score")
     return early, late
 
@@ -108,10 +108,15 @@ def per_token_loss(model: HookedTransformer, tokens: torch.Tensor, batch_size: i
 
 
 def icl_score(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfig) -> float:
-    """Loss at the late position minus loss at the early position (negative = in-context learning)."""
+    """Loss at the late position minus loss at the early position (negative = in-context learning).
+
+    Each position's loss is averaged over ``icl_halfwidth`` neighbours on either side: a single
+    position's mean loss over a few hundred windows has a standard error of ~0.1 nats."""
     early, late = icl_positions(model.cfg.n_ctx, cfg)
     losses = per_token_loss(model, tokens[: cfg.icl_batches * cfg.batch_size], cfg.batch_size)
-    return float(losses[late] - losses[early])
+    w = cfg.icl_halfwidth
+    around = lambda p: losses[max(0, p - w): p + w + 1].mean()  # noqa: E731
+    return float(around(late) - around(early))
 
 
 def classify_by_scores(scores: pd.DataFrame, thresholds: dict[str, float]) -> pd.Series:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 import matplotlib.pyplot as plt
+from matplotlib import ticker
 import pandas as pd
 import seaborn as sns
 
@@ -26,6 +27,13 @@ def savefig(fig: plt.Figure, run_dir: str | Path, name: str) -> Path:
     return atomic_write(path, lambda p: fig.savefig(p, format="png", bbox_inches="tight"))
 
 
+def log_steps(ax: plt.Axes) -> None:
+    """Log-scaled training-step axis with plain numbers (1, 10, 100, 1000, ...)."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:,.0f}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
 def head_palette(n_heads: int) -> list:
     return sns.color_palette("tab10" if n_heads <= 10 else "tab20", n_heads)
 
@@ -42,7 +50,7 @@ def loss_curves(log: pd.DataFrame, checkpoints: dict[str, Sequence[int]] | None 
             ymin = ax.get_ylim()[0]
             ax.plot([s for s in checkpoints[name] if s > 0], [ymin] * sum(s > 0 for s in checkpoints[name]),
                     "|", color="0.3", markersize=8, label="checkpoints")
-        ax.set_xscale("log")
+        log_steps(ax)
         ax.set_title(f"{name}")
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("loss (nats / token)")
@@ -67,7 +75,7 @@ def score_curves(behaviour: pd.DataFrame, scores: Sequence[str] = ("previous_tok
                 d = sub[sub["head"] == h].sort_values("step")
                 ax.plot(d["step"].clip(lower=1), d["value"], color=palette[h], label=f"{layer}:{h}", linewidth=1.3)
             if log_x:
-                ax.set_xscale("log")
+                log_steps(ax)
             ax.set_title(f"layer {layer}: {SCORE_LABELS[score]}")
             if i == len(scores) - 1:
                 ax.set_xlabel("training step")
@@ -82,7 +90,7 @@ def icl_curve(behaviour: pd.DataFrame, label: str = "") -> plt.Figure:
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     ax.plot(d["step"].clip(lower=1), d["value"], marker="o", markersize=3)
     ax.axhline(0, color="0.5", linewidth=0.8)
-    ax.set_xscale("log")
+    log_steps(ax)
     ax.set_xlabel("training step")
     ax.set_ylabel(SCORE_LABELS["icl"])
     ax.set_title(f"In-context learning score{(' — ' + label) if label else ''}")

@@ -23,7 +23,7 @@ from transformer_lens import HookedTransformer
 from . import data as data_mod
 from . import paths
 from .checkpoints import CheckpointStore
-from .config import MODEL_NAMES, Config, config_hash, load_config
+from .config import MODEL_NAMES, Config, config_hash, from_dict
 from .io import write_table, write_text
 from .model import build_model, resolve_device
 
@@ -69,14 +69,7 @@ def resolve_run_dir(cfg: Config, run_dir: str | Path | None = None) -> Path:
 def run_config(run_dir: str | Path) -> Config:
     """The config a run directory was made with."""
     raw = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
-    name = raw.pop("profile")
-    return load_config_from_dict(name, raw)
-
-
-def load_config_from_dict(profile: str, raw: dict[str, Any]) -> Config:
-    from .config import _build
-
-    return _build(Config, {**raw, "profile": profile}, where=f"run config {profile}")
+    return from_dict(raw["profile"], raw)
 
 
 @torch.no_grad()

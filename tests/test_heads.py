@@ -84,6 +84,9 @@ def test_icl_score_is_late_minus_early_loss(l2):
     losses = heads.per_token_loss(l2, tokens, 4)
     early, late = heads.icl_positions(l2.cfg.n_ctx, cfg)
     assert heads.icl_score(l2, tokens, cfg) == pytest.approx(float(losses[late] - losses[early]))
+    wide = config.ScoreConfig(icl_batches=1, batch_size=4, icl_halfwidth=2)
+    expected = losses[late - 2:late + 3].mean() - losses[early - 2:early + 3].mean()
+    assert heads.icl_score(l2, tokens, wide) == pytest.approx(float(expected))
 
 
 def test_classification_by_thresholds():
