@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import gzip
 import hashlib
 import io
 import json

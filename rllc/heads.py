@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
 import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
@@ -127,10 +126,3 @@ def classify_by_scores(scores: pd.DataFrame, thresholds: dict[str, float]) -> pd
     best = margins.idxmax(axis=1)
     return best.where(margins.max(axis=1) > 0, "multigram").rename("type")
 
-
-def scores_matrix(scores: pd.DataFrame, score: str) -> np.ndarray:
-    """[layer, head] array of one score type."""
-    sub = scores[scores["score"] == score]
-    out = np.zeros((sub["layer"].max() + 1, sub["head"].max() + 1))
-    out[sub["layer"], sub["head"]] = sub["value"]
-    return out

@@ -194,12 +194,10 @@ def load_model(profile_or_run_dir: str | Path, name: str = "L2", step: int | str
 
     ``profile_or_run_dir`` is a profile name (its default run directory) or a run directory.
     """
-    run = Path(profile_or_run_dir)
+    run = find_run(profile_or_run_dir)
     if not (run / "config.yaml").exists():
-        run = paths.default_run_dir(str(profile_or_run_dir))
-        if not (run / "config.yaml").exists():
-            raise FileNotFoundError(f"{profile_or_run_dir!r} is neither a run directory nor a trained profile; "
-                                    f"train it with `rllc train --profile {profile_or_run_dir}`")
+        raise FileNotFoundError(f"{profile_or_run_dir!r} is neither a run directory nor a trained profile; "
+                                f"train it with `rllc train --profile {profile_or_run_dir}`")
     cfg = run_config(run)
     store = CheckpointStore.for_model(run, name)
     weights = store.load_weights(step)
@@ -210,8 +208,11 @@ def load_model(profile_or_run_dir: str | Path, name: str = "L2", step: int | str
     return model
 
 
-def checkpoint_steps(profile_or_run_dir: str | Path, name: str = "L2") -> list[int]:
+def find_run(profile_or_run_dir: str | Path) -> Path:
+    """A run directory as given, else the default run directory of a profile of that name."""
     run = Path(profile_or_run_dir)
-    if not (run / "config.yaml").exists():
-        run = paths.default_run_dir(str(profile_or_run_dir))
-    return CheckpointStore.for_model(run, name).steps()
+    return run if (run / "config.yaml").exists() else paths.default_run_dir(str(profile_or_run_dir))
+
+
+def checkpoint_steps(profile_or_run_dir: str | Path, name: str = "L2") -> list[int]:
+    return CheckpointStore.for_model(find_run(profile_or_run_dir), name).steps()

@@ -1,7 +1,6 @@
 import io
 import tarfile
 import warnings
-from pathlib import Path
 
 import pandas as pd
 import pytest
