@@ -55,6 +55,14 @@ class CheckpointStore:
         else:
             write_json(path, identity)
 
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete temporary files a killed writer left behind (the real files are intact: writes
+        are atomic). Call only when no other process writes to this store."""
+        stale = list(self.root.rglob(".*.tmp")) if self.root.exists() else []
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
     def steps(self) -> list[int]:
         if not self.ckpt_dir.exists():
             return []

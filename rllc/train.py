@@ -107,6 +107,7 @@ def train_model(
     prepared = data_mod.prepare(cfg)
     store = CheckpointStore.for_model(run, name)
     store.check_identity(identity(cfg, name))
+    store.remove_stale_temporaries()  # a killed run may have died mid-write
     schedule = set(cfg.checkpoint_steps(name))
     device = resolve_device(cfg.train.device)
 
