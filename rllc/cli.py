@@ -66,6 +66,25 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
     print(json.dumps({"run_dir": str(run), "seconds": times, "total_seconds": time.perf_counter() - start}, indent=2))
 
 
+def cmd_llc(args: argparse.Namespace) -> None:
+    from .sweep import estimate_one
+
+    overrides = {f.name: getattr(args, f.name) for f in _sampler_fields() if getattr(args, f.name) is not None}
+    result = estimate_one(args.run_dir or args.profile, model=args.model, step=args.step,
+                          component=args.component, data=args.data, overrides=overrides,
+                          device=args.device, progress=not args.quiet)
+    out = result.to_dict(traces=args.traces)
+    print(json.dumps(out, indent=2, default=float))
+
+
+def _sampler_fields():  # noqa: ANN202
+    import dataclasses
+
+    from .config import SamplerConfig
+
+    return dataclasses.fields(SamplerConfig)
+
+
 def cmd_describe(args: argparse.Namespace) -> None:
     from .config import MODEL_NAMES, load_config
     from .model import build_model, n_params
@@ -100,6 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.add_argument("--only", nargs="+", default=None, help="notebook name prefixes, e.g. 00 01")
     sp.set_defaults(func=cmd_notebooks)
+
+    sp = sub.add_parser("llc", help="one LLC estimate (weight- and/or data-refined) printed as JSON")
+    common(sp)
+    sp.add_argument("--model", default="L2", choices=["L0", "L1", "L2"])
+    sp.add_argument("--step", default="last", help="a checkpoint step, or 'last'")
+    sp.add_argument("--component", default="full",
+                    help="full, L:H (a head, e.g. 0:1), 'layer L', embed, pos_embed, unembed, ln_final; "
+                         "join with + (e.g. 1:6+1:7)")
+    sp.add_argument("--data", default="train",
+                    help="a distribution of the run (train, test, a held-out domain) or model:L1[@step]")
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--traces", action="store_true", help="include the loss traces in the JSON")
+    for f in _sampler_fields():
+        kind = float if f.type in ("float", "float | None") else int
+        sp.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None,
+                        help=f"sampler setting (default: the profile's, else {f.default})")
+    sp.set_defaults(func=cmd_llc)
 
     sp = sub.add_parser("describe", help="print the resolved configuration and parameter counts as JSON")
     common(sp, run_dir=False)

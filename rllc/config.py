@@ -105,6 +105,32 @@ class ScoreConfig:
 
 
 @dataclass(frozen=True)
+class SamplerConfig:
+    """SGLD settings for LLC estimates (defaults: the rLLC paper's, Appendix F.2).
+
+    Update: w <- w - (epsilon/2) * mask * (nbeta * grad L_batch(w) + gamma * (w - w*))
+                  + sqrt(epsilon) * mask * N(0, I);
+    estimate: nbeta * (mean loss over draws and chains - L(w*)).
+    """
+
+    epsilon: float = 1e-3  # step size
+    gamma: float = 200.0  # localization strength
+    nbeta: float = 30.0  # inverse temperature n*beta
+    chains: int = 4
+    draws: int = 200
+    burnin: int = 0  # steps before the first draw (not averaged)
+    steps_between_draws: int = 1
+    batch_size: int = 32
+    init_loss_batches: int = 16  # batches for L(w*)
+    seed: int = 100  # chain c draws its noise from seed + c; batches come from seed
+    # diagnostics: a chain is "diverged" when its loss is not finite or its late mean runs more
+    # than diverge_margin nats above L(w*) (None: a chain whose implied LLC exceeds the
+    # component's weight count d, twice the regular bound d/2); "below_init" when its late mean sits
+    # significantly below L(w*), a sign that w* is not a local minimum.
+    diverge_margin: float | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str = "paper"
     seed: int = 1
@@ -116,6 +142,7 @@ class Config:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     scores: ScoreConfig = ScoreConfig()
+    sampler: SamplerConfig = SamplerConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

@@ -1,0 +1,358 @@
+"""SGLD estimates of the local learning coefficient (LLC), refined by weights and by data.
+
+For a model at w* and a loss L (mean per-token loss of a batch), each chain runs
+
+    w <- w - (eps/2) * mask * (nbeta * grad L_batch(w) + gamma * (w - w*)) + sqrt(eps) * mask * N(0, I)
+
+from w*, and the estimate is  lambda_hat = nbeta * (mean over draws and chains of L_batch(w) - L(w*)).
+
+* **Weight refinement**: ``mask`` selects a component (``rllc.components``); all other weights
+  stay at w* bit for bit.
+* **Data refinement**: the loss is measured on any token dataset, or, for a generator model,
+  it is the cross-entropy from the generator's next-token distribution to the model's on the
+  same contexts (the paper's eq. 11).
+
+Conventions match devinterp 2.0.1 (``devinterp.slt.sampling.sample`` with ``sgmcmc_sgld``): the
+loss is recorded before each update; every chain sees the same batches, in the order of
+``randperm(n, generator=seed)`` cycled; chain c draws its noise from a generator seeded with
+``seed + c``, one ``N(0, 1)`` tensor of each parameter's full shape, in mask order; L(w*) is the
+mean over the first ``init_loss_batches`` batches. With equal settings and seeds the two give the
+same loss traces (a test checks it).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .components import ParamMasks, component_masks, component_size
+from .config import SamplerConfig
+
+# (model, tokens [batch, n_ctx]) -> mean per-token loss (a scalar tensor)
+LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+FLAG_DIVERGED = "diverged"
+FLAG_BELOW_INIT = "below_init"
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses (the data refinement)
+
+
+def next_token_loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of a language model on a batch of token windows."""
+    logits = model(tokens)
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    return -logp.gather(-1, tokens[:, 1:, None]).mean()
+
+
+def generator_loss(generator: nn.Module) -> LossFn:
+    """Cross-entropy from ``generator``'s next-token distribution to the model's (paper eq. 11).
+
+    The generator's predictions are computed on the same contexts, without gradients; its
+    entropy is a constant, so this differs from the KL divergence only by that constant, and
+    the LLC estimate (a difference of losses) is the same for both.
+    """
+    generator = generator.eval()
+    for p in generator.parameters():
+        p.requires_grad_(False)
+
+    def loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = F.softmax(generator(tokens)[:, :-1].float(), dim=-1)
+        logp = F.log_softmax(model(tokens)[:, :-1].float(), dim=-1)
+        return -(target * logp).sum(-1).mean()
+
+    return loss
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+
+
+class BatchFeed:
+    """The batches every chain sees: a permutation under ``seed``, in full batches, cycled."""
+
+    def __init__(self, data: torch.Tensor, batch_size: int, seed: int) -> None:
+        if len(data) < batch_size:
+            raise ValueError(f"the dataset has {len(data)} rows, fewer than one batch of {batch_size}")
+        self.data = data
+        self.batch_size = batch_size
+        g = torch.Generator().manual_seed(seed)
+        # as torch's DataLoader(shuffle=True, generator=g) does (and hence devinterp): one draw
+        # for the workers' base seed, then the permutation
+        torch.empty((), dtype=torch.int64).random_(generator=g)
+        order = torch.randperm(len(data), generator=g)
+        n_batches = len(data) // batch_size
+        self.batches = order[: n_batches * batch_size].view(n_batches, batch_size)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.data[self.batches[i % len(self.batches)]]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        i = 0
+        while True:
+            yield self[i]
+            i += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The result record
+
+
+@dataclass
+class LLCResult:
+    """One estimate: summary over healthy chains, per-chain values and flags, traces, settings."""
+
+    mean: float  # over chains that were not flagged (nan if none)
+    std: float  # across those chains (ddof 1)
+    sem: float  # std / sqrt(number of those chains)
+    per_chain: list[float]
+    flags: list[list[str]]  # per chain: [] or any of "diverged", "below_init"
+    init_loss: float
+    traces: np.ndarray  # [chains, steps] batch loss before each update (burn-in included)
+    settings: dict[str, Any]
+    component: str = "full"
+    n_weights: int = 0
+    data: str = ""
+    seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_ok(self) -> int:
+        return sum(not f for f in self.flags)
+
+    @property
+    def draws(self) -> np.ndarray:
+        """The draws the estimate averages: [chains, draws]."""
+        s = self.settings
+        return self.traces[:, s["burnin"]::s["steps_between_draws"]][:, : s["draws"]]
+
+    def to_dict(self, traces: bool = False) -> dict[str, Any]:
+        out = {
+            "mean": self.mean, "std": self.std, "sem": self.sem, "n_ok": self.n_ok,
+            "per_chain": self.per_chain, "flags": self.flags, "init_loss": self.init_loss,
+            "component": self.component, "n_weights": self.n_weights, "data": self.data,
+            "seconds": self.seconds, "settings": self.settings, **self.meta,
+        }
+        if traces:
+            out["traces"] = self.traces.tolist()
+        return out
+
+
+def summarize(per_chain: list[float], flags: list[list[str]]) -> tuple[float, float, float]:
+    """Mean, std and standard error over the chains that carry no flag."""
+    ok = np.array([v for v, f in zip(per_chain, flags) if not f], dtype=float)
+    if len(ok) == 0:
+        return math.nan, math.nan, math.nan
+    std = float(ok.std(ddof=1)) if len(ok) > 1 else math.nan
+    return float(ok.mean()), std, std / math.sqrt(len(ok)) if len(ok) > 1 else math.nan
+
+
+def chain_flags(trace: np.ndarray, draws: np.ndarray, init_loss: float, nbeta: float, n_weights: int,
+                diverge_margin: float | None = None) -> list[str]:
+    """Diagnose one chain from its full trace and its draws.
+
+    * ``diverged``: a non-finite loss, or the mean of the last quarter of the draws more than
+      ``diverge_margin`` nats above L(w*) (default: the rise at which the chain's LLC would
+      exceed d, twice the value of a regular model with all d weights: no LLC exceeds d/2, and
+      the factor two leaves room for sampling noise);
+    * ``below_init``: the mean of the second half of the draws is more than two of its standard
+      errors below L(w*): the sampler found lower loss, so w* is not a local minimum (or the
+      step size is too small to leave a transient).
+    """
+    if not np.all(np.isfinite(trace)):
+        return [FLAG_DIVERGED]
+    flags = []
+    margin = diverge_margin if diverge_margin is not None else n_weights / nbeta
+    late = draws[-max(1, len(draws) // 4):]
+    if late.mean() - init_loss > margin:
+        flags.append(FLAG_DIVERGED)
+    half = draws[len(draws) // 2:]
+    se = half.std(ddof=1) / math.sqrt(len(half)) if len(half) > 1 else 0.0
+    if half.mean() + 2 * se < init_loss:
+        flags.append(FLAG_BELOW_INIT)
+    return flags
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+
+
+def _check_settings(s: SamplerConfig) -> None:
+    problems = []
+    for name in ("epsilon", "nbeta"):
+        if not getattr(s, name) > 0:
+            problems.append(f"{name} must be > 0 (got {getattr(s, name)})")
+    if s.gamma < 0:
+        problems.append(f"gamma must be >= 0 (got {s.gamma})")
+    for name in ("chains", "draws", "batch_size", "init_loss_batches", "steps_between_draws"):
+        if getattr(s, name) < 1:
+            problems.append(f"{name} must be >= 1 (got {getattr(s, name)})")
+    if s.burnin < 0:
+        problems.append(f"burnin must be >= 0 (got {s.burnin})")
+    if problems:
+        raise ValueError("bad sampler settings: " + "; ".join(problems))
+
+
+def _is_hooked(model: nn.Module) -> bool:
+    return hasattr(model, "cfg") and hasattr(model.cfg, "n_heads")
+
+
+def n_steps(s: SamplerConfig) -> int:
+    return s.burnin + s.draws * s.steps_between_draws
+
+
+@torch.no_grad()
+def init_loss(model: nn.Module, feed: BatchFeed, loss_fn: LossFn, n_batches: int, device: torch.device) -> float:
+    """L(w*): the mean loss over the first ``n_batches`` batches of the feed."""
+    total = 0.0
+    for i in range(n_batches):
+        total += float(loss_fn(model, feed[i].to(device)))
+    return total / n_batches
+
+
+def _sgld_update(p: torch.Tensor, grad: torch.Tensor | None, anchor: torch.Tensor, mask: torch.Tensor | None,
+                 noise: torch.Tensor, s: SamplerConfig) -> None:
+    drift = (grad * s.nbeta if grad is not None else torch.zeros_like(p)) + s.gamma * (p - anchor)
+    new = p - 0.5 * s.epsilon * drift + math.sqrt(s.epsilon) * noise
+    if mask is None:
+        p.copy_(new)
+    else:
+        p.copy_(torch.where(mask, new, p))  # weights outside the component stay bit-identical
+
+
+def _run_chain(model: nn.Module, params: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+               feed: BatchFeed, loss_fn: LossFn, s: SamplerConfig, chain: int, device: torch.device,
+               bar: tqdm | None) -> np.ndarray:
+    for p, anchor, _ in params:  # start every chain at w*
+        p.data.copy_(anchor)
+    noise_gen = torch.Generator(device=device).manual_seed(s.seed + chain)
+    trace = np.empty(n_steps(s))
+    for step in range(n_steps(s)):
+        loss = loss_fn(model, feed[step].to(device))
+        for p, _, _ in params:
+            p.grad = None
+        loss.backward()
+        value = float(loss.detach())
+        trace[step] = value
+        if not math.isfinite(value):
+            trace[step:] = math.nan
+            if bar is not None:
+                bar.update(n_steps(s) - step)
+            break
+        with torch.no_grad():
+            for p, anchor, mask in params:
+                noise = torch.normal(0.0, 1.0, size=p.shape, generator=noise_gen, device=device, dtype=p.dtype)
+                _sgld_update(p.data, p.grad, anchor, mask, noise, s)
+        if bar is not None:
+            bar.update(1)
+    for p, _, _ in params:
+        p.grad = None
+    return trace
+
+
+def sample_llc(
+    model: nn.Module,
+    data: torch.Tensor,
+    masks: ParamMasks | None = None,
+    settings: SamplerConfig = SamplerConfig(),
+    loss_fn: LossFn = next_token_loss,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    batched: bool | None = None,
+    component: str = "",
+    data_name: str = "",
+    bar: tqdm | None = None,
+) -> LLCResult:
+    """Estimate the LLC of ``model`` at its current weights.
+
+    ``data`` is a [n, n_ctx] token tensor (or any tensor ``loss_fn`` takes batches of); ``masks``
+    selects the weights that move (``None``: all). The model itself is not changed: chains run
+    on a copy. ``batched`` runs all chains at once with ``torch.func`` (default: on a GPU only).
+    ``bar``: an outer progress bar to advance (one unit per chain-step) instead of a new one.
+    """
+    _check_settings(settings)
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    work = copy.deepcopy(model)
+    work = work.to(dev, print_details=False) if _is_hooked(work) else work.to(dev)
+    work.train()
+    named = dict(work.named_parameters())
+    masks = masks if masks is not None else {n: None for n in named}
+    unknown = [n for n in masks if n not in named]
+    if unknown:
+        raise KeyError(f"masks name parameters the model lacks: {unknown}")
+    for n, p in named.items():
+        p.requires_grad_(n in masks)
+    params = [(named[n], named[n].detach().clone(), None if m is None else m.to(dev)) for n, m in masks.items()]
+    n_weights = component_size(work, masks)
+
+    feed = BatchFeed(data, settings.batch_size, settings.seed)
+    start = time.perf_counter()
+    l0 = init_loss(work, feed, loss_fn, settings.init_loss_batches, dev)
+    use_batched = batched if batched is not None else dev.type == "cuda"
+    total = settings.chains * n_steps(settings)
+    own_bar = bar is None
+    if own_bar:
+        bar = tqdm(total=total, desc=f"SGLD {component or 'model'}", disable=not progress, mininterval=1.0)
+    try:
+        if use_batched:
+            from .batched import run_chains_batched
+
+            traces = run_chains_batched(work, masks, feed, loss_fn, settings, dev, bar)
+        else:
+            traces = np.stack([_run_chain(work, params, feed, loss_fn, settings, c, dev, bar)
+                               for c in range(settings.chains)])
+    finally:
+        if own_bar:
+            bar.close()
+    seconds = time.perf_counter() - start
+    return make_result(traces, l0, settings, n_weights, component=component, data=data_name, seconds=seconds)
+
+
+def make_result(traces: np.ndarray, l0: float, settings: SamplerConfig, n_weights: int, component: str = "",
+                data: str = "", seconds: float = 0.0) -> LLCResult:
+    """Per-chain estimates, flags and the summary from loss traces."""
+    s = settings
+    draws = traces[:, s.burnin::s.steps_between_draws][:, : s.draws]
+    per_chain = [float(s.nbeta * (d.mean() - l0)) for d in draws]
+    flags = [chain_flags(t, d, l0, s.nbeta, n_weights, s.diverge_margin) for t, d in zip(traces, draws)]
+    mean, std, sem = summarize(per_chain, flags)
+    return LLCResult(mean=mean, std=std, sem=sem, per_chain=per_chain, flags=flags, init_loss=l0,
+                     traces=traces, settings=asdict(s), component=component, n_weights=n_weights, data=data,
+                     seconds=seconds)
+
+
+def estimate_llc(
+    model: nn.Module,
+    component: str,
+    data: torch.Tensor,
+    settings: SamplerConfig = SamplerConfig(),
+    generator: nn.Module | None = None,
+    data_name: str = "",
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    bar: tqdm | None = None,
+) -> LLCResult:
+    """The (weight- and data-refined) LLC of a named component of a language model.
+
+    ``generator``: measure the loss as the cross-entropy from this model's predictions
+    (eq. 11) on the contexts in ``data``, instead of the next-token loss on ``data``.
+    """
+    masks = component_masks(model, component)
+    loss_fn = generator_loss(generator) if generator is not None else next_token_loss
+    return sample_llc(model, data, masks, settings, loss_fn, device=device, progress=progress,
+                      component=component, data_name=data_name, bar=bar)

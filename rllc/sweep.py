@@ -1,0 +1,220 @@
+"""LLC estimates over checkpoints x components x distributions, cached and resumable.
+
+Every estimate is stored as one JSON record under ``<run>/llc/records/<key>.json`` (written
+atomically), where the key hashes everything that changes its number: the model's identity,
+the checkpoint, the component, the distribution (and its token dataset), and every sampler
+setting. A sweep computes only the records it lacks, so a sweep killed midway and restarted
+recomputes nothing it already has and loses at most the estimate in flight. The tidy tables
+(``llc_estimates``, ``llc_chains``, ``llc_traces``) are assembled from the records.
+
+Distributions: a token split of the run ("train", "test", or a held-out domain such as
+"python_tests"), or ``model:<name>[@<step>]`` — a generator model of the same run (default its
+last checkpoint) whose predictions on training contexts replace the next-token targets (eq. 11).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import data as data_mod
+from .checkpoints import CheckpointStore
+from .config import Config, SamplerConfig, config_hash
+from .io import read_json, write_json, write_table
+from .llc import LLCResult, estimate_llc, n_steps
+from .model import resolve_device
+from .train import find_run, identity, load_model, run_config
+
+GENERATOR_PREFIX = "model:"
+
+
+@dataclass(frozen=True)
+class Job:
+    model: str
+    step: int
+    component: str
+    data: str
+
+
+def parse_generator(data: str) -> tuple[str, int | str] | None:
+    """("L1", "last") for "model:L1", ("L1", 4000) for "model:L1@4000"; None for a token split."""
+    if not data.startswith(GENERATOR_PREFIX):
+        return None
+    spec = data[len(GENERATOR_PREFIX):]
+    name, _, step = spec.partition("@")
+    return name, (int(step) if step else "last")
+
+
+def valid_data(cfg: Config) -> list[str]:
+    return [*data_mod.available_distributions(cfg), "model:L0", "model:L1", "model:L2"]
+
+
+def resolve_steps(run: Path, model: str, steps: Iterable[int | str] | str) -> list[int]:
+    """Checkpoint steps: "all", "last", or a list (each int or "last"); unknown steps are an error."""
+    have = CheckpointStore.for_model(run, model).steps()
+    if not have:
+        raise FileNotFoundError(f"no checkpoints of {model} in {run}; train it first")
+    if isinstance(steps, str):
+        steps = have if steps == "all" else [steps]
+    out = []
+    for s in steps:
+        s = have[-1] if s == "last" else int(s)
+        if s not in have:
+            raise KeyError(f"no checkpoint at step {s} for {model}; have {have[0]}..{have[-1]} ({len(have)} steps)")
+        out.append(s)
+    return out
+
+
+def record_key(cfg: Config, job: Job, settings: SamplerConfig) -> str:
+    gen = parse_generator(job.data)
+    return config_hash({
+        "identity": identity(cfg, job.model), "step": job.step, "component": job.component.replace(" ", "").lower(),
+        "data": job.data, "tokens": data_mod.tokens_key(cfg),
+        "generator": None if gen is None else identity(cfg, gen[0]),
+        "sampler": dataclasses.asdict(settings),
+    }, n=16)
+
+
+def records_dir(run: Path) -> Path:
+    return run / "llc" / "records"
+
+
+def _data_tensor(cfg: Config, run: Path, data: str, cache: dict[str, Any]) -> tuple[torch.Tensor, torch.nn.Module | None]:
+    gen = parse_generator(data)
+    split = "train" if gen is not None else data
+    if split not in cache:
+        valid = data_mod.available_distributions(cfg)
+        if split not in valid:
+            raise KeyError(f"unknown distribution {data!r}; valid: {valid + ['model:<L0|L1|L2>[@step]']}")
+        cache[split] = data_mod.load_tokens(cfg, split)
+    generator = None
+    if gen is not None:
+        if ("gen", gen) not in cache:
+            cache[("gen", gen)] = load_model(run, gen[0], gen[1])
+        generator = cache[("gen", gen)]
+    return cache[split], generator
+
+
+def run_sweep(
+    run_or_profile: str | Path,
+    models: Sequence[str] = ("L2",),
+    steps: Iterable[int | str] | str = "all",
+    components: Sequence[str] = ("full",),
+    datas: Sequence[str] = ("train",),
+    settings: SamplerConfig | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Estimate every (model, step, component, data) combination not yet cached; return the table."""
+    run = find_run(run_or_profile)
+    cfg = run_config(run)
+    settings = settings or cfg.sampler
+    dev = resolve_device(device)
+    jobs = [Job(m, s, c, d) for m in models for s, c, d in
+            itertools.product(resolve_steps(run, m, steps), components, datas)]
+    out_dir = records_dir(run)
+    keys = {job: record_key(cfg, job, settings) for job in jobs}
+    todo = [job for job in jobs if not (out_dir / f"{keys[job]}.json").exists()]
+    cache: dict[Any, Any] = {}
+    per_job = settings.chains * n_steps(settings)
+    with tqdm(total=len(todo) * per_job, desc=f"LLC sweep ({len(todo)} of {len(jobs)} estimates to do)",
+              disable=not progress, mininterval=2.0, unit="step") as bar:
+        for (model_name, step), group in itertools.groupby(todo, key=lambda j: (j.model, j.step)):
+            model = load_model(run, model_name, step, device=dev)
+            for job in group:
+                tokens, generator = _data_tensor(cfg, run, job.data, cache)
+                if generator is not None:
+                    generator = generator.to(dev)
+                result = estimate_llc(model, job.component, tokens, settings, generator=generator,
+                                      data_name=job.data, device=dev, bar=bar)
+                write_json(out_dir / f"{keys[job]}.json", _record(job, result, keys[job]))
+    table = collect(run, [keys[j] for j in jobs])
+    return table
+
+
+def _record(job: Job, result: LLCResult, key: str) -> dict[str, Any]:
+    rec = result.to_dict(traces=True)
+    rec.update({"key": key, "model": job.model, "step": job.step, "component": job.component, "data": job.data})
+    return rec
+
+
+def load_records(run: Path, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    d = records_dir(run)
+    files = [d / f"{k}.json" for k in keys] if keys is not None else sorted(d.glob("*.json"))
+    return [read_json(f) for f in files]
+
+
+def collect(run: str | Path, keys: Iterable[str] | None = None, write: bool = True) -> pd.DataFrame:
+    """The tidy estimates table (one row per estimate; only ``keys`` if given) from cached records.
+
+    Also (re)writes the ``llc_estimates``, ``llc_chains`` and ``llc_traces`` tables under
+    ``<run>/tables`` from every record the run has.
+    """
+    run = find_run(run)
+    records = load_records(run)
+    table = _tables(run, records, write)
+    if keys is not None:
+        keys = list(keys)
+        table = table.set_index("key").loc[keys].reset_index() if keys else table.iloc[:0]
+    return table
+
+
+def _tables(run: Path, records: list[dict[str, Any]], write: bool) -> pd.DataFrame:
+    rows, chains, traces = [], [], []
+    for r in records:
+        s = r["settings"]
+        flags = r["flags"]
+        rows.append({
+            "model": r["model"], "step": r["step"], "component": r["component"], "data": r["data"],
+            "llc_mean": r["mean"], "llc_std": r["std"], "llc_sem": r["sem"], "n_chains": len(flags),
+            "n_ok": r["n_ok"], "n_diverged": sum("diverged" in f for f in flags),
+            "n_below_init": sum("below_init" in f for f in flags), "init_loss": r["init_loss"],
+            "n_weights": r["n_weights"], "seconds": r["seconds"], **{f"sampler_{k}": v for k, v in s.items()},
+            "key": r["key"],
+        })
+        for c, (v, f) in enumerate(zip(r["per_chain"], flags)):
+            chains.append({"key": r["key"], "model": r["model"], "step": r["step"], "component": r["component"],
+                           "data": r["data"], "chain": c, "llc": v, "flags": ",".join(f)})
+        arr = np.asarray(r["traces"], dtype=float)
+        for c in range(arr.shape[0]):
+            traces.append(pd.DataFrame({"key": r["key"], "model": r["model"], "step": r["step"],
+                                        "component": r["component"], "data": r["data"], "chain": c,
+                                        "sgld_step": np.arange(arr.shape[1]), "loss": arr[c]}))
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.sort_values(["model", "data", "component", "step"]).reset_index(drop=True)
+    if write and len(table):
+        tables = run / "tables"
+        write_table(table, tables / "llc_estimates.parquet")
+        write_table(pd.DataFrame(chains), tables / "llc_chains.parquet")
+        write_table(pd.concat(traces, ignore_index=True), tables / "llc_traces.parquet")
+    return table
+
+
+def estimate_one(run_or_profile: str | Path, model: str = "L2", step: int | str = "last", component: str = "full",
+                 data: str = "train", overrides: dict[str, Any] | None = None, device: str = "auto",
+                 progress: bool = False) -> LLCResult:
+    """One estimate at a checkpoint of a run (not cached): what ``rllc llc`` prints."""
+    run = find_run(run_or_profile)
+    if not (run / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_or_profile!r} is neither a run directory nor a trained profile; "
+                                f"train it with `rllc train --profile {run_or_profile}`")
+    cfg = run_config(run)
+    settings = dataclasses.replace(cfg.sampler, **(overrides or {}))
+    (s,) = resolve_steps(run, model, [step])
+    dev = resolve_device(device)
+    tokens, generator = _data_tensor(cfg, run, data, {})
+    net = load_model(run, model, s, device=dev)
+    result = estimate_llc(net, component, tokens, settings, generator=None if generator is None else generator.to(dev),
+                          data_name=data, device=dev, progress=progress)
+    result.meta.update({"model": model, "step": s, "run_dir": str(run)})
+    return result
