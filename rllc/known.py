@@ -8,8 +8,8 @@
   minimal stratum (the H - r spare hidden units dead in both A and B) the local coefficient is
   that global value.
 
-Each is an ``nn.Module`` with a ``loss(batch)`` method; ``known_loss`` adapts it to the
-sampler's ``(model, batch) -> loss`` interface. Potentials ignore the batch (their loss is the
+Each is an ``nn.Module`` whose forward pass returns its loss on a batch; ``known_loss`` is the
+sampler's ``(model, batch) -> loss`` for them. Potentials ignore the batch (their loss is the
 population loss itself), so the sampler can be checked without gradient noise; linear
 regression uses real minibatches.
 """
@@ -68,7 +68,7 @@ class LinearRegression(nn.Module):
         """The dataset for the sampler: row indices of (x, y)."""
         return torch.arange(len(self.x))[:, None]
 
-    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
         idx = batch[:, 0]
         resid = self.y[idx] - self.x[idx] @ self.w
         return 0.5 * (resid / self.noise).pow(2).mean()
@@ -86,7 +86,7 @@ class NormalCrossing(nn.Module):
     def truth(self) -> float:
         return normal_crossing_lambda(self.k)
 
-    def loss(self, batch: torch.Tensor) -> torch.Tensor:  # noqa: ARG002 - a potential ignores data
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:  # noqa: ARG002 - a potential ignores data
         powers = torch.tensor([2 * v for v in self.k], dtype=self.w.dtype)
         return torch.prod(self.w ** powers)
 
@@ -124,13 +124,13 @@ class ReducedRankRegression(nn.Module):
     def truth(self) -> float:
         return self.shape.truth
 
-    def loss(self, batch: torch.Tensor) -> torch.Tensor:  # noqa: ARG002
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:  # noqa: ARG002
         return 0.5 * (self.B @ self.A - self.W0).pow(2).sum()
 
 
 def known_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """The sampler's loss interface for the models above."""
-    return model.loss(batch)
+    return model(batch)
 
 
 def dummy_data(n: int = 1024) -> torch.Tensor:

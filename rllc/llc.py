@@ -235,6 +235,25 @@ def _sgld_update(p: torch.Tensor, grad: torch.Tensor | None, anchor: torch.Tenso
         p.copy_(torch.where(mask, new, p))  # weights outside the component stay bit-identical
 
 
+def sgld_chain(model: nn.Module, masks: ParamMasks, feed: BatchFeed, loss_fn: LossFn, s: SamplerConfig,
+               chain: int = 0, device: torch.device | None = None, bar: tqdm | None = None) -> np.ndarray:
+    """Run one chain in place from the model's current weights (w*); return its loss trace.
+
+    Only the weights selected by ``masks`` move; every other weight keeps its exact bits.
+    """
+    named = dict(model.named_parameters())
+    dev = device if device is not None else next(model.parameters()).device
+    params = [(named[n], named[n].detach().clone(), None if m is None else m.to(dev)) for n, m in masks.items()]
+    before = {n: p.requires_grad for n, p in named.items()}
+    for n, p in named.items():
+        p.requires_grad_(n in masks)
+    try:
+        return _run_chain(model, params, feed, loss_fn, s, chain, dev, bar)
+    finally:
+        for n, p in named.items():
+            p.requires_grad_(before[n])
+
+
 def _run_chain(model: nn.Module, params: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
                feed: BatchFeed, loss_fn: LossFn, s: SamplerConfig, chain: int, device: torch.device,
                bar: tqdm | None) -> np.ndarray:

@@ -4,8 +4,12 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
+from transformer_lens import HookedTransformer
 
 from rllc import config, data
+
+from _models import markov_data, tiny_model
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*")
 
@@ -32,3 +36,20 @@ def tiny_cfg(ci_cfg: config.Config) -> config.Config:
 @pytest.fixture()
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+@pytest.fixture(scope="session")
+def trained() -> tuple[HookedTransformer, torch.Tensor]:
+    """A tiny 2-layer attention-only model trained near a minimum of Markov-chain data."""
+    data = markov_data(1024)
+    model = tiny_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(400):
+        batch = data[torch.randint(0, len(data), (64,), generator=g)]
+        loss = model(batch, return_type="loss")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return model, data

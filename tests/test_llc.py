@@ -1,0 +1,197 @@
+"""The LLC estimator: components, the SGLD update, diagnostics, batched chains, devinterp parity."""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from rllc.components import UnknownComponent, component_masks, component_size, valid_components
+from rllc.config import SamplerConfig, load_config
+from rllc.llc import (FLAG_BELOW_INIT, FLAG_DIVERGED, BatchFeed, estimate_llc, generator_loss, make_result,
+                      next_token_loss, sample_llc, sgld_chain)
+from rllc.model import build_model
+
+from _models import tiny_model
+
+
+# ---------------------------------------------------------------------------------------------
+# components
+
+
+def test_head_component_is_its_slices_of_qkv_o_and_biases() -> None:
+    model = tiny_model()
+    masks = component_masks(model, "1:1")
+    assert list(masks) == [f"blocks.1.attn.{p}" for p in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")]
+    for mask in masks.values():
+        assert mask is not None and mask[1].all() and not mask[0].any()
+    d, dh = 16, 4
+    assert component_size(model, masks) == 4 * d * dh + 3 * dh
+
+
+def test_paper_head_has_32864_weights() -> None:
+    model = build_model(load_config("paper"), "L2", d_vocab=5000)
+    assert component_size(model, component_masks(model, "0:1")) == 32_864
+    assert component_size(model, component_masks(model, "full")) == 3_355_016
+
+
+def test_unions_layers_and_groups() -> None:
+    model = tiny_model()
+    both = component_masks(model, "1:0+1:1")
+    assert all(m is None for m in both.values())  # all heads of the layer = whole tensors
+    assert component_size(model, both) == 2 * component_size(model, component_masks(model, "1:0"))
+    layer = component_masks(model, "layer 0")
+    assert set(layer) == {n for n, _ in model.named_parameters() if n.startswith("blocks.0.")}
+    assert set(component_masks(model, "embed+unembed")) == {"embed.W_E", "unembed.W_U", "unembed.b_U"}
+    assert component_size(model, component_masks(model, "full")) == sum(p.numel() for p in model.parameters())
+    assert "1:1" in valid_components(model) and "layer 1" in valid_components(model)
+
+
+@pytest.mark.parametrize("name", ["2:0", "0:2", "layer 2", "head", "", "0:1+bogus"])
+def test_unknown_components_list_valid_names(name: str) -> None:
+    with pytest.raises(UnknownComponent, match="valid: full"):
+        component_masks(tiny_model(), name)
+
+
+# ---------------------------------------------------------------------------------------------
+# the update
+
+
+def test_weights_outside_the_component_are_bit_identical(trained) -> None:  # noqa: ANN001
+    model, data = trained
+    work = copy.deepcopy(model)
+    before = {n: p.detach().clone() for n, p in work.named_parameters()}
+    masks = component_masks(work, "0:1")
+    s = SamplerConfig(epsilon=1e-2, gamma=10, nbeta=30, chains=1, draws=15, batch_size=32)
+    sgld_chain(work, masks, BatchFeed(data, 32, 0), next_token_loss, s)
+    for n, p in work.named_parameters():
+        if n in masks:
+            inside = masks[n]
+            assert torch.equal(p[~inside], before[n][~inside]), n  # other heads' slices untouched
+            assert not torch.equal(p[inside], before[n][inside]), n  # this head moved
+        else:
+            assert torch.equal(p, before[n]), n
+
+
+def test_update_matches_the_formula_on_a_quadratic() -> None:
+    """One step by hand: w1 = w0 - eps/2 (nbeta grad + gamma (w0 - w*)) + sqrt(eps) xi, at w0 = w*."""
+    class Quad(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
+
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            return (self.w ** 2).sum() + 0 * batch.float().sum()
+
+    model = Quad()
+    s = SamplerConfig(epsilon=0.01, gamma=5.0, nbeta=3.0, chains=1, draws=2, batch_size=1, seed=7)
+    w0 = model.w.detach().clone()
+    trace = sgld_chain(model, {"w": None}, BatchFeed(torch.zeros(4, 1), 1, 0), lambda m, b: m(b), s)
+    g = torch.Generator().manual_seed(7)
+    xi = torch.normal(0.0, 1.0, size=(3,), generator=g)
+    w1 = w0 - 0.5 * s.epsilon * (s.nbeta * 2 * w0) + math.sqrt(s.epsilon) * xi
+    assert trace[0] == pytest.approx(float((w0 ** 2).sum()))
+    assert trace[1] == pytest.approx(float((w1 ** 2).sum()), rel=1e-6)
+
+
+def test_the_callers_model_is_not_changed(trained) -> None:  # noqa: ANN001
+    model, data = trained
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    sample_llc(model, data, None, SamplerConfig(chains=1, draws=5, batch_size=16, init_loss_batches=2))
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# diagnostics
+
+
+def _settings(**kw: float) -> SamplerConfig:
+    return SamplerConfig(**{"chains": 3, "draws": 40, "nbeta": 10.0, **kw})
+
+
+def test_nonfinite_and_runaway_chains_are_flagged_and_not_averaged() -> None:
+    rng = np.random.default_rng(0)
+    l0 = 2.0
+    good = l0 + 0.1 + 0.01 * rng.standard_normal((1, 40))
+    nan = good.copy()
+    nan[0, 20:] = np.nan
+    runaway = l0 + np.linspace(0, 50, 40)[None]
+    r = make_result(np.vstack([good, nan, runaway]), l0, _settings(), n_weights=20)
+    assert r.flags[0] == [] and FLAG_DIVERGED in r.flags[1] and FLAG_DIVERGED in r.flags[2]
+    assert r.n_ok == 1 and r.mean == pytest.approx(r.per_chain[0])
+
+
+def test_a_trace_below_the_initial_loss_is_flagged() -> None:
+    rng = np.random.default_rng(1)
+    l0 = 2.0
+    traces = np.vstack([l0 + 0.1 + 0.01 * rng.standard_normal(40), l0 - 0.2 + 0.01 * rng.standard_normal(40),
+                        l0 + 0.12 + 0.01 * rng.standard_normal(40)])
+    r = make_result(traces, l0, _settings(), n_weights=20)
+    assert r.flags[1] == [FLAG_BELOW_INIT] and r.flags[0] == [] and r.flags[2] == []
+    assert r.mean == pytest.approx(np.mean([r.per_chain[0], r.per_chain[2]]))
+    assert r.sem == pytest.approx(np.std([r.per_chain[0], r.per_chain[2]], ddof=1) / math.sqrt(2))
+
+
+def test_a_step_size_too_large_diverges_and_is_flagged(trained) -> None:  # noqa: ANN001
+    model, data = trained
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = sample_llc(model, data, None, SamplerConfig(epsilon=10.0, gamma=1, nbeta=1000, chains=2, draws=20,
+                                                        batch_size=16, init_loss_batches=2))
+    assert all(FLAG_DIVERGED in f for f in r.flags)
+    assert math.isnan(r.mean)
+
+
+def test_bad_settings_are_refused(trained) -> None:  # noqa: ANN001
+    model, data = trained
+    with pytest.raises(ValueError, match="epsilon must be > 0"):
+        sample_llc(model, data, None, SamplerConfig(epsilon=0.0))
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        sample_llc(model, data[:4], None, SamplerConfig(batch_size=8))
+
+
+# ---------------------------------------------------------------------------------------------
+# data refinement
+
+
+def test_generator_loss_is_cross_entropy_to_the_generator(trained) -> None:  # noqa: ANN001
+    model, data = trained
+    # a model as its own generator: the loss is its own predictive entropy
+    with torch.no_grad():
+        loss = generator_loss(copy.deepcopy(model))(model, data[:8])
+    p = torch.softmax(model(data[:8])[:, :-1], -1)
+    entropy = -(p * p.log()).sum(-1).mean()
+    assert float(loss) == pytest.approx(float(entropy), rel=1e-5)
+    # and cross-entropy >= entropy for another model
+    other = tiny_model(seed=3)
+    assert float(generator_loss(other)(model, data[:8])) > float(generator_loss(copy.deepcopy(other))(other, data[:8]))
+
+
+def test_drllc_with_a_generator_samples_only_the_component(trained) -> None:  # noqa: ANN001
+    model, data = trained
+    gen = tiny_model(seed=0, n_layers=1)
+    s = SamplerConfig(epsilon=1e-3, gamma=100, nbeta=30, chains=2, draws=30, batch_size=32, init_loss_batches=4)
+    r = estimate_llc(model, "1:0", data, s, generator=gen)
+    assert r.component == "1:0" and r.n_weights == 4 * 16 * 4 + 3 * 4
+    assert len(r.per_chain) == 2 and np.isfinite(r.traces).all()
+    # L(w*) is the cross-entropy to the generator, not the next-token loss
+    assert r.init_loss > float(next_token_loss(model, data[:64]).detach())
+
+
+# ---------------------------------------------------------------------------------------------
+# batched chains
+
+
+def test_batched_chains_follow_the_same_trajectories(trained) -> None:  # noqa: ANN001
+    model, data = trained
+    s = SamplerConfig(epsilon=1e-3, gamma=100, nbeta=30, chains=3, draws=15, batch_size=16, init_loss_batches=2)
+    for comp in ("0:1", "full"):
+        masks = component_masks(model, comp)
+        a = sample_llc(model, data, masks, s, batched=False)
+        b = sample_llc(model, data, masks, s, batched=True)
+        np.testing.assert_allclose(a.traces, b.traces, rtol=0, atol=1e-5)
+        assert a.per_chain == pytest.approx(b.per_chain, abs=1e-3)
