@@ -131,6 +131,18 @@ class SamplerConfig:
 
 
 @dataclass(frozen=True)
+class LLCConfig:
+    """How the LLC notebooks spend their budget (the sampler itself is ``SamplerConfig``)."""
+
+    checkpoint_stride: int = 1  # estimate at every k-th checkpoint of the schedule (first and last always)
+    validation_scale: float = 1.0  # fraction of the known-answer tests' draws (1 = the tested settings)
+    calibration_epsilons: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    calibration_nbetas: tuple[float, ...] = (10.0, 30.0, 100.0)
+    calibration_draws: int = 200
+    stage_sigma: float = 1.5  # smoothing (in checkpoints) before looking for critical points
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str = "paper"
     seed: int = 1
@@ -143,6 +155,7 @@ class Config:
     train: TrainConfig = TrainConfig()
     scores: ScoreConfig = ScoreConfig()
     sampler: SamplerConfig = SamplerConfig()
+    llc: LLCConfig = LLCConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

@@ -136,3 +136,60 @@ def known_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
 def dummy_data(n: int = 1024) -> torch.Tensor:
     """A dataset for potentials, which ignore their batches."""
     return torch.arange(n)[:, None]
+
+
+# ---------------------------------------------------------------------------------------------
+# The validation suite (the same cases and settings as tests/test_llc_validation.py)
+
+
+@dataclass(frozen=True)
+class Case:
+    family: str
+    name: str
+    build: object  # () -> nn.Module
+    settings: dict
+    data: str = "dummy"  # "dummy" or "indices" (the model's own rows)
+    batched: bool = False
+    masks: tuple[str, ...] | None = None  # parameter names that move (None: all)
+    truth_override: float | None = None
+
+
+def validation_cases() -> list[Case]:
+    base = {"batch_size": 1, "init_loss_batches": 1, "seed": 0}
+    nc = {**base, "epsilon": 1e-4, "gamma": 3.0, "nbeta": 1e6, "chains": 8, "draws": 20_000, "burnin": 10_000}
+    rrr = {**base, "epsilon": 2e-5, "gamma": 1.0, "nbeta": 1000, "chains": 4, "draws": 5000, "burnin": 1000}
+    return [
+        Case("regular", "linear regression d=10", lambda: LinearRegression(d=10, n=4096, seed=0),
+             {"epsilon": 5e-5, "gamma": 1.0, "nbeta": 1000, "chains": 4, "draws": 4000, "burnin": 200,
+              "batch_size": 1024, "init_loss_batches": 4, "seed": 0}, data="indices"),
+        *[Case("normal crossing", f"k={k}", (lambda k=k: NormalCrossing(k)), nc, batched=True)
+          for k in [(2,), (1, 2), (1, 3)]],
+        *[Case("reduced-rank regression", f"M={s.M} N={s.N} H={s.H} r={s.r}",
+               (lambda s=s: ReducedRankRegression(s, seed=0)), rrr) for s in [RRRShape(3, 3, 3, 1), RRRShape(5, 3, 4, 2)]],
+        Case("restricted (A only) RRR", "M=4 N=3 H=3 r=1, B frozen", lambda: ReducedRankRegression(RRRShape(4, 3, 3, 1), seed=1),
+             {**rrr, "draws": 3000, "burnin": 500}, masks=("A",), truth_override=1 * 3 / 2),
+    ]
+
+
+def run_validation(scale: float = 1.0, progress: bool = False):  # noqa: ANN201 - returns a DataFrame
+    """Estimate every case; ``scale`` shrinks burn-in and draws (below 1 the tolerances do not apply)."""
+    import pandas as pd
+
+    from .config import SamplerConfig
+    from .llc import sample_llc
+
+    rows = []
+    for case in validation_cases():
+        model = case.build()
+        s = dict(case.settings)
+        s["draws"] = max(10, int(s["draws"] * scale))
+        s["burnin"] = int(s["burnin"] * scale)
+        data = model.indices() if case.data == "indices" else dummy_data()
+        masks = {n: None for n in case.masks} if case.masks else None
+        r = sample_llc(model, data, masks, SamplerConfig(**s), known_loss, batched=case.batched, progress=progress)
+        truth = case.truth_override if case.truth_override is not None else model.truth
+        rows.append({"family": case.family, "case": case.name, "truth": truth, "estimate": r.mean, "sem": r.sem,
+                     "rel_error": (r.mean - truth) / truth, "n_ok": r.n_ok, "chains": s["chains"],
+                     "n_weights": r.n_weights, "seconds": r.seconds,
+                     **{k: s[k] for k in ("epsilon", "gamma", "nbeta", "draws", "burnin", "batch_size")}})
+    return pd.DataFrame(rows)

@@ -9,6 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib import ticker
 import pandas as pd
+import numpy as np
 import seaborn as sns
 
 from .io import atomic_write
@@ -94,5 +95,104 @@ def icl_curve(behaviour: pd.DataFrame, label: str = "") -> plt.Figure:
     ax.set_xlabel("training step")
     ax.set_ylabel(SCORE_LABELS["icl"])
     ax.set_title(f"In-context learning score{(' — ' + label) if label else ''}")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# LLC figures: every one carries the sampler settings it was made with
+
+
+def sampler_stamp(settings: dict) -> str:
+    """One line naming the SGLD settings of an estimate (stamped on every LLC figure)."""
+    s = settings
+    return (f"SGLD ε={s['epsilon']:g}, γ={s['gamma']:g}, nβ={s['nbeta']:g}, {s['chains']} chains × {s['draws']} draws, "
+            f"burn-in {s['burnin']}, batch {s['batch_size']}, L(w*) from {s['init_loss_batches']} batches, seed {s['seed']}")
+
+
+def stamp(fig: plt.Figure, settings: dict) -> None:
+    fig.text(0.01, -0.02, sampler_stamp(settings), fontsize=7, color="0.35", ha="left", va="top")
+
+
+def stage_bands(ax: plt.Axes, stages: pd.DataFrame, label: bool = True) -> None:
+    """Alternating shaded bands LM1..LMk (as in the paper's Figure 13)."""
+    for i, row in enumerate(stages.itertuples()):
+        ax.axvspan(max(row.start, 1), row.end, color="0.85" if i % 2 == 0 else "0.95", zorder=0, linewidth=0)
+        if label:
+            ax.text((max(row.start, 1) * row.end) ** 0.5 if ax.get_xscale() == "log" else (row.start + row.end) / 2,
+                    1.0, row.stage, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
+
+
+def llc_curve(estimates: pd.DataFrame, settings: dict, stages: pd.DataFrame | None = None,
+              loss: pd.DataFrame | None = None, title: str = "", log_x: bool = True) -> plt.Figure:
+    """LLC (mean ± std over healthy chains) over training, with stage bands and the test loss."""
+    d = estimates.sort_values("step")
+    fig, ax = plt.subplots(figsize=(7.0, 3.6))
+    x = d["step"].clip(lower=1)
+    ax.plot(x, d["llc_mean"], marker="o", markersize=3, color="C0", label="LLC (healthy chains)")
+    ax.fill_between(x, d["llc_mean"] - d["llc_std"], d["llc_mean"] + d["llc_std"], color="C0", alpha=0.2,
+                    label="± std across chains")
+    bad = d[d["n_ok"] < d["n_chains"]]
+    if len(bad):
+        ax.scatter(bad["step"].clip(lower=1), bad["llc_mean"], marker="x", color="C3", zorder=5,
+                   label="some chains flagged")
+    if log_x:
+        log_steps(ax)
+    if stages is not None and len(stages):
+        stage_bands(ax, stages)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("estimated LLC", color="C0")
+    if loss is not None and len(loss):
+        ax2 = ax.twinx()
+        l = loss.sort_values("step")
+        ax2.plot(l["step"].clip(lower=1), l["loss"], color="C1", linewidth=1.2, label="test loss")
+        ax2.set_ylabel("test loss", color="C1")
+        ax2.grid(False)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title, pad=14)
+    fig.tight_layout()
+    stamp(fig, settings)
+    return fig
+
+
+def calibration_traces(traces: pd.DataFrame, estimates: pd.DataFrame, base: dict) -> plt.Figure:
+    """Loss rise over L(w*) along the chains, one panel per (epsilon, nbeta), estimate in the title."""
+    eps = sorted(traces["epsilon"].unique())
+    nbs = sorted(traces["nbeta"].unique())
+    fig, axes = plt.subplots(len(eps), len(nbs), figsize=(3.2 * len(nbs), 2.3 * len(eps)), sharex=True,
+                             squeeze=False)
+    for i, e in enumerate(eps):
+        for j, b in enumerate(nbs):
+            ax = axes[i][j]
+            sub = traces[(traces["epsilon"] == e) & (traces["nbeta"] == b)]
+            for c, g in sub.groupby("chain"):
+                ax.plot(g["sgld_step"], g["rise"], linewidth=0.8, color=f"C{c}")
+            ax.axhline(0, color="0.4", linewidth=0.7)
+            est = estimates[(estimates["epsilon"] == e) & (estimates["nbeta"] == b)].iloc[0]
+            flag = " ⚑" if est["n_ok"] < est["n_chains"] else ""
+            ax.set_title(f"ε={e:g}, nβ={b:g}: λ̂={est['llc_mean']:.3g}{flag}", fontsize=9)
+            if i == len(eps) - 1:
+                ax.set_xlabel("SGLD step")
+            if j == 0:
+                ax.set_ylabel("L − L(w*)")
+    fig.tight_layout()
+    stamp(fig, {**base, "epsilon": float("nan"), "nbeta": float("nan")})
+    return fig
+
+
+def known_vs_truth(table: pd.DataFrame) -> plt.Figure:
+    """Estimated against true learning coefficients (log-log), with the ±10% band."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    lo, hi = table["truth"].min() * 0.7, table["truth"].max() * 1.4
+    grid = np.geomspace(lo, hi, 50)
+    ax.plot(grid, grid, color="0.3", linewidth=0.8)
+    ax.fill_between(grid, grid * 0.9, grid * 1.1, color="0.85", label="±10%")
+    for i, (fam, g) in enumerate(table.groupby("family")):
+        ax.errorbar(g["truth"], g["estimate"], yerr=2 * g["sem"], fmt="o", color=f"C{i}", label=fam, capsize=2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("true λ")
+    ax.set_ylabel("estimated λ̂ (± 2 s.e.)")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

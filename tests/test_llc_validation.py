@@ -108,3 +108,12 @@ def test_devinterp_agreement(trained, component: str) -> None:  # noqa: ANN001
     other = sample_llc(model, data, masks, SamplerConfig(**{**s.__dict__, "seed": 200}))
     assert other.n_ok == s.chains
     assert abs(other.mean - dv_mean) <= 3 * np.hypot(other.sem, dv_sem), (other.mean, other.sem, dv_mean, dv_sem)
+
+
+def test_the_notebook_suite_uses_the_tested_settings() -> None:
+    """rllc.known.validation_cases (what 01_llc_theory runs) and the tests above agree."""
+    cases = {c.name: c for c in known.validation_cases()}
+    assert cases["k=(1, 2)"].settings["nbeta"] == 1e6 and cases["k=(1, 2)"].batched
+    assert cases["M=3 N=3 H=3 r=1"].settings["epsilon"] == 2e-5
+    assert cases["linear regression d=10"].settings["batch_size"] == 1024
+    assert cases["M=4 N=3 H=3 r=1, B frozen"].truth_override == 1.5
