@@ -146,8 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     if argv is None:
         _ensure_allocator_env()
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (KeyError, ValueError, FileNotFoundError) as err:  # bad names or settings: say what is valid
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        parser.exit(2, f"rllc: error: {message}\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""Sweeps are cached, keyed by every setting, and resumable; stages; the llc command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rllc import sweep
+from rllc.config import SamplerConfig
+from rllc.stages import critical_points, stages
+from rllc.train import train_model
+
+FAST = SamplerConfig(chains=2, draws=6, burnin=2, batch_size=4, init_loss_batches=2)
+
+
+@pytest.fixture()
+def trained_run(tiny_cfg, ci_prepared, run_dir):  # noqa: ANN001, ANN201
+    train_model(tiny_cfg, "L1", run_dir, progress=False)
+    train_model(tiny_cfg, "L2", run_dir, progress=False)
+    return run_dir
+
+
+def test_sweep_is_cached_resumable_and_keyed_by_settings(trained_run, monkeypatch) -> None:  # noqa: ANN001
+    calls = []
+    real = sweep.estimate_llc
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(args[1])
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed midway through the third estimate
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "estimate_llc", counting)
+    jobs = dict(models=["L2"], steps=[0, 24], components=["0:1", "full"], datas=["train"], settings=FAST,
+                progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(trained_run, **jobs)
+    assert len(list(sweep.records_dir(trained_run).glob("*.json"))) == 2  # two finished, nothing partial
+
+    calls.clear()
+    monkeypatch.setattr(sweep, "estimate_llc", real)
+    table = sweep.run_sweep(trained_run, **jobs)
+    assert len(table) == 4 and set(table["component"]) == {"0:1", "full"}
+    again = sweep.run_sweep(trained_run, **jobs)  # nothing left to do: identical numbers
+    np.testing.assert_array_equal(again["llc_mean"].to_numpy(), table["llc_mean"].to_numpy())
+
+    other = sweep.run_sweep(trained_run, **{**jobs, "steps": [24], "components": ["full"],
+                                            "settings": SamplerConfig(**{**FAST.__dict__, "nbeta": 10.0})})
+    assert len(other) == 1 and other["sampler_nbeta"].iloc[0] == 10.0
+    assert len(list(sweep.records_dir(trained_run).glob("*.json"))) == 5  # a new setting is a new record
+    written = sweep.collect(trained_run)
+    assert len(written) == 5 and (trained_run / "tables" / "llc_traces.parquet").exists()
+
+
+def test_generator_distribution_and_bad_names(trained_run) -> None:  # noqa: ANN001
+    table = sweep.run_sweep(trained_run, ["L2"], ["last"], ["1:0"], ["model:L1"], FAST, progress=False)
+    assert table["data"].tolist() == ["model:L1"] and np.isfinite(table["init_loss"]).all()
+    with pytest.raises(KeyError, match="valid"):
+        sweep.run_sweep(trained_run, ["L2"], ["last"], ["full"], ["wikipedia"], FAST, progress=False)
+    with pytest.raises(KeyError, match="no checkpoint at step 5"):
+        sweep.run_sweep(trained_run, ["L2"], [5], ["full"], ["train"], FAST, progress=False)
+
+
+def test_llc_command_prints_one_estimate_as_json(trained_run) -> None:  # noqa: ANN001
+    cmd = [sys.executable, "-m", "rllc.cli", "llc", "--run-dir", str(trained_run), "--component", "1:0+1:1",
+           "--data", "test", "--chains", "2", "--draws", "4", "--batch-size", "4", "--init-loss-batches", "2",
+           "--quiet"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert result["component"] == "1:0+1:1" and result["step"] == 24 and len(result["per_chain"]) == 2
+    assert result["settings"]["draws"] == 4 and result["settings"]["epsilon"] == 1e-3
+    bad = subprocess.run([*cmd[:7], "9:9"], capture_output=True, text=True)
+    assert "Traceback" not in bad.stderr
+    assert bad.returncode != 0 and "valid: full" in bad.stderr
+
+
+def test_stages_sit_at_the_critical_points_of_a_curve() -> None:
+    steps = [0, 100, *range(300, 50_001, 400)]
+    ref = [(0, 120.0), (900, 150.0), (6500, 172.0), (8500, 168.0), (17500, 179.5), (50_000, 181.0)]
+    x, y = zip(*ref)
+    curve = np.interp(steps, x, y)
+    points = critical_points(steps, curve)
+    kinds = dict(zip(points["step"], points["kind"]))
+    maxima = [s for s, k in kinds.items() if k == "maximum"]
+    minima = [s for s, k in kinds.items() if k == "minimum"]
+    assert len(maxima) == 1 and abs(maxima[0] - 6500) <= 800
+    assert len(minima) == 1 and abs(minima[0] - 8500) <= 800
+    table = stages(steps, curve)
+    assert table["stage"].tolist()[:3] == ["LM1", "LM2", "LM3"]
+    assert table["start"].iloc[0] == 0 and table["end"].iloc[-1] == steps[-1]
+    assert (table["end"] > table["start"]).all()
+    assert table.loc[1, "trend"] == "falling"  # the dip between the maximum and the minimum
+    flat = stages(steps, np.full(len(steps), 3.0))
+    assert len(flat) == 1  # no critical points: one stage
