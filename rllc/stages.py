@@ -33,12 +33,15 @@ def critical_points(steps: Sequence[int], values: Sequence[float], sigma: float 
     y = smooth(values, sigma)
     x = np.log10(steps + max(1.0, steps[steps > 0].min() if (steps > 0).any() else 1.0))
     slope = np.gradient(y, x)
-    scale = np.abs(slope).max() or 1.0
+    scale = float(np.abs(slope).max())
+    if scale <= 1e-9 * max(1.0, float(np.abs(y).max())):
+        return pd.DataFrame(columns=["step", "kind", "value"])  # a flat curve has no critical points
+    slope = np.where(np.abs(slope) < 1e-3 * scale, 0.0, slope)  # rounding noise is not a turn
     found: list[tuple[int, str]] = []
     for i in range(1, len(y) - 1):
-        if slope[i - 1] > 0 >= slope[i] or (slope[i - 1] > 0 and slope[i] < 0):
+        if slope[i - 1] > 0 > slope[i] or (slope[i - 1] > 0 == slope[i] and slope[i + 1:i + 2].min(initial=0) < 0):
             found.append((i, "maximum"))
-        elif slope[i - 1] < 0 <= slope[i]:
+        elif slope[i - 1] < 0 < slope[i] or (slope[i - 1] < 0 == slope[i] and slope[i + 1:i + 2].max(initial=0) > 0):
             found.append((i, "minimum"))
         elif abs(slope[i - 1]) >= plateau * scale > abs(slope[i]):
             found.append((i, "plateau"))
