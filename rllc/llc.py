@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import fastforward
 from .components import ParamMasks, component_masks, component_size
 from .config import SamplerConfig
 
@@ -49,11 +50,15 @@ FLAG_BELOW_INIT = "below_init"
 # Losses (the data refinement)
 
 
+def model_logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Logits of a language model: the fused path of ``rllc.fastforward`` where it applies."""
+    return fastforward.logits(model, tokens) if fastforward.supports(model) else model(tokens)
+
+
 def next_token_loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy of a language model on a batch of token windows."""
-    logits = model(tokens)
-    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
-    return -logp.gather(-1, tokens[:, 1:, None]).mean()
+    logits = model_logits(model, tokens)[:, :-1]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens[:, 1:].reshape(-1))
 
 
 def generator_loss(generator: nn.Module) -> LossFn:
@@ -69,8 +74,8 @@ def generator_loss(generator: nn.Module) -> LossFn:
 
     def loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            target = F.softmax(generator(tokens)[:, :-1].float(), dim=-1)
-        logp = F.log_softmax(model(tokens)[:, :-1].float(), dim=-1)
+            target = F.softmax(model_logits(generator, tokens)[:, :-1].float(), dim=-1)
+        logp = F.log_softmax(model_logits(model, tokens)[:, :-1].float(), dim=-1)
         return -(target * logp).sum(-1).mean()
 
     return loss

@@ -23,6 +23,7 @@ from transformer_lens import HookedTransformer
 from . import data as data_mod
 from . import paths
 from .checkpoints import CheckpointStore
+from .llc import next_token_loss
 from .config import MODEL_NAMES, Config, config_hash, from_dict
 from .io import write_table, write_text
 from .model import build_model, resolve_device
@@ -164,7 +165,7 @@ def _train_loop(cfg: Config, name: str, run: Path, store: CheckpointStore, model
     model.train()
     while step < total:
         batch = train_tokens[order(step)].to(device)
-        loss = model(batch, return_type="loss")
+        loss = next_token_loss(model, batch)  # the fused forward (rllc.fastforward) where it applies
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

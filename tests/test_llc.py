@@ -195,3 +195,23 @@ def test_batched_chains_follow_the_same_trajectories(trained) -> None:  # noqa: 
         b = sample_llc(model, data, masks, s, batched=True)
         np.testing.assert_allclose(a.traces, b.traces, rtol=0, atol=1e-5)
         assert a.per_chain == pytest.approx(b.per_chain, abs=1e-3)
+
+
+def test_fused_forward_matches_transformer_lens(trained) -> None:  # noqa: ANN001
+    from rllc import fastforward
+
+    model, data = trained
+    assert fastforward.supports(model)
+    torch.testing.assert_close(fastforward.logits(model, data[:8]), model(data[:8]), rtol=1e-5, atol=1e-5)
+    for kind in ("standard", "shortformer"):  # and on a fresh model of the project's own builder
+        cfg = load_config("ci", {"model": {"positional_embedding_type": kind}})
+        fresh = build_model(cfg, "L2", d_vocab=64)
+        tokens = torch.randint(0, 64, (4, 32))
+        torch.testing.assert_close(fastforward.logits(fresh, tokens), fresh(tokens), rtol=1e-5, atol=1e-5)
+    # with a hook attached the model's own forward must be used
+    handle = model.blocks[0].attn.hook_pattern.add_hook(lambda t, hook: t)
+    try:
+        assert not fastforward.supports(model)
+    finally:
+        model.reset_hooks()
+        del handle

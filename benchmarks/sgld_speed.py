@@ -1,0 +1,100 @@
+"""Per chain-step wall time of the rllc SGLD sampler vs. a training step and vs. devinterp 2.0.1.
+
+Usage:  python benchmarks/sgld_speed.py [--profile cpu] [--component 0:1] [--draws 30] [--repeats 3]
+
+The training step is rllc's own (the fused forward of rllc.fastforward, AdamW); the step through
+TransformerLens' forward is printed beside it. Same model (the profile's L2 shape, fresh weights), component, batch, chains and draws for every
+contender; each is timed ``--repeats`` times and the minimum is kept (the machine is shared).
+Prints ms per step and the two ratios the LLC issue targets:
+  (a) rllc chain-step / training step   (target <= 1.3)
+  (b) devinterp chain-step / rllc        (target >= 1.3)
+Run it with the allocator setting the Makefile exports (MALLOC_MMAP_MAX_=0 ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+import torch
+
+from rllc.components import component_masks
+from rllc.config import SamplerConfig, load_config
+from rllc.llc import next_token_loss, sample_llc
+from rllc.model import build_model
+
+warnings.filterwarnings("ignore")
+
+
+def time_training(model, data, batch, steps, fused=True):  # noqa: ANN001, ANN201
+    """One AdamW step as rllc.train takes it (fused forward), or through TransformerLens' forward."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    start = time.perf_counter()
+    for i in range(steps):
+        tokens = data[(i * batch) % (len(data) - batch):][:batch]
+        loss = next_token_loss(model, tokens) if fused else model(tokens, return_type="loss")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - start) / steps
+
+
+def time_rllc(model, data, masks, s):  # noqa: ANN001, ANN201
+    r = sample_llc(model, data, masks, s)
+    steps = s.chains * (s.burnin + s.draws)
+    return r.seconds / steps, r
+
+
+def time_devinterp(model, data, masks, s):  # noqa: ANN001, ANN201
+    import datasets
+    from devinterp.slt.llc import llc
+
+    ds = datasets.Dataset.from_dict({"input_ids": data.numpy()}).with_format("torch")
+    start = time.perf_counter()
+    llc(model, ds, {}, lr=s.epsilon, n_beta=s.nbeta, localization=s.gamma, param_masks=masks, num_chains=s.chains,
+        num_draws=s.draws, batch_size=s.batch_size, num_init_loss_batches=s.init_loss_batches, init_seed=s.seed,
+        device="cpu")
+    steps = s.chains * s.draws
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--component", default="0:1")
+    ap.add_argument("--draws", type=int, default=30)
+    ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    cfg = load_config(args.profile)
+    s = SamplerConfig(**{**cfg.sampler.__dict__, "draws": args.draws, "chains": args.chains, "burnin": 0,
+                         "init_loss_batches": 4})
+    model = build_model(cfg, "L2", cfg.tokenizer.vocab_size)
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(0, cfg.tokenizer.vocab_size, (max(256, 8 * s.batch_size), cfg.model.n_ctx), generator=g)
+    masks = component_masks(model, args.component)
+
+    train_ms = min(time_training(build_model(cfg, "L2", cfg.tokenizer.vocab_size), data, s.batch_size, args.draws)
+                   for _ in range(args.repeats)) * 1e3
+    train_tl_ms = min(time_training(build_model(cfg, "L2", cfg.tokenizer.vocab_size), data, s.batch_size, args.draws,
+                                    fused=False) for _ in range(args.repeats)) * 1e3
+    rllc_ms = min(time_rllc(model, data, masks, s)[0] for _ in range(args.repeats)) * 1e3
+    dev_ms = min(time_devinterp(model, data, masks, s) for _ in range(args.repeats)) * 1e3
+    out = {
+        "profile": args.profile, "component": args.component, "batch": s.batch_size, "n_ctx": cfg.model.n_ctx,
+        "d_model": cfg.model.d_model, "chains": s.chains, "draws": s.draws, "threads": torch.get_num_threads(),
+        "train_step_ms": round(train_ms, 2), "train_step_transformer_lens_forward_ms": round(train_tl_ms, 2), "rllc_chain_step_ms": round(rllc_ms, 2),
+        "devinterp_chain_step_ms": round(dev_ms, 2),
+        "ratio_a_rllc_over_train": round(rllc_ms / train_ms, 3),
+        "ratio_b_devinterp_over_rllc": round(dev_ms / rllc_ms, 3),
+    }
+    print(json.dumps(out, indent=2))
+    print(f"(a) rllc / training step = {out['ratio_a_rllc_over_train']:.2f} (target <= 1.3)")
+    print(f"(b) devinterp / rllc     = {out['ratio_b_devinterp_over_rllc']:.2f} (target >= 1.3)")
+
+
+if __name__ == "__main__":
+    main()
