@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 100000000000
 
-.PHONY: venv data train reproduce notebooks test unit notebooks-ci clean
+.PHONY: venv data train reproduce notebooks test unit bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ test: venv
 
 unit: venv
 	$(BIN)/python -m pytest tests -m "not slow"
+
+# SGLD speed against a training step and against devinterp (prints two ratios; not a test)
+bench: venv
+	$(BIN)/python benchmarks/sgld_speed.py --profile $(PROFILE) --component 0:1
+	$(BIN)/python benchmarks/sgld_speed.py --profile $(PROFILE) --component full
 
 clean:
 	rm -rf runs/ci-test runs/ci

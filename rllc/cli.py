@@ -59,10 +59,16 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
     from .config import load_config
     from .runner import execute_all
 
+    from .runner import NotebooksFailed
+
     cfg = load_config(args.profile)
     run = _run_dir(args, cfg)
     start = time.perf_counter()
-    times = execute_all(args.profile, run, only=args.only, progress=not args.quiet)
+    try:
+        times = execute_all(args.profile, run, only=args.only, progress=not args.quiet)
+    except NotebooksFailed as err:
+        print(f"rllc: {err}", file=sys.stderr)
+        sys.exit(1)
     print(json.dumps({"run_dir": str(run), "seconds": times, "total_seconds": time.perf_counter() - start}, indent=2))
 
 

@@ -26,7 +26,8 @@ def notebook_sources() -> list[Path]:
 def to_ipynb(source: Path) -> nbformat.NotebookNode:
     nb = jupytext.read(source)
     nb.metadata["kernelspec"] = KERNELSPEC
-    nb.metadata.setdefault("jupytext", {})["source_path"] = str(source.relative_to(paths.REPO_ROOT))
+    rel = source.relative_to(paths.REPO_ROOT) if source.is_relative_to(paths.REPO_ROOT) else source
+    nb.metadata.setdefault("jupytext", {})["source_path"] = str(rel)
     return nb
 
 
@@ -50,15 +51,38 @@ def profile_parameters(profile: str, run_dir: Path) -> dict[str, Any]:
     return {"profile": raw.get("profile", profile), "config": raw.get("config", {}), "run_dir": str(run_dir)}
 
 
-def execute_all(profile: str, run_dir: Path, only: list[str] | None = None, progress: bool = True) -> dict[str, float]:
-    """Execute every notebook (or those whose names start with one of ``only``) for a profile."""
+class NotebooksFailed(RuntimeError):
+    """One or more notebooks stopped at a failing cell (each was still written, up to that cell)."""
+
+
+def execute_all(profile: str, run_dir: Path, only: list[str] | None = None, progress: bool = True,
+                keep_going: bool = True) -> dict[str, float]:
+    """Execute every notebook (or those whose names start with one of ``only``) for a profile.
+
+    With ``keep_going`` a notebook whose check fails does not stop the ones after it (they need
+    only what earlier notebooks wrote before failing, e.g. trained checkpoints); the failures are
+    raised together at the end as ``NotebooksFailed``.
+    """
     params = profile_parameters(profile, run_dir)
-    times = {}
+    times: dict[str, float] = {}
+    failed: dict[str, str] = {}
     for source in notebook_sources():
         if only and not any(source.stem.startswith(o) for o in only):
             continue
         out = run_dir / "notebooks" / source.with_suffix(".ipynb").name
         print(f"[rllc] executing {source.name} -> {out}", flush=True)
-        times[source.stem] = execute(source, out, params, progress)
+        start = time.perf_counter()
+        try:
+            times[source.stem] = execute(source, out, params, progress)
+        except papermill.PapermillExecutionError as err:
+            times[source.stem] = time.perf_counter() - start
+            failed[source.stem] = f"cell {err.exec_count}: {err.ename}: {err.evalue}".strip()
+            print(f"[rllc] {source.name} FAILED ({failed[source.stem][:300]}); see {out}", flush=True)
+            if not keep_going:
+                break
+            continue
         print(f"[rllc] {source.name} done in {times[source.stem]:.0f} s", flush=True)
+    if failed:
+        lines = "\n".join(f"  {name}: {why[:500]}" for name, why in failed.items())
+        raise NotebooksFailed(f"{len(failed)} notebook(s) failed (executed copies are in {run_dir / 'notebooks'}):\n{lines}")
     return times

@@ -25,3 +25,21 @@ def test_help_lists_the_commands():
     out = _rllc("--help")
     for cmd in ("data", "train", "notebooks", "describe"):
         assert cmd in out.stdout
+
+
+def test_a_failing_notebook_does_not_stop_the_ones_after_it(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    import pytest
+
+    from rllc import runner
+
+    header = '# %% tags=["parameters"]\nprofile = "ci"\nconfig = {}\nrun_dir = ""\n\n'
+    (tmp_path / "00_bad.py").write_text(header + "# %%\nassert False, 'a failed check'\n")
+    (tmp_path / "01_good.py").write_text(header + "# %%\nfrom pathlib import Path\n"
+                                         "Path(run_dir, 'ran.txt').write_text('yes')\n")
+    monkeypatch.setattr(runner, "notebook_sources", lambda: sorted(tmp_path.glob("0*.py")))
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(runner.NotebooksFailed, match="00_bad.*a failed check"):
+        runner.execute_all("ci", run, progress=False)
+    assert (run / "ran.txt").read_text() == "yes"
+    assert (run / "notebooks" / "00_bad.ipynb").exists()

@@ -13,6 +13,8 @@ from rllc.components import component_masks
 from rllc.config import SamplerConfig
 from rllc.llc import sample_llc
 
+pytestmark = pytest.mark.slow  # seconds to a minute each: long chains are what make them exact
+
 
 def _estimate(model: torch.nn.Module, s: SamplerConfig, data: torch.Tensor | None = None,
               masks: dict | None = None, batched: bool = False) -> float:
