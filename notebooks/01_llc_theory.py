@@ -39,6 +39,7 @@ import rllc
 from rllc import calibrate, data, known, plot, stages, sweep
 from rllc.checkpoints import CheckpointStore
 from rllc.io import write_table
+from rllc.model import resolve_device
 from rllc.train import load_model
 
 plot.style()
@@ -132,7 +133,8 @@ else:
 
 # %%
 tokens = data.load_tokens(cfg, "train")
-final = load_model(run, "L2", "last")
+device = resolve_device(cfg.train.device)  # a GPU when present
+final = load_model(run, "L2", "last", device=device)
 base = dataclasses.replace(cfg.sampler, draws=cfg.llc.calibration_draws)
 cal_est, cal_traces = calibrate.calibration_grid(final, tokens, "full", cfg.llc.calibration_epsilons,
                                                  cfg.llc.calibration_nbetas, base, progress=progress)
@@ -156,7 +158,8 @@ print("chosen for this profile:", plot.sampler_stamp(settings))
 all_steps = CheckpointStore.for_model(run, "L2").steps()
 stride = max(1, cfg.llc.checkpoint_stride)
 steps = sorted(set(all_steps[::stride]) | {all_steps[0], all_steps[-1]})
-curve = sweep.run_sweep(run, ["L2"], steps, ["full"], ["train"], cfg.sampler, progress=progress)
+curve = sweep.run_sweep(run, ["L2"], steps, ["full"], ["train"], cfg.sampler, device=cfg.train.device,
+                        progress=progress)
 curve = curve.sort_values("step").reset_index(drop=True)
 write_table(curve, tables / "llc_full_L2.csv")
 found = stages.stages(curve["step"], curve["llc_mean"], sigma=cfg.llc.stage_sigma)
