@@ -107,14 +107,13 @@ print(plot.sampler_stamp(settings))
 scale = cfg.llc.validation_scale
 validation = known.run_validation(scale=scale, progress=progress)
 write_table(validation, tables / "llc_known.csv")
-display(validation[["family", "case", "truth", "estimate", "sem", "rel_error", "n_weights", "epsilon", "nbeta",
-                    "draws", "seconds"]].round(4))
+display(validation[["family", "case", "truth", "estimate", "sem", "rel_error", "tolerance", "n_weights", "epsilon",
+                    "nbeta", "draws", "seconds"]].round(4))
 fig = plot.known_vs_truth(validation)
 plot.savefig(fig, run, "01_known_lambda")
 
 # %%
-tolerance = np.where(validation["family"] == "reduced-rank regression", 0.15, 0.10)
-validation["within_tolerance"] = validation["rel_error"].abs() <= tolerance
+validation["within_tolerance"] = validation["rel_error"].abs() <= validation["tolerance"]
 if scale >= 1:
     assert validation["within_tolerance"].all(), validation
     print("every known-λ case is within tolerance")

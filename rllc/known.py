@@ -156,14 +156,20 @@ class Case:
 
 def validation_cases() -> list[Case]:
     base = {"batch_size": 1, "init_loss_batches": 1, "seed": 0}
+    # two-factor crossings: at nbeta 1e6, gamma 3 the exact tempered value (by quadrature) is within
+    # 5% of lambda; the flat direction w1 relaxes in 1/(eps gamma) ~ 3,300 steps, hence the long
+    # burn-in. One factor: w^4 is stiff at nbeta 1e6 (eps * curvature ~ 1 biases high), so it
+    # runs at nbeta 1e4 with a smaller step.
     nc = {**base, "epsilon": 1e-4, "gamma": 3.0, "nbeta": 1e6, "chains": 8, "draws": 20_000, "burnin": 10_000}
+    nc1 = {**base, "epsilon": 5e-5, "gamma": 1.0, "nbeta": 1e4, "chains": 8, "draws": 20_000, "burnin": 2_000}
     rrr = {**base, "epsilon": 2e-5, "gamma": 1.0, "nbeta": 1000, "chains": 4, "draws": 5000, "burnin": 1000}
     return [
         Case("regular", "linear regression d=10", lambda: LinearRegression(d=10, n=4096, seed=0),
              {"epsilon": 5e-5, "gamma": 1.0, "nbeta": 1000, "chains": 4, "draws": 4000, "burnin": 200,
               "batch_size": 1024, "init_loss_batches": 4, "seed": 0}, data="indices"),
+        Case("normal crossing", "k=(2,)", lambda: NormalCrossing((2,)), nc1, batched=True),
         *[Case("normal crossing", f"k={k}", (lambda k=k: NormalCrossing(k)), nc, batched=True)
-          for k in [(2,), (1, 2), (1, 3)]],
+          for k in [(1, 2), (1, 3)]],
         *[Case("reduced-rank regression", f"M={s.M} N={s.N} H={s.H} r={s.r}",
                (lambda s=s: ReducedRankRegression(s, seed=0)), rrr) for s in [RRRShape(3, 3, 3, 1), RRRShape(5, 3, 4, 2)]],
         Case("restricted (A only) RRR", "M=4 N=3 H=3 r=1, B frozen", lambda: ReducedRankRegression(RRRShape(4, 3, 3, 1), seed=1),
@@ -171,25 +177,34 @@ def validation_cases() -> list[Case]:
     ]
 
 
+TOLERANCE = {"reduced-rank regression": 0.15}  # relative; 0.10 for every other family
+
+
+def tolerance(case: Case) -> float:
+    return TOLERANCE.get(case.family, 0.10)
+
+
 def run_validation(scale: float = 1.0, progress: bool = False):  # noqa: ANN201 - returns a DataFrame
     """Estimate every case; ``scale`` shrinks burn-in and draws (below 1 the tolerances do not apply)."""
     import pandas as pd
 
+    return pd.DataFrame([run_case(case, scale, progress) for case in validation_cases()])
+
+
+def run_case(case: Case, scale: float = 1.0, progress: bool = False) -> dict:
+    """One known-answer estimate as a table row (truth, estimate, s.e., relative error, settings)."""
     from .config import SamplerConfig
     from .llc import sample_llc
 
-    rows = []
-    for case in validation_cases():
-        model = case.build()
-        s = dict(case.settings)
-        s["draws"] = max(10, int(s["draws"] * scale))
-        s["burnin"] = int(s["burnin"] * scale)
-        data = model.indices() if case.data == "indices" else dummy_data()
-        masks = {n: None for n in case.masks} if case.masks else None
-        r = sample_llc(model, data, masks, SamplerConfig(**s), known_loss, batched=case.batched, progress=progress)
-        truth = case.truth_override if case.truth_override is not None else model.truth
-        rows.append({"family": case.family, "case": case.name, "truth": truth, "estimate": r.mean, "sem": r.sem,
-                     "rel_error": (r.mean - truth) / truth, "n_ok": r.n_ok, "chains": s["chains"],
-                     "n_weights": r.n_weights, "seconds": r.seconds,
-                     **{k: s[k] for k in ("epsilon", "gamma", "nbeta", "draws", "burnin", "batch_size")}})
-    return pd.DataFrame(rows)
+    model = case.build()
+    s = dict(case.settings)
+    s["draws"] = max(10, int(s["draws"] * scale))
+    s["burnin"] = int(s["burnin"] * scale)
+    data = model.indices() if case.data == "indices" else dummy_data()
+    masks = {n: None for n in case.masks} if case.masks else None
+    r = sample_llc(model, data, masks, SamplerConfig(**s), known_loss, batched=case.batched, progress=progress)
+    truth = case.truth_override if case.truth_override is not None else model.truth
+    return {"family": case.family, "case": case.name, "truth": truth, "estimate": r.mean, "sem": r.sem,
+            "rel_error": (r.mean - truth) / truth, "tolerance": tolerance(case), "n_ok": r.n_ok,
+            "chains": s["chains"], "n_weights": r.n_weights, "seconds": r.seconds,
+            **{k: s[k] for k in ("epsilon", "gamma", "nbeta", "draws", "burnin", "batch_size")}}

@@ -16,14 +16,6 @@ from rllc.llc import sample_llc
 pytestmark = pytest.mark.slow  # seconds to a minute each: long chains are what make them exact
 
 
-def _estimate(model: torch.nn.Module, s: SamplerConfig, data: torch.Tensor | None = None,
-              masks: dict | None = None, batched: bool = False) -> float:
-    r = sample_llc(model, data if data is not None else known.dummy_data(), masks, s, known.known_loss,
-                   batched=batched)
-    assert r.n_ok == s.chains, r.flags
-    return r.mean
-
-
 def test_aoyagi_formula_known_values() -> None:
     assert known.aoyagi_rrr(3, 3, 3, 1) == 4.0
     assert known.aoyagi_rrr(3, 3, 3, 0) == 3.5  # odd case: (27 + 1) / 8
@@ -35,45 +27,25 @@ def test_aoyagi_formula_known_values() -> None:
         known.aoyagi_rrr(3, 3, 2, 3)
 
 
-def test_regular_model_has_half_its_dimension() -> None:
-    model = known.LinearRegression(d=10, n=4096, seed=0)
-    # minibatches of 1024 (gradient noise ~1% of the injected noise at this step size); the
-    # relaxation time 1/(eps nbeta) = 20 steps leaves ~100 independent draws per chain
-    s = SamplerConfig(epsilon=5e-5, gamma=1.0, nbeta=1000, chains=4, draws=4000, burnin=200, batch_size=1024,
-                      init_loss_batches=4, seed=0)
-    est = _estimate(model, s, model.indices())
-    assert est == pytest.approx(model.truth, rel=0.10)
+@pytest.mark.parametrize("case", known.validation_cases(), ids=lambda c: f"{c.family}: {c.name}")
+def test_known_learning_coefficients(case: known.Case) -> None:
+    """Linear regression (d/2), normal crossings (1/(2 max k)), reduced-rank regression (Aoyagi),
+    and reduced-rank regression with B frozen: a weight-refined estimate must give the reduced
+    model's coefficient (the loss depends on A through B0 A[:r] alone, regular in r*N weights).
+    The cases and their settings are those notebook 01 runs (rllc.known.validation_cases)."""
+    row = known.run_case(case)
+    assert row["n_ok"] == row["chains"]
+    assert abs(row["rel_error"]) <= known.tolerance(case), row
 
 
-@pytest.mark.parametrize("k", [(2,), (1, 2), (1, 3)])
-def test_normal_crossing_has_one_over_twice_the_largest_power(k: tuple[int, ...]) -> None:
-    """At nbeta 1e6 and gamma 3 the exact tempered value (by quadrature) is within 5% of lambda for
-    these k; the flat direction w1 relaxes in 1/(eps gamma) ~ 3,300 steps, so the chains need a
-    long burn-in and many draws (run batched: 8 chains per step)."""
-    model = known.NormalCrossing(k)
-    s = SamplerConfig(epsilon=1e-4, gamma=3.0, nbeta=1e6, chains=8, draws=20_000, burnin=10_000, batch_size=1,
-                      init_loss_batches=1, seed=0)
-    assert _estimate(model, s, batched=True) == pytest.approx(model.truth, rel=0.10)
-
-
-@pytest.mark.parametrize("shape", [known.RRRShape(3, 3, 3, 1), known.RRRShape(5, 3, 4, 2)])
-def test_reduced_rank_regression_has_aoyagis_coefficient(shape: known.RRRShape) -> None:
-    model = known.ReducedRankRegression(shape, seed=0)
-    s = SamplerConfig(epsilon=2e-5, gamma=1.0, nbeta=1000, chains=4, draws=5000, burnin=1000, batch_size=1,
-                      init_loss_batches=1, seed=0)
-    assert _estimate(model, s) == pytest.approx(model.truth, rel=0.15)
-
-
-def test_restricting_to_a_subset_gives_the_reduced_models_coefficient() -> None:
-    """Only A of reduced-rank regression moves, B fixed at B* = [B0, 0]: the loss depends on A
-    through B0 A[:r] alone, a regular model in r*N weights (the rest are flat), so lambda = rN/2."""
-    shape = known.RRRShape(4, 3, 3, 1)
-    model = known.ReducedRankRegression(shape, seed=1)
-    s = SamplerConfig(epsilon=2e-5, gamma=1.0, nbeta=1000, chains=4, draws=3000, burnin=500, batch_size=1,
-                      init_loss_batches=1, seed=0)
-    restricted = _estimate(model, s, masks={"A": None})
-    assert restricted == pytest.approx(shape.r * shape.N / 2, rel=0.10)
-    assert restricted < 0.8 * shape.truth  # and it is not the full model's
+def test_the_cases_cover_what_the_estimator_must_get_right() -> None:
+    cases = known.validation_cases()
+    families = {c.family for c in cases}
+    assert {"regular", "normal crossing", "reduced-rank regression", "restricted (A only) RRR"} <= families
+    restricted = next(c for c in cases if c.masks)
+    assert restricted.truth_override == 1.5  # r N / 2 with r = 1, N = 3
+    assert restricted.truth_override < 0.8 * known.aoyagi_rrr(4, 3, 3, 1)  # not the full model's
+    assert all(known.tolerance(c) == (0.15 if c.family == "reduced-rank regression" else 0.10) for c in cases)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,12 +82,3 @@ def test_devinterp_agreement(trained, component: str) -> None:  # noqa: ANN001
     other = sample_llc(model, data, masks, SamplerConfig(**{**s.__dict__, "seed": 200}))
     assert other.n_ok == s.chains
     assert abs(other.mean - dv_mean) <= 3 * np.hypot(other.sem, dv_sem), (other.mean, other.sem, dv_mean, dv_sem)
-
-
-def test_the_notebook_suite_uses_the_tested_settings() -> None:
-    """rllc.known.validation_cases (what 01_llc_theory runs) and the tests above agree."""
-    cases = {c.name: c for c in known.validation_cases()}
-    assert cases["k=(1, 2)"].settings["nbeta"] == 1e6 and cases["k=(1, 2)"].batched
-    assert cases["M=3 N=3 H=3 r=1"].settings["epsilon"] == 2e-5
-    assert cases["linear regression d=10"].settings["batch_size"] == 1024
-    assert cases["M=4 N=3 H=3 r=1, B frozen"].truth_override == 1.5
