@@ -35,7 +35,7 @@ class _Bound(nn.Module):
 def run_chains_batched(model: nn.Module, masks: ParamMasks, feed, loss_fn, s: SamplerConfig,  # noqa: ANN001
                        device: torch.device, bar: tqdm | None = None) -> np.ndarray:
     """Loss traces [chains, steps] of ``s.chains`` chains run together from the model's weights."""
-    from .llc import n_steps
+    from .llc import n_steps, sgld_proposal
 
     params = dict(model.named_parameters())
     names = list(masks)
@@ -68,7 +68,7 @@ def run_chains_batched(model: nn.Module, masks: ParamMasks, feed, loss_fn, s: Sa
                 p = state[n]
                 noise = torch.stack([torch.normal(0.0, 1.0, size=anchors[n].shape, generator=g, device=device,
                                                   dtype=p.dtype) for g in gens])
-                new = p - 0.5 * s.epsilon * (grads[n] * s.nbeta + s.gamma * (p - anchors[n])) + math.sqrt(s.epsilon) * noise
+                new = sgld_proposal(p, grads[n], anchors[n], noise, s)
                 keep = alive.to(device).view(C, *([1] * anchors[n].dim()))
                 if mask_t[n] is not None:
                     keep = keep & mask_t[n]

@@ -57,9 +57,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_notebooks(args: argparse.Namespace) -> None:
     from .config import load_config
-    from .runner import execute_all
-
-    from .runner import NotebooksFailed
+    from .runner import NotebooksFailed, execute_all
 
     cfg = load_config(args.profile)
     run = _run_dir(args, cfg)

@@ -56,3 +56,14 @@ def logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         resid = resid + torch.einsum("bhpe,hed->bpd", z, attn.W_O) + attn.b_O
     resid = _ln(resid, getattr(model, "ln_final", None), cfg.normalization_type)
     return resid @ model.unembed.W_U + model.unembed.b_U
+
+
+def model_logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Logits of a language model: the fused path where it applies, else the model's forward."""
+    return logits(model, tokens) if supports(model) else model(tokens)
+
+
+def next_token_loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy on a batch of token windows (what training and SGLD minimise)."""
+    out = model_logits(model, tokens)[:, :-1]
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), tokens[:, 1:].reshape(-1))

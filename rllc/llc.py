@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import fastforward
 from .components import ParamMasks, component_masks, component_size
 from .config import SamplerConfig
+from .fastforward import model_logits, next_token_loss
 
 # (model, tokens [batch, n_ctx]) -> mean per-token loss (a scalar tensor)
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -48,17 +48,6 @@ FLAG_BELOW_INIT = "below_init"
 
 # ---------------------------------------------------------------------------------------------
 # Losses (the data refinement)
-
-
-def model_logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """Logits of a language model: the fused path of ``rllc.fastforward`` where it applies."""
-    return fastforward.logits(model, tokens) if fastforward.supports(model) else model(tokens)
-
-
-def next_token_loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of a language model on a batch of token windows."""
-    logits = model_logits(model, tokens)[:, :-1]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens[:, 1:].reshape(-1))
 
 
 def generator_loss(generator: nn.Module) -> LossFn:
@@ -230,14 +219,26 @@ def init_loss(model: nn.Module, feed: BatchFeed, loss_fn: LossFn, n_batches: int
     return total / n_batches
 
 
+def sgld_proposal(p: torch.Tensor, grad: torch.Tensor | None, anchor: torch.Tensor, noise: torch.Tensor,
+                  s: SamplerConfig) -> torch.Tensor:
+    """One unmasked SGLD step from ``p`` (the update of the module docstring); ``grad`` None is zero."""
+    drift = (grad * s.nbeta if grad is not None else torch.zeros_like(p)) + s.gamma * (p - anchor)
+    return p - 0.5 * s.epsilon * drift + math.sqrt(s.epsilon) * noise
+
+
 def _sgld_update(p: torch.Tensor, grad: torch.Tensor | None, anchor: torch.Tensor, mask: torch.Tensor | None,
                  noise: torch.Tensor, s: SamplerConfig) -> None:
-    drift = (grad * s.nbeta if grad is not None else torch.zeros_like(p)) + s.gamma * (p - anchor)
-    new = p - 0.5 * s.epsilon * drift + math.sqrt(s.epsilon) * noise
+    new = sgld_proposal(p, grad, anchor, noise, s)
     if mask is None:
         p.copy_(new)
     else:
         p.copy_(torch.where(mask, new, p))  # weights outside the component stay bit-identical
+
+
+def _chain_params(named: dict[str, nn.Parameter], masks: ParamMasks,
+                  device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """(parameter, its value at w*, its mask on the device) for every parameter a chain moves."""
+    return [(named[n], named[n].detach().clone(), None if m is None else m.to(device)) for n, m in masks.items()]
 
 
 def sgld_chain(model: nn.Module, masks: ParamMasks, feed: BatchFeed, loss_fn: LossFn, s: SamplerConfig,
@@ -248,7 +249,7 @@ def sgld_chain(model: nn.Module, masks: ParamMasks, feed: BatchFeed, loss_fn: Lo
     """
     named = dict(model.named_parameters())
     dev = device if device is not None else next(model.parameters()).device
-    params = [(named[n], named[n].detach().clone(), None if m is None else m.to(dev)) for n, m in masks.items()]
+    params = _chain_params(named, masks, dev)
     before = {n: p.requires_grad for n, p in named.items()}
     for n, p in named.items():
         p.requires_grad_(n in masks)
@@ -321,7 +322,7 @@ def sample_llc(
         raise KeyError(f"masks name parameters the model lacks: {unknown}")
     for n, p in named.items():
         p.requires_grad_(n in masks)
-    params = [(named[n], named[n].detach().clone(), None if m is None else m.to(dev)) for n, m in masks.items()]
+    params = _chain_params(named, masks, dev)
     n_weights = component_size(work, masks)
 
     feed = BatchFeed(data, settings.batch_size, settings.seed)

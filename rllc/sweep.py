@@ -32,7 +32,7 @@ from .config import Config, SamplerConfig, config_hash
 from .io import read_json, write_json, write_table
 from .llc import LLCResult, estimate_llc, n_steps
 from .model import resolve_device
-from .train import find_run, identity, load_model, run_config
+from .train import find_run, identity, load_model, require_run, run_config
 
 GENERATOR_PREFIX = "model:"
 
@@ -115,7 +115,7 @@ def run_sweep(
     progress: bool = True,
 ) -> pd.DataFrame:
     """Estimate every (model, step, component, data) combination not yet cached; return the table."""
-    run = find_run(run_or_profile)
+    run = require_run(run_or_profile)
     cfg = run_config(run)
     settings = settings or cfg.sampler
     dev = resolve_device(device)
@@ -204,10 +204,7 @@ def estimate_one(run_or_profile: str | Path, model: str = "L2", step: int | str 
                  data: str = "train", overrides: dict[str, Any] | None = None, device: str = "auto",
                  progress: bool = False) -> LLCResult:
     """One estimate at a checkpoint of a run (not cached): what ``rllc llc`` prints."""
-    run = find_run(run_or_profile)
-    if not (run / "config.yaml").exists():
-        raise FileNotFoundError(f"{run_or_profile!r} is neither a run directory nor a trained profile; "
-                                f"train it with `rllc train --profile {run_or_profile}`")
+    run = require_run(run_or_profile)
     cfg = run_config(run)
     settings = dataclasses.replace(cfg.sampler, **(overrides or {}))
     (s,) = resolve_steps(run, model, [step])

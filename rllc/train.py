@@ -23,8 +23,8 @@ from transformer_lens import HookedTransformer
 from . import data as data_mod
 from . import paths
 from .checkpoints import CheckpointStore
-from .llc import next_token_loss
 from .config import MODEL_NAMES, Config, config_hash, from_dict
+from .fastforward import next_token_loss
 from .io import write_table, write_text
 from .model import build_model, resolve_device
 
@@ -196,10 +196,7 @@ def load_model(profile_or_run_dir: str | Path, name: str = "L2", step: int | str
 
     ``profile_or_run_dir`` is a profile name (its default run directory) or a run directory.
     """
-    run = find_run(profile_or_run_dir)
-    if not (run / "config.yaml").exists():
-        raise FileNotFoundError(f"{profile_or_run_dir!r} is neither a run directory nor a trained profile; "
-                                f"train it with `rllc train --profile {profile_or_run_dir}`")
+    run = require_run(profile_or_run_dir)
     cfg = run_config(run)
     store = CheckpointStore.for_model(run, name)
     weights = store.load_weights(step)
@@ -214,6 +211,15 @@ def find_run(profile_or_run_dir: str | Path) -> Path:
     """A run directory as given, else the default run directory of a profile of that name."""
     run = Path(profile_or_run_dir)
     return run if (run / "config.yaml").exists() else paths.default_run_dir(str(profile_or_run_dir))
+
+
+def require_run(profile_or_run_dir: str | Path) -> Path:
+    """``find_run``, with a clear error when there is no run there yet."""
+    run = find_run(profile_or_run_dir)
+    if not (run / "config.yaml").exists():
+        raise FileNotFoundError(f"{profile_or_run_dir!r} is neither a run directory nor a trained profile; "
+                                f"train it with `rllc train --profile {profile_or_run_dir}`")
+    return run
 
 
 def checkpoint_steps(profile_or_run_dir: str | Path, name: str = "L2") -> list[int]:
