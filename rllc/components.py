@@ -44,6 +44,19 @@ def _n_layers_heads(model: nn.Module) -> tuple[int, int]:
     return int(cfg.n_layers), int(cfg.n_heads)
 
 
+def parse_head(name: str) -> tuple[int, int]:
+    """``"L:H"`` → (layer, head); anything else raises ``UnknownComponent``."""
+    m = _HEAD.match(name.strip().lower())
+    if not m:
+        raise UnknownComponent(f"{name!r} is not a head name of the form 'layer:head', e.g. '1:6'")
+    return int(m.group(1)), int(m.group(2))
+
+
+def head_names(n_layers: int, n_heads: int) -> list[str]:
+    """All head names, layer by layer: 0:0, 0:1, …"""
+    return [f"{layer}:{head}" for layer in range(n_layers) for head in range(n_heads)]
+
+
 def valid_components(model: nn.Module) -> list[str]:
     """Every single (non-union) component name the model has."""
     names = {n for n, _ in model.named_parameters()}

@@ -36,6 +36,8 @@ class CorpusConfig:
         "python_tests", "rust_stdlib", "bbc_news", "brown_learned", "brown_news", "brown_fiction",
     )
     max_bytes_per_source: int | None = None  # cap on each training source (documents by hash)
+    # per-source caps that override max_bytes_per_source (e.g. to weight code in the mixture)
+    source_max_bytes: dict[str, int] = field(default_factory=dict)
     heldout_max_bytes: int | None = None  # cap on each held-out domain
     test_fraction: float = 0.02  # documents of the training mixture kept aside for test loss
     hub_dataset: str | None = None  # online only: a hub dataset name replaces the mixture
@@ -74,6 +76,7 @@ class TrainConfig:
     steps: dict[str, int] = field(default_factory=lambda: {"L0": 50_000, "L1": 50_000, "L2": 50_000})
     batch_size: int = 100
     lr: float = 1e-3
+    warmup_steps: int = 0  # linear warm-up to lr over this many steps (the paper: none)
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     checkpoints: tuple[CheckpointRange, ...] = (

@@ -462,9 +462,14 @@ def build_mixture(corpus_cfg: Any, force: bool = False) -> Mixture:
         train_parts = load_sources(corpus_cfg.train_sources, force=force)
     if not train_parts:
         raise SourceUnavailable("no training source could be fetched")
+    unknown = sorted(set(corpus_cfg.source_max_bytes) - set(train_parts) - set(corpus_cfg.train_sources))
+    if unknown:
+        raise KeyError(f"source_max_bytes names {unknown}, which are not training sources "
+                       f"{list(corpus_cfg.train_sources)}")
     trains, tests = [], []
-    for df in train_parts.values():
-        tr, te = split_test(take_bytes(df, corpus_cfg.max_bytes_per_source), corpus_cfg.test_fraction)
+    for name, df in train_parts.items():
+        cap = corpus_cfg.source_max_bytes.get(name, corpus_cfg.max_bytes_per_source)
+        tr, te = split_test(take_bytes(df, cap), corpus_cfg.test_fraction)
         trains.append(tr)
         tests.append(te)
     # held-out domains never contain a training document (any document of a training source)

@@ -55,8 +55,15 @@ def identity(cfg: Config, name: str) -> dict[str, Any]:
         "model_config": config_hash(cfg.model),
         "tokens": data_mod.tokens_key(cfg),
         "seed": cfg.seed,
-        "optimizer": config_hash({"batch": t.batch_size, "lr": t.lr, "wd": t.weight_decay, "betas": t.betas}),
+        "optimizer": config_hash({"batch": t.batch_size, "lr": t.lr, "wd": t.weight_decay, "betas": t.betas,
+                                  **({"warmup": t.warmup_steps} if t.warmup_steps else {})}),
     }
+
+
+def learning_rate(cfg: Config, step: int) -> float:
+    """The learning rate of update ``step`` (0-based): linear warm-up, then constant."""
+    warm = cfg.train.warmup_steps
+    return cfg.train.lr * min(1.0, (step + 1) / warm) if warm > 0 else cfg.train.lr
 
 
 def resolve_run_dir(cfg: Config, run_dir: str | Path | None = None) -> Path:
@@ -168,6 +175,8 @@ def _train_loop(cfg: Config, name: str, run: Path, store: CheckpointStore, model
         loss = next_token_loss(model, batch)  # the fused forward (rllc.fastforward) where it applies
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        for group in opt.param_groups:  # a function of the step alone, so resumes need no state
+            group["lr"] = learning_rate(cfg, step)
         opt.step()
         step += 1
         running += loss.item()

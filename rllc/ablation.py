@@ -1,0 +1,110 @@
+"""Mean ablation of attention heads, and the tokens in context a head matters most for.
+
+Mean ablation (rLLC paper, Appendix E) replaces a head's output before W_O (``hook_z``) with its
+mean over a reference set of samples, position by position. The *tokens in context* of a head
+(Appendix B.1) are the (sample, position) pairs whose next-token loss rises most when the head
+is mean-ablated; with each we record the head's attention from that position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from .components import parse_head
+
+
+def _z_name(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_z"
+
+
+@torch.no_grad()
+def mean_z(model: HookedTransformer, tokens: torch.Tensor, batch_size: int = 64) -> dict[int, torch.Tensor]:
+    """Per layer, the mean of ``hook_z`` over samples: [n_ctx, n_heads, d_head]."""
+    names = [_z_name(layer) for layer in range(model.cfg.n_layers)]
+    sums = {layer: None for layer in range(model.cfg.n_layers)}
+    for i in range(0, len(tokens), batch_size):
+        _, cache = model.run_with_cache(tokens[i:i + batch_size].to(model.cfg.device),
+                                        names_filter=names.__contains__, stop_at_layer=model.cfg.n_layers)
+        for layer in sums:
+            part = cache[_z_name(layer)].float().sum(0)
+            sums[layer] = part if sums[layer] is None else sums[layer] + part
+    return {layer: s / len(tokens) for layer, s in sums.items()}
+
+
+def mean_ablation_hooks(heads: Sequence[str], means: dict[int, torch.Tensor]) -> list[tuple[str, object]]:
+    """Forward hooks that mean-ablate each head in ``heads`` (names "L:H")."""
+    by_layer: dict[int, list[int]] = {}
+    for name in heads:
+        layer, head = parse_head(name)
+        by_layer.setdefault(layer, []).append(head)
+    hooks = []
+    for layer, hs in by_layer.items():
+        def hook(z: torch.Tensor, hook: object, hs: list[int] = hs, mean: torch.Tensor = means[layer]) -> torch.Tensor:
+            z[:, :, hs] = mean[: z.shape[1], hs].to(z.dtype)
+            return z
+        hooks.append((_z_name(layer), hook))
+    return hooks
+
+
+@torch.no_grad()
+def token_losses(model: HookedTransformer, tokens: torch.Tensor, batch_size: int = 64,
+                 hooks: Sequence[tuple[str, object]] = ()) -> torch.Tensor:
+    """Per-token next-token loss [n, n_ctx - 1], optionally with forward hooks attached."""
+    out = []
+    for i in range(0, len(tokens), batch_size):
+        batch = tokens[i:i + batch_size].to(model.cfg.device)
+        loss = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=list(hooks))
+        out.append(loss.float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def head_pattern(model: HookedTransformer, tokens: torch.Tensor, layer: int, head: int) -> torch.Tensor:
+    """The head's attention pattern on ``tokens``: [n, q, k]."""
+    name = f"blocks.{layer}.attn.hook_pattern"
+    _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=name.__eq__, stop_at_layer=layer + 1)
+    return cache[name][:, head].float().cpu()
+
+
+def tokens_in_context(model: HookedTransformer, tokens: torch.Tensor, heads: Sequence[str], k: int = 200,
+                      batch_size: int = 64, means: dict[int, torch.Tensor] | None = None,
+                      progress: bool = True) -> pd.DataFrame:
+    """For each head, the ``k`` (sample, position) pairs whose loss rises most under mean ablation.
+
+    Rows: component, rank, sample, pos (the query position; the predicted token is at pos + 1),
+    delta_loss, max_attn (key position of the head's largest attention from pos), max_weight,
+    attention (the head's attention row from pos over keys 0..pos)."""
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    means = means if means is not None else mean_z(model, tokens, batch_size)
+    clean = token_losses(model, tokens, batch_size)
+    rows = []
+    for name in tqdm(list(heads), desc="tokens in context", disable=not progress):
+        layer, head = parse_head(name)
+        delta = token_losses(model, tokens, batch_size, mean_ablation_hooks([name], means)) - clean
+        top = torch.topk(delta.flatten(), min(k, delta.numel()))
+        samples = (top.indices // delta.shape[1]).tolist()
+        positions = (top.indices % delta.shape[1]).tolist()
+        uniq = sorted(set(samples))
+        pattern = head_pattern(model, tokens[uniq], layer, head)
+        where = {s: i for i, s in enumerate(uniq)}
+        for rank, (s, p, d) in enumerate(zip(samples, positions, top.values.tolist())):
+            row = pattern[where[s], p, : p + 1]
+            rows.append({"component": name, "rank": rank, "sample": s, "pos": p, "delta_loss": d,
+                         "max_attn": int(row.argmax()), "max_weight": float(row.max()),
+                         "attention": row.tolist()})
+    return pd.DataFrame(rows)
+
+
+def ablation_loss_increase(model: HookedTransformer, tokens: torch.Tensor, heads: Sequence[str],
+                           batch_size: int = 64, means: dict[int, torch.Tensor] | None = None) -> pd.Series:
+    """Mean loss increase when each head alone is mean-ablated (one number per head)."""
+    means = means if means is not None else mean_z(model, tokens, batch_size)
+    clean = token_losses(model, tokens, batch_size).mean()
+    return pd.Series({h: float(token_losses(model, tokens, batch_size, mean_ablation_hooks([h], means)).mean() - clean)
+                      for h in heads}, name="delta_loss")

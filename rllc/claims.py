@@ -1,0 +1,115 @@
+"""The claims scorecard: each checkable claim of the paper as a function of a run's tables.
+
+Every claim reads the tidy tables its notebook writes under ``<run>/tables`` and returns a row
+(claim, status, value, threshold, notebook). ``status`` is ``pass`` or ``fail``; ``not computed``
+when a table it needs does not exist yet (its notebook has not run); ``undefined`` when the run
+cannot decide it (e.g. a layer with a single behavioural type has no clustering to recover).
+:func:`write_scorecard` writes ``claims.csv`` at the top of the run directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .io import write_table
+
+PASS, FAIL, NOT_COMPUTED, UNDEFINED = "pass", "fail", "not computed", "undefined"
+COLUMNS = ["claim", "status", "value", "threshold", "notebook"]
+
+MIN_STAGES = 4
+MIN_ARI = 0.5
+
+
+class Missing(Exception):
+    """A table a claim needs has not been written yet."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    name: str
+    notebook: str
+    check: Callable[[Path], tuple[str, str, str]] | None  # None: no notebook computes it yet
+
+
+def _table(run: Path, name: str) -> pd.DataFrame:
+    path = run / "tables" / name
+    if not path.exists():
+        raise Missing(name)
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+
+
+def check_stages(run: Path) -> tuple[str, str, str]:
+    n = len(_table(run, "stages_L2.csv"))
+    return (PASS if n >= MIN_STAGES else FAIL), str(n), f">= {MIN_STAGES} stages"
+
+
+def _types(run: Path) -> pd.DataFrame:
+    t = _table(run, "head_types_by_score.csv")
+    t["layer"] = t["component"].str.split(":").str[0].astype(int)
+    return t
+
+
+def check_previous_token(run: Path) -> tuple[str, str, str]:
+    t = _types(run)
+    n = int(((t["layer"] == 0) & (t["type"] == "previous_token")).sum())
+    return (PASS if n >= 1 else FAIL), str(n), ">= 1 layer-0 head"
+
+
+def check_induction(run: Path) -> tuple[str, str, str]:
+    t = _types(run)
+    n = int(((t["layer"] == 1) & (t["type"] == "induction")).sum())
+    return (PASS if n >= 1 else FAIL), str(n), ">= 1 layer-1 head"
+
+
+def check_wr_clusters(run: Path, table: str = "clusters_ari_wr.csv") -> tuple[str, str, str]:
+    ari = _table(run, table)
+    best = ari[(ari["algorithm"] == "consensus") & ari["matches_types"]]
+    threshold = f"ARI >= {MIN_ARI} in every layer (consensus, k = number of types)"
+    if best.empty or best["ari"].isna().all():
+        return UNDEFINED, "no layer has two or more behavioural types", threshold
+    parts = [f"L{int(r.layer)} {r.ari:.2f} (k={int(r.k)})" for r in best.itertuples()]
+    ok = bool((best["ari"] >= MIN_ARI).all())
+    return (PASS if ok else FAIL), "; ".join(parts), threshold
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("1. Full-model LLC critical points split training into stages", "01_llc_theory", check_stages),
+    Claim("2a. Layer 0 has a previous-token head", "00_train", check_previous_token),
+    Claim("2b. Layer 1 has an induction head", "00_train", check_induction),
+    Claim("3. Per-head wrLLC curves cluster by behavioural type", "02_wrllc", check_wr_clusters),
+    Claim("4. Code drLLC raises induction heads' rLLC relative to multigram heads'", "03_drllc", None),
+    Claim("5. The induction heads form at different times", "03_drllc", None),
+    Claim("6. drLLC with an L1 generator tracks the wrLLC until LM3, then diverges", "04_multigram", None),
+    Claim("7. K-composition of L0 into L1 multigram heads turns around at LM3/LM4", "04_multigram", None),
+    Claim("8. Hessian trace partly tracks the rLLC", "05_hessian_ablation", None),
+    Claim("9. Ablation scores order heads like the final rLLC", "05_hessian_ablation", None),
+    Claim("10. Clusters fit on one seed transfer to other seeds", "06_seeds", None),
+)
+
+
+def scorecard(run_dir: str | Path) -> pd.DataFrame:
+    """One row per claim: claim, status, value, threshold, notebook."""
+    run = Path(run_dir)
+    rows = []
+    for c in CLAIMS:
+        if c.check is None:
+            status, value, threshold = NOT_COMPUTED, "", "no notebook computes it yet"
+        else:
+            try:
+                status, value, threshold = c.check(run)
+            except Missing as missing:
+                status, value, threshold = NOT_COMPUTED, "", f"needs tables/{missing}"
+        rows.append({"claim": c.name, "status": status, "value": value, "threshold": threshold,
+                     "notebook": c.notebook})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_scorecard(run_dir: str | Path) -> pd.DataFrame:
+    """Compute the scorecard and write it to ``<run>/claims.csv`` (atomically)."""
+    card = scorecard(run_dir)
+    write_table(card, Path(run_dir) / "claims.csv")
+    return card

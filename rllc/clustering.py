@@ -1,0 +1,139 @@
+"""Clustering of per-head curves over training (rLLC paper, Section 4.1 and Appendix F.5).
+
+Input: a wide table, one row per head and one column per feature (checkpoint steps of one
+refinement, or the concatenation of several refinements: see :func:`curves_matrix`). Three
+algorithms for each k:
+
+* ``kmeans``: Euclidean k-means (scikit-learn) on the curves, each refinement block scaled by
+  its overall standard deviation so no refinement dominates;
+* ``ward``: Ward agglomerative clustering on the same features;
+* ``kshape``: shape-based k-means (tslearn ``KShape``) on per-curve z-normalised series, which
+  groups curves by shape regardless of their level.
+
+A consensus (:func:`consensus`) combines them by a weighted vote on the co-assignment of every
+pair of heads, shape-based clustering counting double as the paper recommends, followed by
+average-linkage clustering of the vote matrix. :func:`aligned_labels` relabels the clusterings
+for k = 2…6 so that a cluster keeps its label when it does not split, which is what the
+split-diagram figure draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import AgglomerativeClustering, KMeans
+from sklearn.metrics import adjusted_rand_score
+
+ALGORITHMS = ("kmeans", "ward", "kshape")
+VOTE_WEIGHTS = {"kmeans": 1.0, "ward": 1.0, "kshape": 2.0}
+
+
+def curves_matrix(table: pd.DataFrame, value: str = "llc_mean", refinement: str | None = "refinement",
+                  index: str = "component", step: str = "step") -> pd.DataFrame:
+    """Tidy rows → one row per head, columns (refinement, step), each refinement block divided
+    by its overall standard deviation. Rows with a missing step raise (curves must align)."""
+    keys = [refinement, step] if refinement and refinement in table else [step]
+    wide = table.pivot_table(index=index, columns=keys, values=value)
+    if wide.isna().any().any():
+        missing = wide.columns[wide.isna().any()].tolist()[:5]
+        raise ValueError(f"curves do not share checkpoints (missing at e.g. {missing}); align them first")
+    if len(keys) == 2:
+        for block in wide.columns.get_level_values(0).unique():
+            scale = float(np.std(wide[block].to_numpy())) or 1.0
+            wide[block] = wide[block] / scale
+    else:
+        scale = float(np.std(wide.to_numpy())) or 1.0
+        wide = wide / scale
+    return wide
+
+
+def _znorm(x: np.ndarray) -> np.ndarray:
+    std = x.std(axis=1, keepdims=True)
+    return (x - x.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)
+
+
+def cluster(x: np.ndarray, k: int, algorithm: str, seed: int = 0) -> np.ndarray:
+    """Labels 0..k-1 of the rows of ``x`` under one algorithm."""
+    if not 2 <= k <= len(x):
+        raise ValueError(f"k={k} must be between 2 and the number of curves ({len(x)})")
+    if algorithm == "kmeans":
+        return KMeans(n_clusters=k, n_init=20, random_state=seed).fit_predict(x)
+    if algorithm == "ward":
+        return AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(x)
+    if algorithm == "kshape":
+        from tslearn.clustering import KShape
+
+        z = _znorm(x)[:, :, None]
+        best, best_inertia = None, np.inf
+        for s in range(5):  # KShape has no n_init: restart by hand and keep the tightest
+            model = KShape(n_clusters=k, random_state=seed + s, max_iter=100)
+            labels = model.fit_predict(z)
+            if np.isfinite(model.inertia_) and model.inertia_ < best_inertia:
+                best, best_inertia = labels, model.inertia_
+        return best if best is not None else labels
+    raise ValueError(f"unknown algorithm {algorithm!r}; valid: {ALGORITHMS}")
+
+
+def consensus(labelings: dict[str, np.ndarray], k: int, weights: dict[str, float] | None = None) -> np.ndarray:
+    """Weighted co-assignment vote of several clusterings, cut into ``k`` clusters."""
+    weights = weights or VOTE_WEIGHTS
+    n = len(next(iter(labelings.values())))
+    vote = np.zeros((n, n))
+    total = 0.0
+    for alg, labels in labelings.items():
+        w = weights.get(alg, 1.0)
+        vote += w * (labels[:, None] == labels[None, :])
+        total += w
+    distance = 1.0 - vote / total
+    return AgglomerativeClustering(n_clusters=k, metric="precomputed", linkage="average").fit_predict(distance)
+
+
+def cluster_all(wide: pd.DataFrame, ks: Sequence[int] = range(2, 7), seed: int = 0,
+                algorithms: Sequence[str] = ALGORITHMS) -> pd.DataFrame:
+    """Tidy labels: (component, k, algorithm, cluster) for each algorithm and the consensus."""
+    x = wide.to_numpy(dtype=float)
+    rows = []
+    for k in ks:
+        if k > len(x):
+            continue
+        labelings = {alg: cluster(x, k, alg, seed) for alg in algorithms}
+        labelings["consensus"] = consensus(labelings, k)
+        for alg, labels in labelings.items():
+            rows += [{"component": c, "k": k, "algorithm": alg, "cluster": int(lab)}
+                     for c, lab in zip(wide.index, labels)]
+    return pd.DataFrame(rows)
+
+
+def aligned_labels(labels: pd.DataFrame) -> pd.DataFrame:
+    """Relabel one algorithm's clusterings (columns component, k, cluster) so that for each k
+    the clusters match those at k-1 as far as possible (Hungarian matching on overlaps)."""
+    out = []
+    prev: pd.Series | None = None
+    for k, g in labels.sort_values("k").groupby("k"):
+        cur = g.set_index("component")["cluster"]
+        if prev is not None:
+            overlap = pd.crosstab(cur, prev.reindex(cur.index))
+            rows, cols = linear_sum_assignment(-overlap.to_numpy())
+            mapping = {overlap.index[r]: overlap.columns[c] for r, c in zip(rows, cols)}
+            fresh = iter(range(int(prev.max()) + 1, 10 * k))
+            cur = cur.map(lambda c: mapping[c] if c in mapping else next(fresh))
+        g = g.copy()
+        g["cluster"] = cur.reindex(g["component"]).to_numpy()
+        out.append(g)
+        prev = cur
+    return pd.concat(out, ignore_index=True)
+
+
+def ari_table(labels: pd.DataFrame, types: pd.Series) -> pd.DataFrame:
+    """Adjusted Rand index of every (k, algorithm) clustering against behavioural ``types``
+    (a Series indexed by component)."""
+    rows = []
+    for (k, alg), g in labels.groupby(["k", "algorithm"]):
+        truth = types.reindex(g["component"])
+        if truth.isna().any():
+            raise ValueError(f"no type for {truth[truth.isna()].index.tolist()}")
+        rows.append({"k": k, "algorithm": alg, "ari": float(adjusted_rand_score(truth, g["cluster"]))})
+    return pd.DataFrame(rows)

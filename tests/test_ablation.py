@@ -1,0 +1,48 @@
+"""Mean ablation and tokens in context on a tiny model."""
+
+import torch
+
+from _models import markov_data, tiny_model
+from rllc import ablation
+
+
+def test_ablation_with_own_mean_is_a_no_op():
+    model = tiny_model(seed=1)
+    one = markov_data(1, seed=3).repeat(4, 1)  # identical samples: the mean equals each sample
+    means = ablation.mean_z(model, one)
+    clean = ablation.token_losses(model, one)
+    hooked = ablation.token_losses(model, one, hooks=ablation.mean_ablation_hooks(["0:1", "1:0"], means))
+    assert torch.allclose(clean, hooked, atol=1e-5)
+
+
+def test_ablating_a_silent_head_changes_nothing_and_others_do():
+    model = tiny_model(seed=2)
+    with torch.no_grad():
+        model.blocks[1].attn.W_O[1].zero_()  # head 1:1 writes nothing
+    tokens = markov_data(32, seed=4)
+    delta = ablation.ablation_loss_increase(model, tokens, ["1:1", "1:0"])
+    assert abs(delta["1:1"]) < 1e-6
+    assert abs(delta["1:0"]) > 1e-4
+
+
+def test_tokens_in_context_rows():
+    model = tiny_model(seed=3)
+    tokens = markov_data(24, seed=5)
+    k = 10
+    tic = ablation.tokens_in_context(model, tokens, ["0:0", "1:1"], k=k, progress=False)
+    assert len(tic) == 2 * k
+    for _, g in tic.groupby("component"):
+        assert g["delta_loss"].is_monotonic_decreasing
+        assert (g["rank"] == range(k)).all()
+    assert (tic["max_attn"] <= tic["pos"]).all()
+    for row in tic.itertuples():
+        assert len(row.attention) == row.pos + 1
+        assert abs(sum(row.attention) - 1) < 1e-4
+        assert row.attention[row.max_attn] == max(row.attention)
+    # the recorded delta is the loss change at that (sample, position)
+    means = ablation.mean_z(model, tokens)
+    clean = ablation.token_losses(model, tokens)
+    hooked = ablation.token_losses(model, tokens, hooks=ablation.mean_ablation_hooks(["1:1"], means))
+    first = tic[tic["component"] == "1:1"].iloc[0]
+    assert abs((hooked - clean)[first["sample"], first["pos"]] - first["delta_loss"]) < 1e-5
+    assert abs((hooked - clean).max() - first["delta_loss"]) < 1e-5

@@ -1,0 +1,109 @@
+"""Clustering on synthetic curves with known groups."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from rllc import clustering as C
+
+STEPS = np.arange(0, 2000, 100)
+
+
+def synthetic(seed: int = 0, noise: float = 0.03) -> tuple[pd.DataFrame, pd.Series]:
+    """Three groups of 4 curves: rise, fall (lower), and rise-then-fall. (A late rise would not
+    do: shape-based distance is shift-invariant, so it equals an early rise.)"""
+    rng = np.random.default_rng(seed)
+    t = STEPS / STEPS.max()
+    shapes = {
+        "high": lambda: 10 * (1 - np.exp(-4 * t)),
+        "low": lambda: 3 * np.exp(-4 * t),
+        "hump": lambda: 8 * np.exp(-((t - 0.4) ** 2) / 0.02),
+    }
+    rows, types = [], {}
+    for g, f in shapes.items():
+        for i in range(4):
+            name = f"{g}{i}"
+            types[name] = g
+            scale = rng.uniform(0.9, 1.1)
+            y = scale * f() + noise * 10 * rng.standard_normal(len(t))
+            rows += [{"component": name, "refinement": "wr", "step": s, "llc_mean": v} for s, v in zip(STEPS, y)]
+    return pd.DataFrame(rows), pd.Series(types)
+
+
+@pytest.mark.parametrize("algorithm", C.ALGORITHMS)
+def test_each_algorithm_recovers_groups(algorithm):
+    table, types = synthetic()
+    wide = C.curves_matrix(table)
+    labels = C.cluster(wide.to_numpy(), 3, algorithm)
+    assert adjusted_rand_score(types.reindex(wide.index), labels) == pytest.approx(1.0)
+
+
+def test_shape_based_ignores_level():
+    """Same shape at two levels: k-means splits by level, shape-based k-means does not."""
+    table, types = synthetic()
+    table = table[table.component.str.startswith(("high", "hump"))]
+    low = table[table.component.str.startswith("high")].assign(
+        component=lambda d: d.component.str.replace("high", "low"), llc_mean=lambda d: d.llc_mean / 4)
+    wide = C.curves_matrix(pd.concat([table, low]))
+    shape = pd.Series({c: "hump" if c.startswith("hump") else "rise" for c in wide.index})
+    level = pd.Series({c: c.rstrip("0123456789") for c in wide.index})
+    assert adjusted_rand_score(shape, C.cluster(wide.to_numpy(), 2, "kshape")) == pytest.approx(1.0)
+    assert adjusted_rand_score(level, C.cluster(wide.to_numpy(), 3, "kmeans")) == pytest.approx(1.0)
+
+
+def test_cluster_all_consensus_and_ari():
+    table, types = synthetic(seed=1)
+    labels = C.cluster_all(C.curves_matrix(table), ks=[3, 4])
+    assert set(labels["algorithm"]) == {*C.ALGORITHMS, "consensus"}
+    assert len(labels) == 2 * 4 * 12
+    ari = C.ari_table(labels, types).set_index(["k", "algorithm"])["ari"]
+    assert ari[(3, "consensus")] == pytest.approx(1.0)
+    assert ari[(3, "kmeans")] == pytest.approx(1.0)
+    assert ari[(4, "kmeans")] < 1.0  # one group must split
+
+
+def test_ari_fails_for_random_labels():
+    _, types = synthetic()
+    rng = np.random.default_rng(0)
+    labels = pd.DataFrame({"component": types.index, "k": 3, "algorithm": "random",
+                           "cluster": rng.integers(0, 3, len(types))})
+    assert C.ari_table(labels, types)["ari"].iloc[0] < 0.5
+
+
+def test_consensus_weights_shape_based_double():
+    a = np.array([0, 0, 1, 1])
+    b = np.array([0, 1, 0, 1])
+    # kshape (weight 2) against kmeans (weight 1): the vote follows kshape
+    out = C.consensus({"kmeans": b, "kshape": a}, 2)
+    assert adjusted_rand_score(a, out) == 1.0
+
+
+def test_aligned_labels_keep_unsplit_clusters():
+    labels = pd.DataFrame({
+        "component": list("abcd") * 2,
+        "k": [2] * 4 + [3] * 4,
+        "cluster": [0, 0, 1, 1, 2, 2, 0, 1],  # at k=3, {a,b} is renamed 2 and {c,d} splits
+    })
+    out = C.aligned_labels(labels)
+    k3 = out[out.k == 3].set_index("component")["cluster"]
+    assert k3["a"] == k3["b"] == 0  # matched back to its k=2 label
+    assert k3["c"] != k3["d"] and {k3["c"], k3["d"]} & {1}
+
+
+def test_curves_must_align_and_k_in_range():
+    table, _ = synthetic()
+    with pytest.raises(ValueError, match="share checkpoints"):
+        C.curves_matrix(table[~((table.component == "high0") & (table.step == 500))])
+    with pytest.raises(ValueError, match="k="):
+        C.cluster(np.zeros((3, 5)), 4, "kmeans")
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        C.cluster(np.zeros((5, 5)), 2, "dbscan")
+
+
+def test_concatenated_refinements_are_scaled_per_block():
+    table, _ = synthetic()
+    dr = table.assign(refinement="dr", llc_mean=table["llc_mean"] * 100)
+    wide = C.curves_matrix(pd.concat([table, dr]))
+    assert np.std(wide["wr"].to_numpy()) == pytest.approx(1.0)
+    assert np.std(wide["dr"].to_numpy()) == pytest.approx(1.0)
