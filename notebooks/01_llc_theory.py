@@ -154,9 +154,7 @@ print("chosen for this profile:", plot.sampler_stamp(settings))
 # Estimates are cached: a rerun computes only what is missing.
 
 # %%
-all_steps = CheckpointStore.for_model(run, "L2").steps()
-stride = max(1, cfg.llc.checkpoint_stride)
-steps = sorted(set(all_steps[::stride]) | {all_steps[0], all_steps[-1]})
+steps = sweep.strided_steps(run, "L2", cfg.llc.checkpoint_stride)
 curve = sweep.run_sweep(run, ["L2"], steps, ["full"], ["train"], cfg.sampler, device=cfg.train.device,
                         progress=progress)
 curve = curve.sort_values("step").reset_index(drop=True)

@@ -31,6 +31,17 @@ ALGORITHMS = ("kmeans", "ward", "kshape")
 VOTE_WEIGHTS = {"kmeans": 1.0, "ward": 1.0, "kshape": 2.0}
 
 
+def align_curves(table: pd.DataFrame, value: str = "llc_mean", index: str = "component",
+                 step: str = "step") -> tuple[pd.DataFrame, list]:
+    """Keep the checkpoints at which every curve has a value (an estimate whose chains were all
+    flagged has none); returns the kept rows and the dropped steps."""
+    ok = table[value].notna()
+    n = table[index].nunique()
+    full = ok.groupby(table[step]).sum() == n
+    dropped = sorted(full[~full].index.tolist())
+    return table[table[step].isin(full[full].index)], dropped
+
+
 def curves_matrix(table: pd.DataFrame, value: str = "llc_mean", refinement: str | None = "refinement",
                   index: str = "component", step: str = "step") -> pd.DataFrame:
     """Tidy rows → one row per head, columns (refinement, step), each refinement block divided
@@ -119,7 +130,7 @@ def aligned_labels(labels: pd.DataFrame) -> pd.DataFrame:
             rows, cols = linear_sum_assignment(-overlap.to_numpy())
             mapping = {overlap.index[r]: overlap.columns[c] for r, c in zip(rows, cols)}
             fresh = iter(range(int(prev.max()) + 1, 10 * k))
-            cur = cur.map(lambda c: mapping[c] if c in mapping else next(fresh))
+            cur = pd.Series([mapping[c] if c in mapping else next(fresh) for c in cur], index=cur.index)
         g = g.copy()
         g["cluster"] = cur.reindex(g["component"]).to_numpy()
         out.append(g)

@@ -143,6 +143,18 @@ class LLCConfig:
     calibration_nbetas: tuple[float, ...] = (10.0, 30.0, 100.0)
     calibration_draws: int = 200
     stage_sigma: float = 1.5  # smoothing (in checkpoints) before looking for critical points
+    head_checkpoints: int = 0  # per-head (rLLC) sweeps: this many checkpoints spread over the strided ones (0: all)
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """Head classification by tokens in context, and clustering of rLLC curves (notebook 02)."""
+
+    tic_samples: int = 2000  # held-in windows searched for each head's tokens in context (paper: 100k)
+    tic_k: int = 200  # tokens in context kept per head (paper: 1k)
+    batch_size: int = 32
+    max_k: int = 6  # clusterings for k = 2 .. max_k (at most the heads per layer minus one)
+    viewer_examples: int = 40  # tokens in context shown per head in the HTML viewer
 
 
 @dataclass(frozen=True)
@@ -159,6 +171,7 @@ class Config:
     scores: ScoreConfig = ScoreConfig()
     sampler: SamplerConfig = SamplerConfig()
     llc: LLCConfig = LLCConfig()
+    classify: ClassifyConfig = ClassifyConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

@@ -126,3 +126,47 @@ def classify_by_scores(scores: pd.DataFrame, thresholds: dict[str, float]) -> pd
     best = margins.idxmax(axis=1)
     return best.where(margins.max(axis=1) > 0, "multigram").rename("type")
 
+
+
+FINAL_TYPES = ("previous-token", "current-token", "induction", "Dyck multigram", "multigram")
+_SCORE_TO_TYPE = {"previous_token": "previous-token", "current_token": "current-token", "induction": "induction"}
+
+
+def head_types(score_types: pd.Series, pattern_summary: pd.DataFrame | None = None) -> pd.Series:
+    """Each head's final type (Table 1): its score type if it has one; otherwise a multigram
+    head, "Dyck multigram" when Dyck patterns explain more of its tokens in context than any
+    other pattern (``pattern_summary`` from :func:`rllc.patterns.pattern_summary`)."""
+    out = score_types.map(lambda t: _SCORE_TO_TYPE.get(t, "multigram"))
+    if pattern_summary is not None and len(pattern_summary):
+        top = pattern_summary.set_index("component")["top_pattern"].reindex(out.index)
+        out = out.where(~((out == "multigram") & (top == "dyck")), "Dyck multigram")
+    return out.rename("type")
+
+
+def chance_levels(cfg: ScoreConfig) -> dict[str, float]:
+    """Scores of a head that attends uniformly (to BOS and every earlier token)."""
+    lengths = torch.arange(cfg.min_len, cfg.max_len + 1, dtype=torch.float64)  # query at index L-1: L keys
+    uniform_last = float((1 / lengths).mean())
+    T = cfg.induction_len
+    queries = torch.arange(1 + T, 1 + 2 * T - 1, dtype=torch.float64)
+    return {"previous_token": uniform_last, "current_token": uniform_last,
+            "induction": float((1 / (queries + 1)).mean())}
+
+
+def threshold_report(scores: pd.DataFrame, cfg: ScoreConfig, thresholds: dict[str, float] | None = None) -> pd.DataFrame:
+    """For each score: chance level, threshold, the heads above it, and where the widest gap in
+    the sorted scores lies (a threshold inside that gap separates the same heads)."""
+    thresholds = thresholds or TYPE_THRESHOLDS
+    chance = chance_levels(cfg)
+    rows = []
+    for score, t in thresholds.items():
+        v = scores.loc[scores["score"] == score].sort_values("value")
+        vals = v["value"].to_numpy()
+        gaps = vals[1:] - vals[:-1] if len(vals) > 1 else []
+        i = int(gaps.argmax()) if len(gaps) else 0
+        above = v.loc[v["value"] > t, "component"].tolist()
+        rows.append({"score": score, "chance": chance[score], "threshold": t, "max": float(vals.max()) if len(vals) else float("nan"),
+                     "heads_above": " ".join(above), "widest_gap_from": float(vals[i]) if len(gaps) else float("nan"),
+                     "widest_gap_to": float(vals[i + 1]) if len(gaps) else float("nan"),
+                     "threshold_in_gap": bool(len(gaps) and vals[i] < t <= vals[i + 1])})
+    return pd.DataFrame(rows)

@@ -196,3 +196,143 @@ def known_vs_truth(table: pd.DataFrame) -> plt.Figure:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-head rLLCs, head classification and clustering (notebook 02)
+
+TYPE_COLORS = {"previous-token": "#d62728", "current-token": "#9467bd", "induction": "#2ca02c",
+               "Dyck multigram": "#ff7f0e", "multigram": "#1f77b4"}
+PATTERN_COLORS = {"induction": "#2ca02c", "dyck": "#ff7f0e", "skip_ngram": "#bcbd22", "ngram": "#1f77b4",
+                  "unexplained": "#c7c7c7"}
+
+
+def _type_linestyles(components: Sequence[str], types: pd.Series) -> dict[str, str]:
+    """Heads of the same type get distinct line styles so they stay tellable apart."""
+    styles, seen = {}, {}
+    for c in components:
+        t = types.get(c, "multigram")
+        styles[c] = ["-", "--", ":", "-."][seen.get(t, 0) % 4]
+        seen[t] = seen.get(t, 0) + 1
+    return styles
+
+
+def head_llc_curves(estimates: pd.DataFrame, types: pd.Series, settings: dict, stages: pd.DataFrame | None = None,
+                    title: str = "", value: str = "llc_mean", ylabel: str = "wrLLC") -> plt.Figure:
+    """Figure 2 analogue: one panel per layer, one line per head coloured by behavioural type,
+    ± std across chains shaded, stage bands behind."""
+    heads = estimates[estimates["component"].str.contains(":")].copy()
+    heads["layer"] = heads["component"].str.split(":").str[0].astype(int)
+    layers = sorted(heads["layer"].unique())
+    fig, axes = plt.subplots(1, len(layers), figsize=(5.4 * len(layers), 3.8), squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        sub = heads[heads["layer"] == layer]
+        comps = sorted(sub["component"].unique(), key=lambda c: int(c.split(":")[1]))
+        ls = _type_linestyles(comps, types)
+        for c in comps:
+            d = sub[sub["component"] == c].sort_values("step")
+            color = TYPE_COLORS.get(types.get(c, "multigram"), "0.4")
+            x = d["step"].clip(lower=1)
+            ax.plot(x, d[value], color=color, linestyle=ls[c], linewidth=1.5, label=f"{c} {types.get(c, '')}")
+            if "llc_std" in d and value == "llc_mean":
+                ax.fill_between(x, d[value] - d["llc_std"], d[value] + d["llc_std"], color=color, alpha=0.08)
+            flagged = d[d["n_ok"] < d["n_chains"]] if "n_ok" in d else d.iloc[:0]
+            if len(flagged):
+                ax.scatter(flagged["step"].clip(lower=1), flagged[value], marker="x", color="k", zorder=5)
+        log_steps(ax)
+        if stages is not None and len(stages):
+            stage_bands(ax, stages)
+        ax.set_title(f"layer {layer}", pad=14)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=6.5, ncol=2, loc="upper left")
+    if title:
+        fig.suptitle(title, y=1.03)
+    fig.tight_layout()
+    stamp(fig, settings)
+    return fig
+
+
+def score_distribution(scores: pd.DataFrame, report: pd.DataFrame) -> plt.Figure:
+    """Final behavioural scores of every head (strip plot per score) with threshold and chance."""
+    fig, axes = plt.subplots(1, len(report), figsize=(3.2 * len(report), 3.0), squeeze=False)
+    for ax, r in zip(axes[0], report.itertuples()):
+        d = scores[scores["score"] == r.score]
+        ax.scatter(np.zeros(len(d)) + np.random.default_rng(0).uniform(-0.15, 0.15, len(d)), d["value"],
+                   c=["C0" if lay == 0 else "C2" for lay in d["layer"]], s=18)
+        for _, row in d[d["value"] > r.threshold].iterrows():
+            ax.annotate(row["component"], (0.18, row["value"]), fontsize=7)
+        ax.axhline(r.threshold, color="C3", linestyle="--", linewidth=1, label=f"threshold {r.threshold:g}")
+        ax.axhline(r.chance, color="0.5", linestyle=":", linewidth=1, label=f"uniform {r.chance:.3f}")
+        ax.set_xticks([])
+        ax.set_xlim(-0.5, 0.8)
+        ax.set_title(SCORE_LABELS.get(r.score, r.score), fontsize=9)
+        ax.legend(fontsize=6.5, loc="upper right")
+    axes[0][0].set_ylabel("score at the last checkpoint (blue L0, green L1)")
+    fig.tight_layout()
+    return fig
+
+
+def pattern_fractions(summary: pd.DataFrame, types: pd.Series) -> plt.Figure:
+    """Figure 9 analogue: stacked fractions of each head's tokens in context per pattern."""
+    from .patterns import PATTERNS
+
+    d = summary.set_index("component")
+    d = d.loc[sorted(d.index, key=lambda c: tuple(int(x) for x in c.split(":")))]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(d)), 3.4))
+    bottom = np.zeros(len(d))
+    for p in PATTERNS:
+        vals = d[f"frac_{p}"].to_numpy()
+        ax.bar(range(len(d)), vals, bottom=bottom, color=PATTERN_COLORS[p], label=p.replace("_", " "))
+        bottom += vals
+    ax.set_xticks(range(len(d)), [f"{c}\n{types.get(c, '')[:10]}" for c in d.index], fontsize=7, rotation=90)
+    ax.set_ylabel("fraction of tokens in context")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, 1.15))
+    fig.tight_layout()
+    return fig
+
+
+def multigrams_vs_llc(summary: pd.DataFrame, final_llc: pd.Series, types: pd.Series, settings: dict) -> plt.Figure:
+    """Figure 11 analogue: distinct multigrams among a head's tokens in context against its final wrLLC."""
+    d = summary.set_index("component").join(final_llc.rename("llc"))
+    d["layer"] = [int(c.split(":")[0]) for c in d.index]
+    layers = sorted(d["layer"].unique())
+    fig, axes = plt.subplots(1, len(layers), figsize=(4.4 * len(layers), 3.4), squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        sub = d[d["layer"] == layer]
+        for c, row in sub.iterrows():
+            ax.scatter(row["llc"], row["n_multigrams"], color=TYPE_COLORS.get(types.get(c, "multigram"), "0.4"), s=30)
+            ax.annotate(c, (row["llc"], row["n_multigrams"]), fontsize=7, xytext=(3, 2), textcoords="offset points")
+        if len(sub) > 2 and sub["llc"].std() > 0 and sub["n_multigrams"].std() > 0:
+            rho = sub["llc"].corr(sub["n_multigrams"], method="spearman")
+            ax.set_title(f"layer {layer} (Spearman ρ = {rho:.2f})")
+        else:
+            ax.set_title(f"layer {layer}")
+        ax.set_xlabel("final wrLLC")
+        ax.set_ylabel("distinct multigrams memorised")
+    fig.tight_layout()
+    stamp(fig, settings)
+    return fig
+
+
+def cluster_splits(labels: pd.DataFrame, types: pd.Series, title: str = "") -> plt.Figure:
+    """Figures 18/19 analogue: for each algorithm, a heads × k grid of (aligned) cluster labels,
+    so a cluster splitting as k grows reads left to right."""
+    algs = list(dict.fromkeys(labels["algorithm"]))
+    comps = sorted(labels["component"].unique(), key=lambda c: tuple(int(x) for x in c.split(":")))
+    fig, axes = plt.subplots(1, len(algs), figsize=(2.3 * len(algs) + 1.5, 0.32 * len(comps) + 1.2), squeeze=False)
+    for ax, alg in zip(axes[0], algs):
+        wide = labels[labels["algorithm"] == alg].pivot(index="component", columns="k", values="cluster").loc[comps]
+        sns.heatmap(wide, ax=ax, cmap="tab10", vmin=0, vmax=9, cbar=False, annot=True, fmt="d", annot_kws={"fontsize": 7},
+                    linewidths=0.5, linecolor="white")
+        ax.set_title(alg, fontsize=9)
+        ax.set_ylabel("")
+        if ax is axes[0][0]:
+            ax.set_yticks(np.arange(len(comps)) + 0.5, [f"{c} {types.get(c, '')}" for c in comps], fontsize=7, rotation=0)
+        else:
+            ax.set_yticks([])
+    if title:
+        fig.suptitle(title, y=1.02)
+    fig.tight_layout()
+    return fig

@@ -74,6 +74,19 @@ def resolve_steps(run: Path, model: str, steps: Iterable[int | str] | str) -> li
     return out
 
 
+def strided_steps(run: Path, model: str, stride: int = 1, n: int = 0) -> list[int]:
+    """Every ``stride``-th checkpoint (first and last always); with ``n`` > 0, ``n`` of those spread
+    evenly by index (so they follow the schedule's density: dense early, sparse late)."""
+    have = CheckpointStore.for_model(run, model).steps()
+    if not have:
+        raise FileNotFoundError(f"no checkpoints of {model} in {run}; train it first")
+    steps = sorted(set(have[:: max(1, stride)]) | {have[0], have[-1]})
+    if 0 < n < len(steps):
+        idx = np.unique(np.round(np.linspace(0, len(steps) - 1, n)).astype(int))
+        steps = [steps[i] for i in idx]
+    return steps
+
+
 def record_key(cfg: Config, job: Job, settings: SamplerConfig) -> str:
     gen = parse_generator(job.data)
     return config_hash({

@@ -1,8 +1,8 @@
 """Mean ablation and tokens in context on a tiny model."""
 
 import torch
-
 from _models import markov_data, tiny_model
+
 from rllc import ablation
 
 

@@ -107,3 +107,12 @@ def test_concatenated_refinements_are_scaled_per_block():
     wide = C.curves_matrix(pd.concat([table, dr]))
     assert np.std(wide["wr"].to_numpy()) == pytest.approx(1.0)
     assert np.std(wide["dr"].to_numpy()) == pytest.approx(1.0)
+
+
+def test_align_curves_drops_steps_with_a_missing_value():
+    table, _ = synthetic()
+    table.loc[(table.component == "hump1") & (table.step == 300), "llc_mean"] = np.nan
+    kept, dropped = C.align_curves(table)
+    assert dropped == [300]
+    assert 300 not in set(kept["step"]) and kept["llc_mean"].notna().all()
+    assert C.curves_matrix(kept).shape == (12, len(STEPS) - 1)

@@ -116,3 +116,19 @@ def test_hub_loader_reads_a_local_dataset_in_hub_format(tmp_path):
     with pytest.raises(KeyError, match="columns"):
         corpus.load_hub_documents(str(tmp_path / "pile-like"), text_column="code")
     assert len(corpus.load_hub_documents(str(tmp_path / "pile-like"), max_documents=1)) == 1
+
+
+def test_per_source_caps_weight_the_mixture(monkeypatch):
+    from rllc.config import CorpusConfig
+
+    parts = {"prose": _docs([f"prose {i} " * 20 for i in range(50)]).assign(source="prose"),
+             "code": _docs([f"code {i} " * 20 for i in range(50)]).assign(source="code")}
+    monkeypatch.setattr(corpus, "load_sources", lambda names, force=False: {n: parts[n] for n in names if n in parts})
+    cfg = CorpusConfig(train_sources=("prose", "code"), heldout_sources=(), max_bytes_per_source=1000,
+                       source_max_bytes={"code": 3000}, test_fraction=0.0)
+    mix = corpus.build_mixture(cfg)
+    size = mix.train.groupby("source")["text"].apply(lambda t: t.str.len().sum())
+    assert size["prose"] <= 1000 < size["code"] <= 3000
+    bad = CorpusConfig(train_sources=("prose",), heldout_sources=(), source_max_bytes={"kode": 10})
+    with pytest.raises(KeyError, match="kode"):
+        corpus.build_mixture(bad)

@@ -126,3 +126,33 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         io.atomic_write(target, broken)
     assert io.read_json(target) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_learning_rate_warm_up_then_constant(tiny_cfg):
+    import dataclasses
+
+    assert train.learning_rate(tiny_cfg, 0) == tiny_cfg.train.lr  # the paper: no warm-up
+    warm = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, lr=0.01, warmup_steps=10))
+    lrs = [train.learning_rate(warm, s) for s in range(15)]
+    assert lrs[0] == pytest.approx(0.001) and lrs[4] == pytest.approx(0.005)
+    assert lrs[9:] == [0.01] * 6
+    # the warm-up is part of the run's identity: a run cannot resume under another schedule
+    assert train.identity(warm, "L2") != train.identity(
+        dataclasses.replace(warm, train=dataclasses.replace(warm.train, warmup_steps=0)), "L2")
+
+
+def test_resume_with_warm_up_is_identical(tiny_cfg, ci_prepared, tmp_path):
+    import dataclasses
+
+    cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, lr=0.005, warmup_steps=16))
+    ref = train.train_model(cfg, "L2", tmp_path / "ref", progress=False)
+
+    def interrupt(step: int) -> None:
+        if step == 11:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.train_model(cfg, "L2", tmp_path / "cut", progress=False, on_step=interrupt)
+    resumed = train.train_model(cfg, "L2", tmp_path / "cut", progress=False)
+    for step in ref.store.steps():
+        _assert_identical(_weights(ref.store, step), _weights(resumed.store, step))

@@ -1,0 +1,252 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 — Weight-refined LLCs: attention heads differentiate
+#
+# **Reproduces:** Wang et al. (2024), Section 4.1 (Figures 1, 2), Appendix B (Figures 9, 11,
+# Table 1) and Appendix F.5 (Figures 18, 19). The claim: if we estimate the LLC of each attention
+# head alone — SGLD moves only that head's weights, the rest of the network stays at the
+# checkpoint (the *weight-refined* LLC, wrLLC) — the curves over training **differentiate** the
+# heads, and the grouping they suggest **matches what the heads do**: previous-token, current-token
+# and induction heads end low, heads that memorise many multigrams end high, and clustering the
+# curves recovers the behavioural types.
+#
+# Method, in order: (1) the wrLLC of every head at checkpoints across training; (2) each head's
+# behavioural type, from scores and from the tokens in context it matters most for; (3) clusters
+# of the curves and their agreement with the types; (4) the claims scorecard.
+#
+# Needs `00_train` and `01_llc_theory` (same profile and run directory).
+
+# %% tags=["parameters"]
+profile: str = "cpu"  # profile name (ci, cpu, paper) or a path to a profile YAML file
+config: dict = {}  # overrides merged over the profile's config, e.g. {"llc": {"head_checkpoints": 8}}
+run_dir: str = ""  # where results go; "" means runs/<profile>/
+progress: bool = True  # show progress bars
+
+# %%
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+import rllc
+from rllc import ablation, claims, clustering, data, heads, patterns, plot, sweep, viewer
+from rllc.checkpoints import CheckpointStore
+from rllc.components import head_names
+from rllc.io import write_table
+from rllc.train import load_model
+
+plot.style()
+cfg = rllc.load_config(profile, config)
+run = rllc.resolve_run_dir(cfg, run_dir or None)
+tables = run / "tables"
+settings = dataclasses.asdict(cfg.sampler)
+final_model = load_model(run, "L2", "last")
+HEADS = head_names(final_model.cfg.n_layers, final_model.cfg.n_heads)
+print(f"profile {cfg.profile}; run directory {run}; {len(HEADS)} heads")
+print(plot.sampler_stamp(settings))
+
+# %% [markdown]
+# ## 1. The wrLLC of every head across training
+#
+# For each head $h$ and checkpoint $w^*_t$ we run SGLD on the head's weights only (its slices of
+# $W_Q, W_K, W_V, W_O$ and biases) with the same sampler settings as the full-model curve of `01`,
+# on the training distribution, and estimate
+# $\hat\lambda_h(w^*_t) = n\beta\,(\mathbb{E}[L(w)] - L(w^*_t))$. The full-model LLC is estimated
+# at the same checkpoints for reference. Estimates are cached per (checkpoint, head, settings):
+# an interrupted run resumes where it stopped.
+
+# %%
+steps = sweep.strided_steps(run, "L2", cfg.llc.checkpoint_stride, cfg.llc.head_checkpoints)
+print(f"{len(steps)} checkpoints: {steps}")
+wr = sweep.run_sweep(run, ["L2"], steps, [*HEADS, "full"], ["train"], cfg.sampler, device=cfg.train.device,
+                     progress=progress)
+wr = wr.sort_values(["component", "step"]).reset_index(drop=True)
+write_table(wr, tables / "wrllc_L2.csv")
+head_wr = wr[wr["component"] != "full"]
+flag_rows = head_wr[head_wr["n_ok"] < head_wr["n_chains"]]
+print(f"{len(wr)} estimates; {len(flag_rows)} with flagged chains; "
+      f"median chain std {head_wr['llc_std'].median():.3f}")
+
+# %% [markdown]
+# ## 2. What each head does
+#
+# ### 2.1 Behavioural scores
+#
+# The previous-token, current-token and induction scores of `00` at the last checkpoint decide
+# the first three types. The thresholds are stated in `rllc.heads.TYPE_THRESHOLDS`; the table
+# below justifies them against the score distribution: the chance level of a head attending
+# uniformly, the largest score, and whether the threshold falls in the widest gap between the
+# sorted scores (then any threshold in that gap would give the same types).
+
+# %%
+behaviour = pd.read_csv(tables / "behaviour_L2.csv")
+last = behaviour[(behaviour["step"] == behaviour["step"].max()) & (behaviour["layer"] >= 0)]
+report = heads.threshold_report(last, cfg.scores)
+write_table(report, tables / "score_thresholds.csv")
+display(report.round(3))
+fig = plot.score_distribution(last, report)
+plot.savefig(fig, run, "02_score_distribution")
+score_types = heads.classify_by_scores(last, heads.TYPE_THRESHOLDS)
+
+# %% [markdown]
+# ### 2.2 Tokens in context
+#
+# Following Appendix B.1, we mean-ablate each head in turn on held-in windows of the training
+# distribution and keep the tokens in context (sample, position) whose next-token loss rises
+# most, with the head's attention from there. Each is classified serially (`rllc.patterns`):
+# **induction** (an in-context bigram completed via the current token or the earlier
+# continuation), **Dyck** (the next token closes a bracket, quote, markdown mark or split
+# construction with valid nesting), **skip n-gram** (a preset list), **n-gram** (the attended
+# span plus the next token recurs among the head's tokens in context), else *unexplained*.
+
+# %%
+prepared = data.prepare(cfg)
+tok = prepared.tokenizer
+decode = lambda i: tok.decode([int(i)], skip_special_tokens=False)  # noqa: E731
+train_tokens = data.load_tokens(cfg, "train")
+g = torch.Generator().manual_seed(cfg.seed)
+held_in = train_tokens[torch.randperm(len(train_tokens), generator=g)[: cfg.classify.tic_samples]]
+tic = ablation.tokens_in_context(final_model, held_in, HEADS, k=cfg.classify.tic_k,
+                                 batch_size=cfg.classify.batch_size, progress=progress)
+seqs = held_in.tolist()
+classified = pd.concat([patterns.classify_contexts(gr, seqs, decode) for _, gr in tic.groupby("component", sort=False)],
+                       ignore_index=True)
+write_table(classified.drop(columns=["attention"]), tables / "tokens_in_context.parquet")
+summary = patterns.pattern_summary(classified)
+types = heads.head_types(score_types, summary)
+
+# %% [markdown]
+# ### 2.3 Head types (Table 1 analogue)
+#
+# A head keeps its score type if it has one; otherwise it is a multigram head, and a *Dyck
+# multigram* head if Dyck patterns explain more of its tokens in context than any other pattern.
+
+# %%
+final_wr = head_wr[head_wr["step"] == head_wr["step"].max()].set_index("component")["llc_mean"]
+head_table = (summary.set_index("component")
+              .join(last.pivot_table(index="component", columns="score", values="value"))
+              .join(types).join(final_wr.rename("final_wrllc")).reset_index())
+cols = ["component", "type", "final_wrllc", "previous_token", "current_token", "induction",
+        *[f"frac_{p}" for p in patterns.PATTERNS], "n_multigrams", "top_pattern"]
+head_table = head_table[cols]
+write_table(head_table, tables / "head_types.csv")
+display(head_table.round(3))
+index = viewer.write_viewer(run, classified, types, seqs, decode, n=cfg.classify.viewer_examples)
+display(Markdown(f"Per-head samples (attention highlighted): [`{index.relative_to(run)}`]({index})"))
+
+# %%
+fig = plot.pattern_fractions(summary, types)
+plot.savefig(fig, run, "02_pattern_fractions")
+
+# %% [markdown]
+# A few of the top tokens in context per head (the viewer shows them with attention):
+
+# %%
+def show(component: str, n: int = 3) -> None:
+    rows = classified[classified["component"] == component].sort_values("rank").head(n)
+    for r in rows.itertuples():
+        ctx = "".join(decode(t) for t in seqs[r.sample][max(0, r.pos - 15): r.pos + 1])
+        print(f"{component} [{r.pattern}] …{ctx!r} → {decode(seqs[r.sample][r.pos + 1])!r}  "
+              f"(Δloss {r.delta_loss:.2f}, attends to {decode(seqs[r.sample][r.max_attn])!r})")
+
+
+for t in plot.TYPE_COLORS:
+    for c in types[types == t].index[:2]:
+        show(c, 2)
+
+# %% [markdown]
+# ## 3. The wrLLC curves, coloured by type (Figure 2 analogue)
+
+# %%
+stage_table = pd.read_csv(tables / "stages_L2.csv") if (tables / "stages_L2.csv").exists() else None
+fig = plot.head_llc_curves(head_wr, types, settings, stage_table, title=f"wrLLC per head — profile {cfg.profile}")
+plot.savefig(fig, run, "02_wrllc_heads")
+
+# %% [markdown]
+# In layer 1 the paper finds that heads with higher final wrLLC memorise more multigrams
+# (Figure 11). Here, the number of distinct multigrams (n-grams, skip n-grams, Dyck pairs) among
+# each head's tokens in context against its final wrLLC:
+
+# %%
+fig = plot.multigrams_vs_llc(summary, final_wr, types, settings)
+plot.savefig(fig, run, "02_multigrams_vs_wrllc")
+rho = {}
+for layer in range(final_model.cfg.n_layers):
+    sub = head_table[head_table["component"].str.startswith(f"{layer}:")]
+    rho[layer] = float(sub["final_wrllc"].corr(sub["n_multigrams"], method="spearman"))
+print("Spearman ρ(final wrLLC, distinct multigrams) per layer:", {k: round(v, 2) for k, v in rho.items()})
+
+# %% [markdown]
+# ## 4. Clustering the curves (Figures 18, 19 analogue)
+#
+# Per layer, each head's wrLLC curve is a point; we cluster with Euclidean k-means, Ward
+# agglomerative clustering and shape-based k-means (k-shape on z-normalised curves), for
+# k = 2…6, and combine them by a vote in which shape-based clustering counts double. The split
+# diagrams show how clusters divide as k grows. The adjusted Rand index (ARI) compares each
+# clustering with the behavioural types; the scorecard uses the consensus at k = the number of
+# types present in the layer.
+
+# %%
+labels_all, ari_all = [], []
+for layer in range(final_model.cfg.n_layers):
+    sub = head_wr[head_wr["component"].str.startswith(f"{layer}:")].assign(refinement="wr")
+    sub, dropped = clustering.align_curves(sub)
+    if dropped:
+        print(f"layer {layer}: checkpoints {dropped} left out (a head there has no healthy chain)")
+    wide = clustering.curves_matrix(sub)
+    ks = range(2, min(cfg.classify.max_k, len(wide) - 1) + 1)
+    lab = clustering.cluster_all(wide, ks, seed=cfg.seed)
+    lab = pd.concat([clustering.aligned_labels(gr) for _, gr in lab.groupby("algorithm", sort=False)])
+    lab["layer"] = layer
+    labels_all.append(lab)
+    ari = clustering.ari_table(lab, types)
+    n_types = types.reindex(wide.index).nunique()
+    ari["layer"], ari["n_types"] = layer, n_types
+    ari["matches_types"] = (ari["k"] == n_types) if n_types >= 2 else False
+    ari_all.append(ari)
+    fig = plot.cluster_splits(lab, types, title=f"layer {layer}: clusters of wrLLC curves as k grows")
+    plot.savefig(fig, run, f"02_cluster_splits_L{layer}")
+labels_wr = pd.concat(labels_all, ignore_index=True)
+ari_wr = pd.concat(ari_all, ignore_index=True)
+write_table(labels_wr, tables / "clusters_wr.csv")
+write_table(ari_wr, tables / "clusters_ari_wr.csv")
+display(ari_wr.pivot_table(index=["layer", "k"], columns="algorithm", values="ari").round(2))
+
+# %% [markdown]
+# ## 5. The scorecard
+#
+# Each checkable claim of the paper, computed from this run's tables (`rllc.claims`); claims
+# whose notebooks have not run are `not computed`. Written to `claims.csv` at the top of the run.
+
+# %%
+card = claims.write_scorecard(run)
+display(card)
+
+# %% [markdown]
+# The invariants below are compared by nbval on re-execution (they do not depend on timing).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("heads:", len(HEADS), "| checkpoints:", len(steps), "| estimates:", len(wr),
+      "| tokens in context per head:", cfg.classify.tic_k, "| claims:", len(card))
+
+# %%
+assert len(wr) == len(steps) * (len(HEADS) + 1)
+if cfg.expect_phenomena:
+    assert wr["n_ok"].gt(0).mean() >= 0.9, "most estimates need at least one healthy chain"
+assert set(types) <= set(heads.FINAL_TYPES)
+assert classified.groupby("component").size().eq(cfg.classify.tic_k).all()
