@@ -37,9 +37,7 @@ progress: bool = True  # show progress bars
 # %%
 import dataclasses
 
-import numpy as np
 import pandas as pd
-import torch
 from IPython.display import Markdown, display
 
 import rllc
@@ -47,6 +45,7 @@ from rllc import ablation, claims, clustering, data, heads, patterns, plot, swee
 from rllc.checkpoints import CheckpointStore
 from rllc.components import head_names
 from rllc.io import write_table
+from rllc.tokenizer import token_decoder
 from rllc.train import load_model
 
 plot.style()
@@ -114,12 +113,8 @@ score_types = heads.classify_by_scores(last, heads.TYPE_THRESHOLDS)
 # span plus the next token recurs among the head's tokens in context), else *unexplained*.
 
 # %%
-prepared = data.prepare(cfg)
-tok = prepared.tokenizer
-decode = lambda i: tok.decode([int(i)], skip_special_tokens=False)  # noqa: E731
-train_tokens = data.load_tokens(cfg, "train")
-g = torch.Generator().manual_seed(cfg.seed)
-held_in = train_tokens[torch.randperm(len(train_tokens), generator=g)[: cfg.classify.tic_samples]]
+decode = token_decoder(data.prepare(cfg).tokenizer)
+held_in = data.sample_windows(cfg, "train", cfg.classify.tic_samples)  # the same windows in 03
 tic = ablation.tokens_in_context(final_model, held_in, HEADS, k=cfg.classify.tic_k,
                                  batch_size=cfg.classify.batch_size, progress=progress)
 seqs = held_in.tolist()
@@ -156,17 +151,10 @@ plot.savefig(fig, run, "02_pattern_fractions")
 # A few of the top tokens in context per head (the viewer shows them with attention):
 
 # %%
-def show(component: str, n: int = 3) -> None:
-    rows = classified[classified["component"] == component].sort_values("rank").head(n)
-    for r in rows.itertuples():
-        ctx = "".join(decode(t) for t in seqs[r.sample][max(0, r.pos - 15): r.pos + 1])
-        print(f"{component} [{r.pattern}] …{ctx!r} → {decode(seqs[r.sample][r.pos + 1])!r}  "
-              f"(Δloss {r.delta_loss:.2f}, attends to {decode(seqs[r.sample][r.max_attn])!r})")
-
-
-for t in plot.TYPE_COLORS:
-    for c in types[types == t].index[:2]:
-        show(c, 2)
+examples = viewer.examples_table(classified, seqs, decode, [c for t in plot.TYPE_COLORS for c in types[types == t].index[:2]], n=2)
+write_table(examples, tables / "head_examples.csv")
+with pd.option_context("display.max_colwidth", 60):
+    display(examples)
 
 # %% [markdown]
 # ## 3. The wrLLC curves, coloured by type (Figure 2 analogue)

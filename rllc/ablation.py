@@ -16,6 +16,8 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from .components import parse_head
+from .config import ScoreConfig
+from .heads import icl_score
 
 
 def _z_name(layer: int) -> str:
@@ -108,3 +110,22 @@ def ablation_loss_increase(model: HookedTransformer, tokens: torch.Tensor, heads
     clean = token_losses(model, tokens, batch_size).mean()
     return pd.Series({h: float(token_losses(model, tokens, batch_size, mean_ablation_hooks([h], means)).mean() - clean)
                       for h in heads}, name="delta_loss")
+
+
+def per_head_icl(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfig, heads: Sequence[str],
+                 means: dict[int, torch.Tensor] | None = None) -> pd.DataFrame:
+    """The ICL score attributable to each of ``heads`` (rLLC paper, Figure 10).
+
+    Rows (component, variant, value): ``only`` is the ICL score with every *other* head of
+    ``heads`` mean-ablated (so it tracks what that head alone contributes); ``without`` is the
+    score with the head itself ablated; ``none`` (component "model") is the unablated score."""
+    ref = tokens[: cfg.icl_batches * cfg.batch_size]
+    means = means if means is not None else mean_z(model, ref, cfg.batch_size)
+    rows = [{"component": "model", "variant": "none", "value": icl_score(model, ref, cfg)}]
+    for h in heads:
+        others = [o for o in heads if o != h]
+        only = icl_score(model, ref, cfg, mean_ablation_hooks(others, means)) if others else rows[0]["value"]
+        rows.append({"component": h, "variant": "only", "value": only})
+        rows.append({"component": h, "variant": "without",
+                     "value": icl_score(model, ref, cfg, mean_ablation_hooks([h], means))})
+    return pd.DataFrame(rows)

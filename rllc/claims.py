@@ -76,13 +76,46 @@ def check_wr_clusters(run: Path, table: str = "clusters_ari_wr.csv") -> tuple[st
     return (PASS if ok else FAIL), "; ".join(parts), threshold
 
 
+def check_code_ratio(run: Path, data: str = "python_tests") -> tuple[str, str, str]:
+    t = _table(run, "dr_ratio_by_type.csv")
+    t = t[t["data"] == data]
+    threshold = f"induction − multigram mean drLLC/wrLLC ratio ({data}) > 0, at the end and over the last third"
+    if "candidates" in t and t["candidates"].any():
+        return UNDEFINED, "the run has no induction head (only candidates were followed)", threshold
+    wide = t.pivot_table(index="window", columns="group", values="mean_ratio")
+    if "induction" not in wide or "multigram" not in wide or wide[["induction", "multigram"]].isna().any().any():
+        return UNDEFINED, "no induction head (or no multigram head) with a ratio", threshold
+    diff = wide["induction"] - wide["multigram"]
+    value = "; ".join(f"{w} {d:+.3f}" for w, d in diff.items())
+    return (PASS if bool((diff > 0).all()) else FAIL), value, threshold
+
+
+def check_induction_timing(run: Path) -> tuple[str, str, str]:
+    t = _table(run, "induction_timing.csv")
+    threshold = "steepest-change steps of the two induction heads differ by more than the checkpoint spacing there"
+    if "candidates" in t and t["candidates"].any():
+        return UNDEFINED, "the run has no induction head (only candidates were followed)", threshold
+    parts, verdicts = [], []
+    for measure, d in t.groupby("measure"):
+        if len(d) < 2:
+            continue
+        d = d.sort_values("steepest_step")
+        gap = int(d["steepest_step"].iloc[-1] - d["steepest_step"].iloc[0])
+        spacing = int(d["spacing"].max())
+        parts.append(f"{measure}: {gap} steps apart (spacing {spacing})")
+        verdicts.append(gap > spacing)
+    if not verdicts:
+        return UNDEFINED, "fewer than two induction heads", threshold
+    return (PASS if all(verdicts) else FAIL), "; ".join(parts), threshold
+
+
 CLAIMS: tuple[Claim, ...] = (
     Claim("1. Full-model LLC critical points split training into stages", "01_llc_theory", check_stages),
     Claim("2a. Layer 0 has a previous-token head", "00_train", check_previous_token),
     Claim("2b. Layer 1 has an induction head", "00_train", check_induction),
     Claim("3. Per-head wrLLC curves cluster by behavioural type", "02_wrllc", check_wr_clusters),
-    Claim("4. Code drLLC raises induction heads' rLLC relative to multigram heads'", "03_drllc", None),
-    Claim("5. The induction heads form at different times", "03_drllc", None),
+    Claim("4. Code drLLC raises induction heads' rLLC relative to multigram heads'", "03_drllc", check_code_ratio),
+    Claim("5. The induction heads form at different times", "03_drllc", check_induction_timing),
     Claim("6. drLLC with an L1 generator tracks the wrLLC until LM3, then diverges", "04_multigram", None),
     Claim("7. K-composition of L0 into L1 multigram heads turns around at LM3/LM4", "04_multigram", None),
     Claim("8. Hessian trace partly tracks the rLLC", "05_hessian_ablation", None),

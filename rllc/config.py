@@ -144,6 +144,7 @@ class LLCConfig:
     calibration_draws: int = 200
     stage_sigma: float = 1.5  # smoothing (in checkpoints) before looking for critical points
     head_checkpoints: int = 0  # per-head (rLLC) sweeps: this many checkpoints spread over the strided ones (0: all)
+    head_dr_data: tuple[str, ...] = ("python_tests", "rust_stdlib")  # per-head drLLCs (03): held-out code
 
 
 @dataclass(frozen=True)

@@ -143,3 +143,10 @@ def load_tokens(cfg: Config, name: str = "train") -> torch.Tensor:
     column = ds.data.column("input_ids").combine_chunks()  # arrow: no per-row Python objects
     flat = column.flatten().to_numpy().astype(np.int64)
     return torch.from_numpy(flat.reshape(len(ds), -1))
+
+
+def sample_windows(cfg: Config, name: str, n: int, seed: int | None = None) -> torch.Tensor:
+    """``n`` windows of a distribution drawn without replacement (the same for a seed)."""
+    tokens = load_tokens(cfg, name)
+    g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
+    return tokens[torch.randperm(len(tokens), generator=g)[:n]]

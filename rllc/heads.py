@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -96,23 +96,26 @@ def icl_positions(n_ctx: int, cfg: ScoreConfig) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def per_token_loss(model: HookedTransformer, tokens: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Mean loss at each context position over ``tokens`` ([n, n_ctx] → [n_ctx - 1])."""
+def per_token_loss(model: HookedTransformer, tokens: torch.Tensor, batch_size: int,
+                   hooks: Sequence[tuple[str, object]] = ()) -> torch.Tensor:
+    """Mean loss at each context position over ``tokens`` ([n, n_ctx] → [n_ctx - 1]), optionally
+    with forward hooks attached (e.g. mean ablations from ``rllc.ablation``)."""
     total = torch.zeros(tokens.shape[1] - 1)
     for i in range(0, len(tokens), batch_size):
         batch = tokens[i:i + batch_size].to(model.cfg.device)
-        loss = model(batch, return_type="loss", loss_per_token=True)
+        loss = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=list(hooks))
         total += loss.float().sum(0).cpu()
     return total / len(tokens)
 
 
-def icl_score(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfig) -> float:
+def icl_score(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfig,
+              hooks: Sequence[tuple[str, object]] = ()) -> float:
     """Loss at the late position minus loss at the early position (negative = in-context learning).
 
     Each position's loss is averaged over ``icl_halfwidth`` neighbours on either side: a single
     position's mean loss over a few hundred windows has a standard error of ~0.1 nats."""
     early, late = icl_positions(model.cfg.n_ctx, cfg)
-    losses = per_token_loss(model, tokens[: cfg.icl_batches * cfg.batch_size], cfg.batch_size)
+    losses = per_token_loss(model, tokens[: cfg.icl_batches * cfg.batch_size], cfg.batch_size, hooks)
     w = cfg.icl_halfwidth
     around = lambda p: losses[max(0, p - w): p + w + 1].mean()  # noqa: E731
     return float(around(late) - around(early))

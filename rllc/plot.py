@@ -336,3 +336,54 @@ def cluster_splits(labels: pd.DataFrame, types: pd.Series, title: str = "") -> p
         fig.suptitle(title, y=1.02)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Data-refined LLCs (notebook 03)
+
+
+def domain_curves(full: pd.DataFrame, settings: dict, stages: pd.DataFrame | None = None, title: str = "") -> plt.Figure:
+    """Figure 12 analogue: the full-model LLC over training on each distribution."""
+    fig, ax = plt.subplots(figsize=(7.2, 3.9))
+    for i, (data, d) in enumerate(full.groupby("data")):
+        d = d.sort_values("step")
+        x = d["step"].clip(lower=1)
+        style = {"color": "k", "linewidth": 2.2} if data == "train" else {"color": f"C{i}", "linewidth": 1.4}
+        ax.plot(x, d["llc_mean"], marker="o", markersize=2.5, label=data, **style)
+        ax.fill_between(x, d["llc_mean"] - d["llc_std"], d["llc_mean"] + d["llc_std"], color=style["color"], alpha=0.1)
+    log_steps(ax)
+    if stages is not None and len(stages):
+        stage_bands(ax, stages)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("full-model LLC (wr on train, dr elsewhere)")
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.set_title(title, pad=14)
+    fig.tight_layout()
+    stamp(fig, settings)
+    return fig
+
+
+def induction_timing(icl: pd.DataFrame, dr: pd.DataFrame, timing: pd.DataFrame, settings: dict,
+                     stages: pd.DataFrame | None = None) -> plt.Figure:
+    """Figure 10 analogue: per-head ICL scores (each induction head with the others ablated) and
+    the code drLLC of each induction head (and of all together), steepest-change steps marked."""
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.6))
+    for ax, (table, ylabel, measure) in zip(axes, ((icl, "ICL score", "icl_only"), (dr, "code drLLC", "drllc"))):
+        for i, (comp, d) in enumerate(table.groupby("component")):
+            d = d.sort_values("step")
+            color = "k" if comp in ("model", "together") else f"C{i}"
+            ax.plot(d["step"].clip(lower=1), d["value"], marker="o", markersize=2.5, color=color, label=comp)
+            t = timing[(timing["component"] == comp) & (timing["measure"] == measure)]
+            if len(t):
+                ax.axvline(max(1, int(t["steepest_step"].iloc[0])), color=color, linestyle=":", linewidth=1)
+        log_steps(ax)
+        if stages is not None and len(stages):
+            stage_bands(ax, stages)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+    axes[0].set_title("ICL score with the other induction heads mean-ablated", fontsize=9, pad=14)
+    axes[1].set_title("drLLC on held-out code", fontsize=9, pad=14)
+    fig.tight_layout()
+    stamp(fig, settings)
+    return fig

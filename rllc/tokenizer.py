@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -58,3 +58,8 @@ def bos_id(tok: Tokenizer) -> int:
     if idx is None:
         raise ValueError("tokenizer has no BOS token")
     return idx
+
+
+def token_decoder(tok: Tokenizer) -> Callable[[int], str]:
+    """id → the text of that single token (special tokens included), for displays."""
+    return lambda i: tok.decode([int(i)], skip_special_tokens=False)

@@ -80,3 +80,19 @@ def write_viewer(run_dir: str | Path, contexts: pd.DataFrame, types: pd.Series, 
              "<h1>Tokens in context per head</h1><table><tr><th>head</th><th>type</th><th>main patterns</th></tr>"
              + "\n".join(links) + "</table>")
     return write_text(out / "index.html", index)
+
+
+def examples_table(classified: pd.DataFrame, tokens: Sequence[Sequence[int]], decode: Callable[[int], str],
+                   components: Sequence[str], n: int = 3, width: int = 15) -> pd.DataFrame:
+    """The top ``n`` tokens in context of each of ``components`` as text: the last ``width`` tokens
+    of context, the predicted token, the max-attention token, the pattern and Δloss."""
+    rows = []
+    for comp in components:
+        sub = classified[classified["component"] == comp].sort_values("rank").head(n)
+        for r in sub.itertuples():
+            seq = tokens[r.sample]
+            rows.append({"component": comp, "rank": r.rank, "pattern": getattr(r, "pattern", ""),
+                         "context": "…" + "".join(decode(t) for t in seq[max(0, r.pos - width + 1): r.pos + 1]),
+                         "next": decode(seq[r.pos + 1]), "attends_to": decode(seq[r.max_attn]),
+                         "delta_loss": round(float(r.delta_loss), 3)})
+    return pd.DataFrame(rows)

@@ -46,3 +46,21 @@ def test_tokens_in_context_rows():
     first = tic[tic["component"] == "1:1"].iloc[0]
     assert abs((hooked - clean)[first["sample"], first["pos"]] - first["delta_loss"]) < 1e-5
     assert abs((hooked - clean).max() - first["delta_loss"]) < 1e-5
+
+
+def test_per_head_icl_score():
+    from rllc.config import ScoreConfig
+
+    model = tiny_model(seed=4)
+    with torch.no_grad():
+        model.blocks[1].attn.W_O[1].zero_()  # head 1:1 writes nothing
+    tokens = markov_data(40, seed=6)
+    cfg = ScoreConfig(icl_batches=2, batch_size=20, icl_halfwidth=0)
+    t = ablation.per_head_icl(model, tokens, cfg, ["1:0", "1:1"]).set_index(["component", "variant"])["value"]
+    base = t[("model", "none")]
+    assert abs(t[("1:1", "without")] - base) < 1e-6  # ablating a silent head changes nothing
+    assert abs(t[("1:0", "only")] - base) < 1e-6  # ... nor does ablating it as "the other head"
+    assert abs(t[("1:0", "without")] - base) > 1e-5  # a working head matters
+    assert abs(t[("1:1", "only")] - t[("1:0", "without")]) < 1e-6  # the same ablation, two names
+    single = ablation.per_head_icl(model, tokens, cfg, ["1:0"]).set_index(["component", "variant"])["value"]
+    assert single[("1:0", "only")] == single[("model", "none")]

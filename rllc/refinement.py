@@ -1,0 +1,92 @@
+"""Comparisons between refinements (rLLC paper, Section 4.2): drLLC/wrLLC ratios per head type,
+how held-out domains move the full-model curve, and when curves change fastest (timing).
+
+All functions take the tidy estimates table of ``rllc.sweep`` (columns model, step, component,
+data, llc_mean, …) or plain (component, step, value) curves, and return tidy tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .stages import critical_points, smooth
+
+
+def ratio_table(estimates: pd.DataFrame, dr_data: str, wr_data: str = "train") -> pd.DataFrame:
+    """Per (component, step): the wrLLC, the drLLC on ``dr_data`` and their ratio dr / wr."""
+    wr = estimates[estimates["data"] == wr_data].set_index(["component", "step"])["llc_mean"]
+    dr = estimates[estimates["data"] == dr_data].set_index(["component", "step"])["llc_mean"]
+    out = pd.DataFrame({"wr": wr, "dr": dr}).dropna().reset_index()
+    out["data"] = dr_data
+    # a ratio is meaningful only where the wrLLC is clearly positive
+    out["ratio"] = np.where(out["wr"] > 1e-6, out["dr"] / out["wr"].where(out["wr"] > 1e-6), np.nan)
+    return out
+
+
+def ratio_by_type(ratios: pd.DataFrame, groups: dict[str, Sequence[str]]) -> pd.DataFrame:
+    """Mean drLLC/wrLLC ratio of each group of heads at the last checkpoint and averaged over the
+    last third of training (by step), per distribution."""
+    rows = []
+    for data, d in ratios.groupby("data"):
+        last = d["step"].max()
+        start = d["step"].min() + 2 * (last - d["step"].min()) / 3
+        for window, sub in (("final", d[d["step"] == last]), ("last third", d[d["step"] >= start])):
+            for group, members in groups.items():
+                vals = sub[sub["component"].isin(list(members))]["ratio"]
+                rows.append({"data": data, "window": window, "group": group, "n_heads": len(set(members)),
+                             "mean_ratio": float(vals.mean()) if len(vals) else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def domain_summary(full: pd.DataFrame, reference: str = "train", shape_corr: float = 0.9) -> pd.DataFrame:
+    """How each distribution's full-model LLC curve differs from the reference curve: the final
+    value and its rank, the mean vertical offset, and the correlation of the z-scored curves
+    (≥ ``shape_corr``: the same shape, shifted; below: the shape changes)."""
+    wide = full.pivot_table(index="step", columns="data", values="llc_mean").dropna()
+    if reference not in wide:
+        raise KeyError(f"no {reference!r} curve among {list(wide.columns)}")
+    ref = wide[reference]
+    z = lambda s: (s - s.mean()) / (s.std() or 1.0)  # noqa: E731
+    rows = []
+    for data in wide.columns:
+        corr = float(np.corrcoef(z(wide[data]), z(ref))[0, 1]) if len(wide) > 2 else float("nan")
+        rows.append({"data": data, "final_llc": float(wide[data].iloc[-1]),
+                     "mean_offset": float((wide[data] - ref).mean()), "shape_corr": corr,
+                     "change": "reference" if data == reference else ("vertical shift" if corr >= shape_corr else "shape")})
+    out = pd.DataFrame(rows).sort_values("final_llc", ascending=False).reset_index(drop=True)
+    out.insert(1, "rank", np.arange(1, len(out) + 1))
+    return out
+
+
+def steepest_change(steps: Sequence[int], values: Sequence[float], sigma: float = 1.0,
+                    direction: str = "down") -> int:
+    """The step at which the smoothed curve falls (``down``) or rises (``up``) fastest per
+    log-step: a formation time robust to noise at single checkpoints."""
+    steps = np.asarray(steps, dtype=float)
+    if len(steps) < 3:
+        raise ValueError("need at least three checkpoints")
+    y = smooth(values, sigma)
+    x = np.log10(steps + max(1.0, steps[steps > 0].min() if (steps > 0).any() else 1.0))
+    slope = np.gradient(y, x)
+    i = int(np.argmin(slope) if direction == "down" else np.argmax(slope))
+    return int(steps[i])
+
+
+def timing(curves: pd.DataFrame, measure: str, direction: str, sigma: float = 1.0) -> pd.DataFrame:
+    """Per component of ``curves`` (component, step, value): the step of steepest change, the
+    first critical point of the curve, and the checkpoint spacing around the steepest step."""
+    rows = []
+    for comp, d in curves.groupby("component"):
+        d = d.sort_values("step")
+        steps, vals = d["step"].to_numpy(), d["value"].to_numpy()
+        when = steepest_change(steps, vals, sigma, direction)
+        i = int(np.searchsorted(steps, when))
+        spacing = int(max(steps[min(i + 1, len(steps) - 1)] - steps[i], steps[i] - steps[max(i - 1, 0)]))
+        crit = critical_points(steps, vals, sigma=sigma)
+        rows.append({"component": comp, "measure": measure, "steepest_step": when, "spacing": spacing,
+                     "first_critical_step": int(crit["step"].iloc[0]) if len(crit) else None,
+                     "first_critical_kind": crit["kind"].iloc[0] if len(crit) else None})
+    return pd.DataFrame(rows)

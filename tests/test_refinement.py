@@ -1,0 +1,77 @@
+"""drLLC/wrLLC ratios, domain summaries, timing, and the two drLLC claims."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rllc import claims, refinement as R
+
+STEPS = [0, 100, 200, 400, 800, 1600, 3200, 6400]
+
+
+def _est(component, data, values):
+    return pd.DataFrame({"model": "L2", "step": STEPS, "component": component, "data": data, "llc_mean": values})
+
+
+def test_ratio_table_and_by_type():
+    est = pd.concat([
+        _est("1:6", "train", [1.0] * 8), _est("1:6", "python_tests", [2.0] * 8),
+        _est("1:0", "train", [4.0] * 8), _est("1:0", "python_tests", [2.0] * 8),
+        _est("1:1", "train", [0.0] * 8), _est("1:1", "python_tests", [1.0] * 8),  # wr 0: no ratio
+    ])
+    r = R.ratio_table(est, "python_tests")
+    assert r.set_index(["component", "step"]).loc[("1:6", 0), "ratio"] == 2.0
+    assert r[r.component == "1:1"]["ratio"].isna().all()
+    by = R.ratio_by_type(r, {"induction": ["1:6"], "multigram": ["1:0", "1:1"]})
+    wide = by.pivot_table(index="window", columns="group", values="mean_ratio")
+    assert wide.loc["final", "induction"] == 2.0 and wide.loc["last third", "multigram"] == 0.5
+
+
+def test_domain_summary_separates_shift_from_shape():
+    base = np.log1p(np.arange(8.0)) * 10
+    full = pd.concat([_est("full", "train", base), _est("full", "code", base + 5),
+                      _est("full", "news", base[::-1])])
+    s = R.domain_summary(full).set_index("data")
+    assert s.loc["code", "change"] == "vertical shift" and s.loc["code", "mean_offset"] == pytest.approx(5)
+    assert s.loc["news", "change"] == "shape"
+    assert s.loc["code", "rank"] == 1 and s.loc["train", "change"] == "reference"
+
+
+def test_timing_finds_the_steepest_drop():
+    early = [0, 0, -0.1, -1, -1.1, -1.1, -1.1, -1.1]  # falls between 200 and 400
+    late = [0, 0, 0, 0, 0, -0.1, -1, -1.1]  # falls between 1600 and 3200
+    curves = pd.concat([pd.DataFrame({"component": c, "step": STEPS, "value": v})
+                        for c, v in (("1:6", early), ("1:7", late))])
+    t = R.timing(curves, "icl_only", "down", sigma=0).set_index("component")
+    assert t.loc["1:6", "steepest_step"] in (200, 400)
+    assert t.loc["1:7", "steepest_step"] in (1600, 3200)
+
+
+def test_drllc_claims(tmp_path):
+    (tmp_path / "tables").mkdir()
+    pd.DataFrame({"data": "python_tests", "window": ["final", "final", "last third", "last third"],
+                  "group": ["induction", "multigram"] * 2, "n_heads": [2, 6] * 2,
+                  "mean_ratio": [1.2, 0.9, 1.1, 0.95]}).to_csv(tmp_path / "tables" / "dr_ratio_by_type.csv", index=False)
+    pd.DataFrame({"component": ["1:6", "1:7"], "measure": "icl_only", "steepest_step": [400, 3200],
+                  "spacing": [200, 1600]}).to_csv(tmp_path / "tables" / "induction_timing.csv", index=False)
+    card = claims.scorecard(tmp_path).set_index("claim")["status"]
+    ratio_claim = [c for c in card.index if c.startswith("4.")][0]
+    timing_claim = [c for c in card.index if c.startswith("5.")][0]
+    assert card[ratio_claim] == "pass" and card[timing_claim] == "pass"
+    pd.DataFrame({"component": ["1:6", "1:7"], "measure": "icl_only", "steepest_step": [400, 800],
+                  "spacing": [400, 800]}).to_csv(tmp_path / "tables" / "induction_timing.csv", index=False)
+    assert claims.scorecard(tmp_path).set_index("claim")["status"][timing_claim] == "fail"
+    pd.DataFrame({"component": ["1:6"], "measure": "icl_only", "steepest_step": [400],
+                  "spacing": [400]}).to_csv(tmp_path / "tables" / "induction_timing.csv", index=False)
+    assert claims.scorecard(tmp_path).set_index("claim")["status"][timing_claim] == "undefined"
+
+
+def test_candidate_induction_heads_leave_the_claims_undefined(tmp_path):
+    (tmp_path / "tables").mkdir()
+    pd.DataFrame({"data": "python_tests", "window": ["final", "final"], "group": ["induction", "multigram"],
+                  "n_heads": [2, 6], "mean_ratio": [1.2, 0.9], "candidates": True}).to_csv(
+        tmp_path / "tables" / "dr_ratio_by_type.csv", index=False)
+    pd.DataFrame({"component": ["1:6", "1:7"], "measure": "icl_only", "steepest_step": [400, 3200],
+                  "spacing": [200, 1600], "candidates": True}).to_csv(tmp_path / "tables" / "induction_timing.csv", index=False)
+    card = claims.scorecard(tmp_path)
+    assert set(card[card["claim"].str.match(r"[45]\.")]["status"]) == {"undefined"}
