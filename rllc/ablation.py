@@ -17,7 +17,7 @@ from transformer_lens import HookedTransformer
 
 from .components import parse_head
 from .config import ScoreConfig
-from .heads import icl_score
+from .heads import icl_score, token_losses
 
 
 def _z_name(layer: int) -> str:
@@ -51,18 +51,6 @@ def mean_ablation_hooks(heads: Sequence[str], means: dict[int, torch.Tensor]) ->
             return z
         hooks.append((_z_name(layer), hook))
     return hooks
-
-
-@torch.no_grad()
-def token_losses(model: HookedTransformer, tokens: torch.Tensor, batch_size: int = 64,
-                 hooks: Sequence[tuple[str, object]] = ()) -> torch.Tensor:
-    """Per-token next-token loss [n, n_ctx - 1], optionally with forward hooks attached."""
-    out = []
-    for i in range(0, len(tokens), batch_size):
-        batch = tokens[i:i + batch_size].to(model.cfg.device)
-        loss = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=list(hooks))
-        out.append(loss.float().cpu())
-    return torch.cat(out)
 
 
 @torch.no_grad()

@@ -96,16 +96,22 @@ def icl_positions(n_ctx: int, cfg: ScoreConfig) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def per_token_loss(model: HookedTransformer, tokens: torch.Tensor, batch_size: int,
-                   hooks: Sequence[tuple[str, object]] = ()) -> torch.Tensor:
-    """Mean loss at each context position over ``tokens`` ([n, n_ctx] → [n_ctx - 1]), optionally
-    with forward hooks attached (e.g. mean ablations from ``rllc.ablation``)."""
-    total = torch.zeros(tokens.shape[1] - 1)
+def token_losses(model: HookedTransformer, tokens: torch.Tensor, batch_size: int = 64,
+                 hooks: Sequence[tuple[str, object]] = ()) -> torch.Tensor:
+    """Per-token next-token loss [n, n_ctx - 1], optionally with forward hooks attached (e.g.
+    mean ablations from ``rllc.ablation``)."""
+    out = []
     for i in range(0, len(tokens), batch_size):
         batch = tokens[i:i + batch_size].to(model.cfg.device)
         loss = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=list(hooks))
-        total += loss.float().sum(0).cpu()
-    return total / len(tokens)
+        out.append(loss.float().cpu())
+    return torch.cat(out)
+
+
+def per_token_loss(model: HookedTransformer, tokens: torch.Tensor, batch_size: int,
+                   hooks: Sequence[tuple[str, object]] = ()) -> torch.Tensor:
+    """Mean loss at each context position over ``tokens`` ([n, n_ctx] → [n_ctx - 1])."""
+    return token_losses(model, tokens, batch_size, hooks).mean(0)
 
 
 def icl_score(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfig,

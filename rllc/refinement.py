@@ -22,7 +22,7 @@ def ratio_table(estimates: pd.DataFrame, dr_data: str, wr_data: str = "train") -
     out = pd.DataFrame({"wr": wr, "dr": dr}).dropna().reset_index()
     out["data"] = dr_data
     # a ratio is meaningful only where the wrLLC is clearly positive
-    out["ratio"] = np.where(out["wr"] > 1e-6, out["dr"] / out["wr"].where(out["wr"] > 1e-6), np.nan)
+    out["ratio"] = out["dr"] / out["wr"].where(out["wr"] > 1e-6)
     return out
 
 
