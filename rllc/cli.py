@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="auto")
     sp.add_argument("--traces", action="store_true", help="include the loss traces in the JSON")
     for f in _sampler_fields():
-        kind = float if f.type in ("float", "float | None") else int
+        kind = {"float": float, "float | None": float, "str": str}.get(f.type, int)
         sp.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None,
                         help=f"sampler setting (default: the profile's, else {f.default})")
     sp.set_defaults(func=cmd_llc)

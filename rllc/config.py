@@ -114,6 +114,13 @@ class SamplerConfig:
     Update: w <- w - (epsilon/2) * mask * (nbeta * grad L_batch(w) + gamma * (w - w*))
                   + sqrt(epsilon) * mask * N(0, I);
     estimate: nbeta * (mean loss over draws and chains - L(w*)).
+
+    ``reference`` says where L(w*) comes from. ``"init"`` (devinterp's convention and the
+    default): the mean loss at w* over the first ``init_loss_batches`` batches. ``"paired"``: the
+    loss at w* on the *same batch* as each draw, so the estimate is nbeta * mean(L_b(w_t) - L_b(w*)).
+    Both estimate the same quantity; pairing removes the batch-to-batch variation of the loss,
+    which otherwise swamps small components (one head moves the loss by ~1e-3 nats, while batch
+    losses vary by ~1e-1) and is shared by every estimate that sees the same batches.
     """
 
     epsilon: float = 1e-3  # step size
@@ -131,6 +138,7 @@ class SamplerConfig:
     # component's weight count d, twice the regular bound d/2); "below_init" when its late mean sits
     # significantly below L(w*), a sign that w* is not a local minimum.
     diverge_margin: float | None = None
+    reference: str = "init"  # "init" or "paired" (see above)
 
 
 @dataclass(frozen=True)

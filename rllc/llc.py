@@ -44,6 +44,7 @@ LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 FLAG_DIVERGED = "diverged"
 FLAG_BELOW_INIT = "below_init"
+REFERENCES = ("init", "paired")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,6 +124,7 @@ class LLCResult:
     n_weights: int = 0
     data: str = ""
     seconds: float = 0.0
+    baseline: np.ndarray | None = None  # [steps] loss at w* on each step's batch (reference "paired")
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -144,6 +146,8 @@ class LLCResult:
         }
         if traces:
             out["traces"] = self.traces.tolist()
+            if self.baseline is not None:
+                out["baseline"] = self.baseline.tolist()
         return out
 
 
@@ -198,6 +202,8 @@ def _check_settings(s: SamplerConfig) -> None:
             problems.append(f"{name} must be >= 1 (got {getattr(s, name)})")
     if s.burnin < 0:
         problems.append(f"burnin must be >= 0 (got {s.burnin})")
+    if s.reference not in REFERENCES:
+        problems.append(f"reference must be one of {REFERENCES} (got {s.reference!r})")
     if problems:
         raise ValueError("bad sampler settings: " + "; ".join(problems))
 
@@ -217,6 +223,12 @@ def init_loss(model: nn.Module, feed: BatchFeed, loss_fn: LossFn, n_batches: int
     for i in range(n_batches):
         total += float(loss_fn(model, feed[i].to(device)))
     return total / n_batches
+
+
+@torch.no_grad()
+def baseline_losses(model: nn.Module, feed: BatchFeed, loss_fn: LossFn, steps: int, device: torch.device) -> np.ndarray:
+    """The loss at w* on the batch of every SGLD step (every chain sees the same batches)."""
+    return np.array([float(loss_fn(model, feed[i].to(device))) for i in range(steps)])
 
 
 def sgld_proposal(p: torch.Tensor, grad: torch.Tensor | None, anchor: torch.Tensor, noise: torch.Tensor,
@@ -327,7 +339,12 @@ def sample_llc(
 
     feed = BatchFeed(data, settings.batch_size, settings.seed)
     start = time.perf_counter()
-    l0 = init_loss(work, feed, loss_fn, settings.init_loss_batches, dev)
+    baseline = None
+    if settings.reference == "paired":
+        baseline = baseline_losses(work, feed, loss_fn, n_steps(settings), dev)
+        l0 = float(_draws(baseline[None, :], settings).mean())
+    else:
+        l0 = init_loss(work, feed, loss_fn, settings.init_loss_batches, dev)
     use_batched = batched if batched is not None else dev.type == "cuda"
     total = settings.chains * n_steps(settings)
     own_bar = bar is None
@@ -345,20 +362,33 @@ def sample_llc(
         if own_bar:
             bar.close()
     seconds = time.perf_counter() - start
-    return make_result(traces, l0, settings, n_weights, component=component, data=data_name, seconds=seconds)
+    return make_result(traces, l0, settings, n_weights, component=component, data=data_name, seconds=seconds,
+                       baseline=baseline)
+
+
+def _draws(traces: np.ndarray, s: SamplerConfig) -> np.ndarray:
+    return traces[:, s.burnin::s.steps_between_draws][:, : s.draws]
 
 
 def make_result(traces: np.ndarray, l0: float, settings: SamplerConfig, n_weights: int, component: str = "",
-                data: str = "", seconds: float = 0.0) -> LLCResult:
-    """Per-chain estimates, flags and the summary from loss traces."""
+                data: str = "", seconds: float = 0.0, baseline: np.ndarray | None = None) -> LLCResult:
+    """Per-chain estimates, flags and the summary from loss traces.
+
+    With a ``baseline`` (the loss at w* on each step's batch) every draw is compared with the
+    baseline of its own batch; otherwise with ``l0``.
+    """
     s = settings
-    draws = traces[:, s.burnin::s.steps_between_draws][:, : s.draws]
-    per_chain = [float(s.nbeta * (d.mean() - l0)) for d in draws]
-    flags = [chain_flags(t, d, l0, s.nbeta, n_weights, s.diverge_margin) for t, d in zip(traces, draws)]
+    if baseline is not None:
+        rel, ref = traces - baseline[None, :], 0.0
+    else:
+        rel, ref = traces, l0
+    draws = _draws(rel, s)
+    per_chain = [float(s.nbeta * (d.mean() - ref)) for d in draws]
+    flags = [chain_flags(t, d, ref, s.nbeta, n_weights, s.diverge_margin) for t, d in zip(rel, draws)]
     mean, std, sem = summarize(per_chain, flags)
     return LLCResult(mean=mean, std=std, sem=sem, per_chain=per_chain, flags=flags, init_loss=l0,
                      traces=traces, settings=asdict(s), component=component, n_weights=n_weights, data=data,
-                     seconds=seconds)
+                     seconds=seconds, baseline=baseline)
 
 
 def estimate_llc(

@@ -107,7 +107,13 @@ def sampler_stamp(settings: dict) -> str:
     """One line naming the SGLD settings of an estimate (stamped on every LLC figure)."""
     s = settings
     return (f"SGLD ε={s['epsilon']:g}, γ={s['gamma']:g}, nβ={s['nbeta']:g}, {s['chains']} chains × {s['draws']} draws, "
-            f"burn-in {s['burnin']}, batch {s['batch_size']}, L(w*) from {s['init_loss_batches']} batches, seed {s['seed']}")
+            f"burn-in {s['burnin']}, batch {s['batch_size']}, {_reference(s)}, seed {s['seed']}")
+
+
+def _reference(s: dict) -> str:
+    if s.get("reference", "init") == "paired":
+        return "L(w*) paired per batch"
+    return f"L(w*) from {s['init_loss_batches']} batches"
 
 
 def stamp(fig: plt.Figure, settings: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import warnings
 
@@ -152,6 +153,35 @@ def test_bad_settings_are_refused(trained) -> None:  # noqa: ANN001
         sample_llc(model, data, None, SamplerConfig(epsilon=0.0))
     with pytest.raises(ValueError, match="fewer than one batch"):
         sample_llc(model, data[:4], None, SamplerConfig(batch_size=8))
+
+
+def test_paired_reference_removes_the_batch_offset(trained) -> None:  # noqa: ANN001
+    """A chain that barely moves has LLC ~0 under the paired reference; under the init reference
+    its estimate is nbeta times the gap between the draws' batches and the init batches."""
+    model, data = trained
+    base = SamplerConfig(epsilon=1e-12, gamma=1.0, nbeta=30.0, chains=2, draws=20, batch_size=8, init_loss_batches=2)
+    init = sample_llc(model, data, None, base)
+    paired = sample_llc(model, data, None, dataclasses.replace(base, reference="paired"))
+    assert abs(paired.mean) < 1e-3
+    assert abs(init.mean) > 10 * abs(paired.mean)  # batch losses differ: the init reference is off
+    assert paired.baseline is not None and paired.baseline.shape == (20,)
+    assert init.mean - paired.mean == pytest.approx(30.0 * (paired.baseline.mean() - init.init_loss), abs=1e-6)
+
+
+def test_paired_equals_init_when_every_batch_is_the_same(trained) -> None:  # noqa: ANN001
+    model, data = trained
+    full = data[:16]
+    base = SamplerConfig(chains=2, draws=10, batch_size=16, init_loss_batches=1)
+    init = sample_llc(model, full, component_masks(model, "0:0"), base)
+    paired = sample_llc(model, full, component_masks(model, "0:0"), dataclasses.replace(base, reference="paired"))
+    assert paired.per_chain == pytest.approx(init.per_chain, abs=1e-5)
+    assert paired.init_loss == pytest.approx(init.init_loss, abs=1e-6)
+
+
+def test_an_unknown_reference_is_refused(trained) -> None:  # noqa: ANN001
+    model, data = trained
+    with pytest.raises(ValueError, match="reference must be one of"):
+        sample_llc(model, data, None, SamplerConfig(reference="mean"))
 
 
 # ---------------------------------------------------------------------------------------------
