@@ -36,14 +36,14 @@ def calibration_grid(model: nn.Module, data: torch.Tensor, component: str = "ful
     for eps, nbeta in tqdm(pairs, desc=f"calibrating {component}", disable=not progress):
         s = dataclasses.replace(base, epsilon=eps, nbeta=nbeta)
         r = sample_llc(model, data, masks, s, loss_fn, component=component)
-        draws = r.draws
+        draws = r.excess_draws
         half = draws.shape[1] // 2
         # flatness: the last half's mean rise over L(w*) relative to the first half's (1 = flat)
-        late, early = draws[:, half:].mean() - r.init_loss, draws[:, :half].mean() - r.init_loss
+        late, early = draws[:, half:].mean(), draws[:, :half].mean()
         rows.append({"epsilon": eps, "nbeta": nbeta, "llc_mean": r.mean, "llc_sem": r.sem, "n_ok": r.n_ok,
                      "n_chains": len(r.flags), "flags": ";".join(",".join(f) for f in r.flags),
                      "late_over_early": float(late / early) if early > 0 else np.nan, "init_loss": r.init_loss})
-        for c, trace in enumerate(r.traces):
+        for c, (trace, rise) in enumerate(zip(r.traces, r.excess)):
             traces.append(pd.DataFrame({"epsilon": eps, "nbeta": nbeta, "chain": c, "sgld_step": np.arange(len(trace)),
-                                        "loss": trace, "rise": trace - r.init_loss}))
+                                        "loss": trace, "rise": rise}))
     return pd.DataFrame(rows), pd.concat(traces, ignore_index=True)

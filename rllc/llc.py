@@ -132,10 +132,15 @@ class LLCResult:
         return sum(not f for f in self.flags)
 
     @property
-    def draws(self) -> np.ndarray:
-        """The draws the estimate averages: [chains, draws]."""
+    def excess(self) -> np.ndarray:
+        """Each step's loss above the reference L(w*): [chains, steps]."""
+        return excess_loss(self.traces, self.init_loss, self.baseline)
+
+    @property
+    def excess_draws(self) -> np.ndarray:
+        """The excess losses the estimate averages (times nbeta): [chains, draws]."""
         s = self.settings
-        return self.traces[:, s["burnin"]::s["steps_between_draws"]][:, : s["draws"]]
+        return select_draws(self.excess, s["burnin"], s["steps_between_draws"], s["draws"])
 
     def to_dict(self, traces: bool = False) -> dict[str, Any]:
         out = {
@@ -149,6 +154,16 @@ class LLCResult:
             if self.baseline is not None:
                 out["baseline"] = self.baseline.tolist()
         return out
+
+
+def excess_loss(traces: np.ndarray, l0: float, baseline: np.ndarray | None = None) -> np.ndarray:
+    """Loss above the reference: the loss at w* on the same batch (``baseline``), else ``l0``."""
+    return traces - (baseline[None, :] if baseline is not None else l0)
+
+
+def select_draws(traces: np.ndarray, burnin: int, every: int, draws: int) -> np.ndarray:
+    """The steps a chain's estimate averages: after the burn-in, every ``every``-th, ``draws`` of them."""
+    return traces[:, burnin::every][:, :draws]
 
 
 def summarize(per_chain: list[float], flags: list[list[str]]) -> tuple[float, float, float]:
@@ -217,18 +232,17 @@ def n_steps(s: SamplerConfig) -> int:
 
 
 @torch.no_grad()
+def batch_losses(model: nn.Module, feed: BatchFeed, loss_fn: LossFn, n_batches: int, device: torch.device) -> np.ndarray:
+    """The loss at the model's current weights on each of the feed's first ``n_batches`` batches.
+
+    At w* these are the paired reference of every SGLD step (every chain sees the same batches).
+    """
+    return np.array([float(loss_fn(model, feed[i].to(device))) for i in range(n_batches)])
+
+
 def init_loss(model: nn.Module, feed: BatchFeed, loss_fn: LossFn, n_batches: int, device: torch.device) -> float:
     """L(w*): the mean loss over the first ``n_batches`` batches of the feed."""
-    total = 0.0
-    for i in range(n_batches):
-        total += float(loss_fn(model, feed[i].to(device)))
-    return total / n_batches
-
-
-@torch.no_grad()
-def baseline_losses(model: nn.Module, feed: BatchFeed, loss_fn: LossFn, steps: int, device: torch.device) -> np.ndarray:
-    """The loss at w* on the batch of every SGLD step (every chain sees the same batches)."""
-    return np.array([float(loss_fn(model, feed[i].to(device))) for i in range(steps)])
+    return float(batch_losses(model, feed, loss_fn, n_batches, device).mean())
 
 
 def sgld_proposal(p: torch.Tensor, grad: torch.Tensor | None, anchor: torch.Tensor, noise: torch.Tensor,
@@ -341,8 +355,9 @@ def sample_llc(
     start = time.perf_counter()
     baseline = None
     if settings.reference == "paired":
-        baseline = baseline_losses(work, feed, loss_fn, n_steps(settings), dev)
-        l0 = float(_draws(baseline[None, :], settings).mean())
+        baseline = batch_losses(work, feed, loss_fn, n_steps(settings), dev)
+        l0 = float(select_draws(baseline[None, :], settings.burnin, settings.steps_between_draws,
+                                settings.draws).mean())
     else:
         l0 = init_loss(work, feed, loss_fn, settings.init_loss_batches, dev)
     use_batched = batched if batched is not None else dev.type == "cuda"
@@ -366,10 +381,6 @@ def sample_llc(
                        baseline=baseline)
 
 
-def _draws(traces: np.ndarray, s: SamplerConfig) -> np.ndarray:
-    return traces[:, s.burnin::s.steps_between_draws][:, : s.draws]
-
-
 def make_result(traces: np.ndarray, l0: float, settings: SamplerConfig, n_weights: int, component: str = "",
                 data: str = "", seconds: float = 0.0, baseline: np.ndarray | None = None) -> LLCResult:
     """Per-chain estimates, flags and the summary from loss traces.
@@ -378,13 +389,10 @@ def make_result(traces: np.ndarray, l0: float, settings: SamplerConfig, n_weight
     baseline of its own batch; otherwise with ``l0``.
     """
     s = settings
-    if baseline is not None:
-        rel, ref = traces - baseline[None, :], 0.0
-    else:
-        rel, ref = traces, l0
-    draws = _draws(rel, s)
-    per_chain = [float(s.nbeta * (d.mean() - ref)) for d in draws]
-    flags = [chain_flags(t, d, ref, s.nbeta, n_weights, s.diverge_margin) for t, d in zip(rel, draws)]
+    excess = excess_loss(traces, l0, baseline)
+    draws = select_draws(excess, s.burnin, s.steps_between_draws, s.draws)
+    per_chain = [float(s.nbeta * d.mean()) for d in draws]
+    flags = [chain_flags(t, d, 0.0, s.nbeta, n_weights, s.diverge_margin) for t, d in zip(excess, draws)]
     mean, std, sem = summarize(per_chain, flags)
     return LLCResult(mean=mean, std=std, sem=sem, per_chain=per_chain, flags=flags, init_loss=l0,
                      traces=traces, settings=asdict(s), component=component, n_weights=n_weights, data=data,
