@@ -7,9 +7,18 @@ the same function from the same parameter tensors with ``F.layer_norm`` and PyTo
 masks and the rest of the sampler are unchanged. ``supports`` says when it applies (attention-only,
 LN or no normalization, standard or shortformer positions, no hooks attached); otherwise the model's
 own forward is used. A test checks that both give the same logits.
+
+``HeadLoss`` goes further for weight-refined estimates of attention heads: when only some heads
+move, everything before their first layer, and the other heads of that layer, are the same at
+every SGLD step on a given batch. It computes that frozen part once per batch (every chain sees
+the same batches) and, at each step, only the moving heads and the layers after them.
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,27 +44,54 @@ def _ln(x: torch.Tensor, module: nn.Module, kind: str | None) -> torch.Tensor:
     return F.layer_norm(x, (x.shape[-1],), module.w, module.b, module.eps)
 
 
+def _embed(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(residual stream after the embeddings, the positional embedding [pos, d_model])."""
+    resid = model.embed.W_E[tokens]
+    pos = model.pos_embed.W_pos[: tokens.shape[-1]]
+    if model.cfg.positional_embedding_type != "shortformer":
+        resid = resid + pos
+    return resid, pos
+
+
+def _attn_inputs(model: nn.Module, layer: int, resid: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(value input, query/key input) of a layer's heads: the normalised stream, plus positions for shortformer."""
+    x = _ln(resid, getattr(model.blocks[layer], "ln1", None), model.cfg.normalization_type)
+    return x, (x + pos if model.cfg.positional_embedding_type == "shortformer" else x)
+
+
+def _heads_out(model: nn.Module, layer: int, x: torch.Tensor, qk_in: torch.Tensor,
+               heads: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+    """Summed output (before b_O) of the selected heads of a layer, [batch, pos, d_model]."""
+    cfg, attn = model.cfg, model.blocks[layer].attn
+    scale = 1.0 / (cfg.attn_scale if cfg.use_attn_scale else 1.0)
+    q = torch.einsum("bpd,hde->bhpe", qk_in, attn.W_Q[heads]) + attn.b_Q[heads][None, :, None, :]
+    k = torch.einsum("bpd,hde->bhpe", qk_in, attn.W_K[heads]) + attn.b_K[heads][None, :, None, :]
+    v = torch.einsum("bpd,hde->bhpe", x, attn.W_V[heads]) + attn.b_V[heads][None, :, None, :]
+    z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    return torch.einsum("bhpe,hed->bpd", z, attn.W_O[heads])
+
+
+def _block(model: nn.Module, layer: int, resid: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    x, qk_in = _attn_inputs(model, layer, resid, pos)
+    return resid + _heads_out(model, layer, x, qk_in) + model.blocks[layer].attn.b_O
+
+
+def _unembed(model: nn.Module, resid: torch.Tensor) -> torch.Tensor:
+    resid = _ln(resid, getattr(model, "ln_final", None), model.cfg.normalization_type)
+    return resid @ model.unembed.W_U + model.unembed.b_U
+
+
+def _next_token_ce(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    out = logits[:, :-1]
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), tokens[:, 1:].reshape(-1))
+
+
 def logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """The model's logits [batch, pos, d_vocab], as ``model(tokens)`` computes them."""
-    cfg = model.cfg
-    T = tokens.shape[-1]
-    resid = model.embed.W_E[tokens]
-    pos = model.pos_embed.W_pos[:T]
-    shortformer = cfg.positional_embedding_type == "shortformer"
-    if not shortformer:
-        resid = resid + pos
-    scale = 1.0 / (cfg.attn_scale if cfg.use_attn_scale else 1.0)
-    for block in model.blocks:
-        attn = block.attn
-        x = _ln(resid, getattr(block, "ln1", None), cfg.normalization_type)
-        qk_in = x + pos if shortformer else x
-        q = torch.einsum("bpd,hde->bhpe", qk_in, attn.W_Q) + attn.b_Q[None, :, None, :]
-        k = torch.einsum("bpd,hde->bhpe", qk_in, attn.W_K) + attn.b_K[None, :, None, :]
-        v = torch.einsum("bpd,hde->bhpe", x, attn.W_V) + attn.b_V[None, :, None, :]
-        z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-        resid = resid + torch.einsum("bhpe,hed->bpd", z, attn.W_O) + attn.b_O
-    resid = _ln(resid, getattr(model, "ln_final", None), cfg.normalization_type)
-    return resid @ model.unembed.W_U + model.unembed.b_U
+    resid, pos = _embed(model, tokens)
+    for layer in range(len(model.blocks)):
+        resid = _block(model, layer, resid, pos)
+    return _unembed(model, resid)
 
 
 def model_logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -65,5 +101,72 @@ def model_logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 
 def next_token_loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy on a batch of token windows (what training and SGLD minimise)."""
-    out = model_logits(model, tokens)[:, :-1]
-    return F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), tokens[:, 1:].reshape(-1))
+    return _next_token_ce(model_logits(model, tokens), tokens)
+
+
+class HeadLoss:
+    """``next_token_loss`` for SGLD on attention heads only, with the frozen part computed once per batch.
+
+    ``heads``: (layer, head) pairs, the only weights that move (their W_Q, W_K, W_V, W_O, b_Q,
+    b_K, b_V slices, as ``rllc.components`` defines a head). For each distinct batch the residual
+    stream entering the first moving layer, that layer's attention inputs, and the summed
+    output of its other heads are computed without gradients and kept (up to ``max_batches``
+    batches, least recently used dropped); every call then runs only the moving heads of that
+    layer and the full layers after it. The value equals ``next_token_loss`` up to floating-point
+    summation order, and so do the gradients with respect to the moving heads (a test checks both).
+    The cache belongs to one model's frozen weights: calling with another model object, or
+    after the frozen weights changed in place, is not allowed (``sample_llc`` never does either).
+    """
+
+    def __init__(self, heads: Sequence[tuple[int, int]], max_batches: int = 512) -> None:
+        if not heads:
+            raise ValueError("HeadLoss needs at least one (layer, head)")
+        self.heads = sorted(set((int(a), int(b)) for a, b in heads))
+        self.layer = self.heads[0][0]
+        self.max_batches = max_batches
+        self._cache: OrderedDict[tuple, tuple[torch.Tensor, ...]] = OrderedDict()
+        self._model_id: int | None = None
+
+    @staticmethod
+    def applies(model: nn.Module) -> bool:
+        return supports(model)
+
+    def _key(self, tokens: torch.Tensor) -> tuple:
+        digest = hashlib.blake2b(tokens.detach().cpu().numpy().tobytes(), digest_size=16).hexdigest()
+        return tuple(tokens.shape), str(tokens.dtype), digest
+
+    @torch.no_grad()
+    def _frozen(self, model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        resid, pos = _embed(model, tokens)
+        for layer in range(self.layer):
+            resid = _block(model, layer, resid, pos)
+        x, qk_in = _attn_inputs(model, self.layer, resid, pos)
+        moving = {h for (layer, h) in self.heads if layer == self.layer}
+        others = [h for h in range(model.cfg.n_heads) if h not in moving]
+        rest = resid + model.blocks[self.layer].attn.b_O
+        if others:
+            rest = rest + _heads_out(model, self.layer, x, qk_in, torch.tensor(others, device=x.device))
+        return rest, x, qk_in, pos
+
+    def __call__(self, model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        if not supports(model):
+            raise ValueError("HeadLoss needs an attention-only model that rllc.fastforward supports")
+        if self._model_id is None:
+            self._model_id = id(model)
+        elif self._model_id != id(model):
+            raise ValueError("a HeadLoss caches one model's frozen weights; make a new one for another model")
+        key = self._key(tokens)
+        frozen = self._cache.get(key)
+        if frozen is None:
+            frozen = self._frozen(model, tokens)
+            self._cache[key] = frozen
+            if len(self._cache) > self.max_batches:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        rest, x, qk_in, pos = frozen
+        moving = [h for (layer, h) in self.heads if layer == self.layer]
+        resid = rest + _heads_out(model, self.layer, x, qk_in, torch.tensor(moving, device=x.device))
+        for layer in range(self.layer + 1, len(model.blocks)):
+            resid = _block(model, layer, resid, pos)
+        return _next_token_ce(_unembed(model, resid), tokens)

@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .components import ParamMasks, component_masks, component_size
+from .components import ParamMasks, component_masks, component_size, parse_head
 from .config import SamplerConfig
-from .fastforward import model_logits, next_token_loss
+from .fastforward import HeadLoss, model_logits, next_token_loss
 
 # (model, tokens [batch, n_ctx]) -> mean per-token loss (a scalar tensor)
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -399,6 +399,14 @@ def make_result(traces: np.ndarray, l0: float, settings: SamplerConfig, n_weight
                      seconds=seconds, baseline=baseline)
 
 
+def head_list(component: str) -> list[tuple[int, int]] | None:
+    """[(layer, head), …] when a component name is one head or a union of heads, else None."""
+    try:
+        return [parse_head(part) for part in component.split("+")]
+    except ValueError:
+        return None
+
+
 def estimate_llc(
     model: nn.Module,
     component: str,
@@ -416,6 +424,14 @@ def estimate_llc(
     (eq. 11) on the contexts in ``data``, instead of the next-token loss on ``data``.
     """
     masks = component_masks(model, component)
-    loss_fn = generator_loss(generator) if generator is not None else next_token_loss
+    if generator is not None:
+        loss_fn = generator_loss(generator)
+    else:
+        dev = torch.device(device) if device is not None else next(model.parameters()).device
+        heads = head_list(component)
+        # heads alone, sampled chain after chain (the batched GPU path substitutes parameters
+        # functionally and uses the plain loss): compute the frozen part once per batch
+        fast = heads is not None and dev.type != "cuda" and HeadLoss.applies(model)
+        loss_fn = HeadLoss(heads) if fast else next_token_loss
     return sample_llc(model, data, masks, settings, loss_fn, device=device, progress=progress,
                       component=component, data_name=data_name, bar=bar)

@@ -248,3 +248,53 @@ def test_fused_forward_matches_transformer_lens(trained) -> None:  # noqa: ANN00
     finally:
         model.reset_hooks()
         del handle
+
+
+@pytest.mark.parametrize("heads", [[(0, 1)], [(1, 0)], [(1, 0), (1, 1)], [(0, 0), (1, 1)]])
+def test_head_loss_matches_the_full_forward(trained, heads) -> None:  # noqa: ANN001
+    """The frozen-prefix loss gives the plain loss and the same gradients on the moving heads,
+    also on a second call (from the cache) after the moving weights changed."""
+    from rllc.fastforward import HeadLoss, next_token_loss
+
+    model, data = trained
+    work = copy.deepcopy(model)
+    head_loss = HeadLoss(heads)
+    moving = [f"blocks.{layer}.attn.{p}" for layer in {a for a, _ in heads} for p in ("W_Q", "W_K", "W_V", "W_O")]
+    named = dict(work.named_parameters())
+    for n, p in named.items():
+        p.requires_grad_(n in moving)
+    tokens = data[:8]
+    for call in range(2):
+        grads = []
+        for fn in (head_loss, next_token_loss):
+            for n in moving:
+                named[n].grad = None
+            loss = fn(work, tokens)
+            loss.backward()
+            grads.append((float(loss.detach()), {n: named[n].grad.clone() for n in moving}))
+        (a, ga), (b, gb) = grads
+        assert a == pytest.approx(b, abs=1e-5)
+        for n in moving:
+            for layer, h in heads:
+                if n.startswith(f"blocks.{layer}."):
+                    torch.testing.assert_close(ga[n][h], gb[n][h], rtol=1e-4, atol=1e-6)
+        with torch.no_grad():  # move the heads; the cached frozen part must stay valid
+            for layer, h in heads:
+                named[f"blocks.{layer}.attn.W_Q"][h] += 0.3 * torch.randn_like(named[f"blocks.{layer}.attn.W_Q"][h])
+    assert len(head_loss._cache) == 1
+    with pytest.raises(ValueError, match="another model"):
+        head_loss(model, tokens)
+
+
+def test_head_estimates_use_the_frozen_prefix_and_agree_with_the_plain_loss(trained) -> None:  # noqa: ANN001
+    from rllc.fastforward import next_token_loss
+    from rllc.llc import head_list
+
+    model, data = trained
+    assert head_list("1:0+0:1") == [(1, 0), (0, 1)] and head_list("full") is None and head_list("layer 1") is None
+    s = SamplerConfig(epsilon=1e-3, gamma=100.0, nbeta=10.0, chains=2, draws=20, burnin=5, batch_size=16,
+                      reference="paired")
+    fast = estimate_llc(model, "1:1", data, s, device="cpu")
+    plain = sample_llc(model, data, component_masks(model, "1:1"), s, next_token_loss, device="cpu", batched=False)
+    np.testing.assert_allclose(fast.traces, plain.traces, rtol=0, atol=1e-4)
+    assert fast.mean == pytest.approx(plain.mean, rel=1e-3)
