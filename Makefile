@@ -49,6 +49,7 @@ unit: venv
 # SGLD speed against a training step and against devinterp (prints two ratios; not a test)
 bench: venv
 	$(BIN)/python benchmarks/sgld_speed.py --profile $(PROFILE) --component 0:1
+	$(BIN)/python benchmarks/sgld_speed.py --profile $(PROFILE) --component 1:0
 	$(BIN)/python benchmarks/sgld_speed.py --profile $(PROFILE) --component full
 
 clean:

@@ -22,7 +22,7 @@ import torch
 
 from rllc.components import component_masks
 from rllc.config import SamplerConfig, load_config
-from rllc.llc import next_token_loss, sample_llc
+from rllc.llc import estimate_llc, head_list, next_token_loss, sample_llc
 from rllc.model import build_model
 
 warnings.filterwarnings("ignore")
@@ -42,7 +42,14 @@ def time_training(model, data, batch, steps, fused=True):  # noqa: ANN001, ANN20
 
 
 def time_rllc(model, data, masks, s):  # noqa: ANN001, ANN201
-    r = sample_llc(model, data, masks, s)
+    r = sample_llc(model, data, masks, s, next_token_loss)  # the plain fused loss, whatever the component
+    steps = s.chains * (s.burnin + s.draws)
+    return r.seconds / steps, r
+
+
+def time_rllc_estimate(model, data, component, s):  # noqa: ANN001, ANN201
+    """What sweeps run: estimate_llc, which for heads computes the frozen prefix once per batch (HeadLoss)."""
+    r = estimate_llc(model, component, data, s, device="cpu")
     steps = s.chains * (s.burnin + s.draws)
     return r.seconds / steps, r
 
@@ -82,11 +89,13 @@ def main() -> None:
     train_tl_ms = min(time_training(build_model(cfg, "L2", cfg.tokenizer.vocab_size), data, s.batch_size, args.draws,
                                     fused=False) for _ in range(args.repeats)) * 1e3
     rllc_ms = min(time_rllc(model, data, masks, s)[0] for _ in range(args.repeats)) * 1e3
+    est_ms = min(time_rllc_estimate(model, data, args.component, s)[0] for _ in range(args.repeats)) * 1e3
     dev_ms = min(time_devinterp(model, data, masks, s) for _ in range(args.repeats)) * 1e3
     out = {
         "profile": args.profile, "component": args.component, "batch": s.batch_size, "n_ctx": cfg.model.n_ctx,
         "d_model": cfg.model.d_model, "chains": s.chains, "draws": s.draws, "threads": torch.get_num_threads(),
         "train_step_ms": round(train_ms, 2), "train_step_transformer_lens_forward_ms": round(train_tl_ms, 2), "rllc_chain_step_ms": round(rllc_ms, 2),
+        "rllc_estimate_llc_chain_step_ms": round(est_ms, 2), "head_path": head_list(args.component) is not None,
         "devinterp_chain_step_ms": round(dev_ms, 2),
         "ratio_a_rllc_over_train": round(rllc_ms / train_ms, 3),
         "ratio_b_devinterp_over_rllc": round(dev_ms / rllc_ms, 3),

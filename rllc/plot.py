@@ -122,11 +122,14 @@ def stamp(fig: plt.Figure, settings: dict) -> None:
 
 def stage_bands(ax: plt.Axes, stages: pd.DataFrame, label: bool = True) -> None:
     """Alternating shaded bands LM1..LMk (as in the paper's Figure 13)."""
+    xlo, xhi = ax.get_xlim()
     for i, row in enumerate(stages.itertuples()):
         ax.axvspan(max(row.start, 1), row.end, color="0.85" if i % 2 == 0 else "0.95", zorder=0, linewidth=0)
-        if label:
-            ax.text((max(row.start, 1) * row.end) ** 0.5 if ax.get_xscale() == "log" else (row.start + row.end) / 2,
+        a, b = max(row.start, 1, xlo), min(row.end, xhi)  # label the visible part of the band only
+        if label and a < b:
+            ax.text((a * b) ** 0.5 if ax.get_xscale() == "log" else (a + b) / 2,
                     1.0, row.stage, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8)
+    ax.set_xlim(xlo, xhi)
 
 
 def llc_curve(estimates: pd.DataFrame, settings: dict, stages: pd.DataFrame | None = None,
@@ -224,36 +227,64 @@ def _type_linestyles(components: Sequence[str], types: pd.Series) -> dict[str, s
 
 
 def head_llc_curves(estimates: pd.DataFrame, types: pd.Series, settings: dict, stages: pd.DataFrame | None = None,
-                    title: str = "", value: str = "llc_mean", ylabel: str = "wrLLC") -> plt.Figure:
+                    title: str = "", value: str = "llc_mean", ylabel: str = "wrLLC",
+                    min_step: int = 1) -> plt.Figure:
     """Figure 2 analogue: one panel per layer, one line per head coloured by behavioural type,
-    ± std across chains shaded, stage bands behind."""
+    ± std across chains shaded, stage bands behind.
+
+    Checkpoints before ``min_step`` are left out (default: step 0, the random initialisation,
+    which is no local minimum, so its SGLD estimates are noisy and often flagged; a log step axis
+    would also give it half the width). The figure says so; the tables keep every estimate.
+
+    Lines join the healthy estimates only; an estimate with a flagged chain is a black × (its
+    mean over the remaining chains), and the y-axis is fitted to the healthy estimates, so a
+    flagged outlier (typically at initialisation, which is no minimum) sits clipped at the edge
+    instead of squashing every curve."""
     heads = estimates[estimates["component"].str.contains(":")].copy()
+    omitted = sorted(heads.loc[heads["step"] < min_step, "step"].unique())
+    if len(omitted) < heads["step"].nunique():
+        heads = heads[heads["step"] >= min_step]
+    else:
+        omitted = []
     heads["layer"] = heads["component"].str.split(":").str[0].astype(int)
     layers = sorted(heads["layer"].unique())
-    fig, axes = plt.subplots(1, len(layers), figsize=(5.4 * len(layers), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(layers), figsize=(5.4 * len(layers), 4.6), squeeze=False)
     for ax, layer in zip(axes[0], layers):
         sub = heads[heads["layer"] == layer]
         comps = sorted(sub["component"].unique(), key=lambda c: int(c.split(":")[1]))
         ls = _type_linestyles(comps, types)
+        healthy_all = sub[sub["n_ok"] == sub["n_chains"]] if "n_ok" in sub else sub
         for c in comps:
             d = sub[sub["component"] == c].sort_values("step")
             color = TYPE_COLORS.get(types.get(c, "multigram"), "0.4")
-            x = d["step"].clip(lower=1)
-            ax.plot(x, d[value], color=color, linestyle=ls[c], linewidth=1.5, label=f"{c} {types.get(c, '')}")
-            if "llc_std" in d and value == "llc_mean":
-                ax.fill_between(x, d[value] - d["llc_std"], d[value] + d["llc_std"], color=color, alpha=0.08)
-            flagged = d[d["n_ok"] < d["n_chains"]] if "n_ok" in d else d.iloc[:0]
+            ok = d[d["n_ok"] == d["n_chains"]] if "n_ok" in d else d
+            x = ok["step"].clip(lower=1)
+            ax.plot(x, ok[value], color=color, linestyle=ls[c], linewidth=1.5, label=f"{c} {types.get(c, '')}")
+            if "llc_std" in ok and value == "llc_mean":
+                ax.fill_between(x, ok[value] - ok["llc_std"], ok[value] + ok["llc_std"], color=color, alpha=0.08)
+        flagged = sub[sub["n_ok"] < sub["n_chains"]] if "n_ok" in sub else sub.iloc[:0]
+        vals = healthy_all[value].dropna()
+        if len(vals):
+            lo, hi = float(vals.min()), float(vals.max())
+            pad = 0.08 * (hi - lo or abs(hi) or 1.0)
+            lo, hi = lo - pad, hi + pad
+            ax.set_ylim(lo, hi)
             if len(flagged):
-                ax.scatter(flagged["step"].clip(lower=1), flagged[value], marker="x", color="k", zorder=5)
+                ax.scatter(flagged["step"].clip(lower=1), flagged[value].clip(lo, hi), marker="x", color="k",
+                           zorder=5, label=f"flagged chain(s) ({len(flagged)}; clipped to the axes)")
         log_steps(ax)
+        shown = sub["step"].clip(lower=1)
+        ax.set_xlim(float(shown.min()) / 1.25, float(shown.max()) * 1.25)
         if stages is not None and len(stages):
             stage_bands(ax, stages)
         ax.set_title(f"layer {layer}", pad=14)
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=6.5, ncol=2, loc="upper left")
+        ax.legend(fontsize=6.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    if omitted:
+        title = f"{title}{'  ' if title else ''}(step {', '.join(map(str, omitted))} not shown: initialisation)"
     if title:
-        fig.suptitle(title, y=1.03)
+        fig.suptitle(title, y=1.0)
     fig.tight_layout()
     stamp(fig, settings)
     return fig
