@@ -186,15 +186,17 @@ print("Spearman ρ(final wrLLC, distinct multigrams) per layer:", {k: round(v, 2
 # k = 2…6, and combine them by a vote in which shape-based clustering counts double. The split
 # diagrams show how clusters divide as k grows. The adjusted Rand index (ARI) compares each
 # clustering with the behavioural types; the scorecard uses the consensus at k = the number of
-# types present in the layer.
+# types present in the layer. The initialisation (step 0) is left out, as in the figure above: it
+# is no local minimum, the chains sink below $L(w^*)$ there, and the scatter of those estimates
+# would outweigh every later difference between heads.
 
 # %%
 labels_all, ari_all = [], []
 for layer in range(final_model.cfg.n_layers):
     sub = head_wr[head_wr["component"].str.startswith(f"{layer}:")].assign(refinement="wr")
-    sub, dropped = clustering.align_curves(sub)
+    sub, dropped = clustering.align_curves(sub, min_step=1)
     if dropped:
-        print(f"layer {layer}: checkpoints {dropped} left out (a head there has no healthy chain)")
+        print(f"layer {layer}: checkpoints {dropped} left out (initialisation, or a head there has no healthy chain)")
     wide = clustering.curves_matrix(sub)
     ks = range(2, min(cfg.classify.max_k, len(wide) - 1) + 1)
     lab = clustering.cluster_all(wide, ks, seed=cfg.seed)

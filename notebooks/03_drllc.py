@@ -182,7 +182,8 @@ with pd.option_context("display.max_colwidth", 60):
 # ## 6. Clustering with refinements
 #
 # The clustering of `02`, now on the code drLLC curves alone and on the wrLLC and drLLC curves
-# concatenated (each block scaled by its spread), with the ARI against the behavioural types.
+# concatenated (each block scaled by its spread), with the ARI against the behavioural types
+# (from step 1 on, as in `02`).
 
 # %%
 ari_rows = []
@@ -190,7 +191,7 @@ for name, datas in (("dr", [code[0]]), ("wr+dr", ["train", code[0]])):
     for layer in range(final_model.cfg.n_layers):
         sub = est[est["component"].str.startswith(f"{layer}:") & est["data"].isin(datas)]
         sub = sub.assign(refinement=sub["data"])
-        sub, dropped = clustering.align_curves(sub.assign(component=sub["component"] + "|" + sub["data"]))
+        sub, dropped = clustering.align_curves(sub.assign(component=sub["component"] + "|" + sub["data"]), min_step=1)
         sub = sub.assign(component=sub["component"].str.split("|").str[0])
         wide = clustering.curves_matrix(sub)
         ks = range(2, min(cfg.classify.max_k, len(wide) - 1) + 1)

@@ -32,13 +32,18 @@ VOTE_WEIGHTS = {"kmeans": 1.0, "ward": 1.0, "kshape": 2.0}
 
 
 def align_curves(table: pd.DataFrame, value: str = "llc_mean", index: str = "component",
-                 step: str = "step") -> tuple[pd.DataFrame, list]:
+                 step: str = "step", min_step: int = 0) -> tuple[pd.DataFrame, list]:
     """Keep the checkpoints at which every curve has a value (an estimate whose chains were all
-    flagged has none); returns the kept rows and the dropped steps."""
+    flagged has none), from ``min_step`` on; returns the kept rows and the dropped steps.
+
+    ``min_step=1`` leaves out the initialisation: w* there is no local minimum, chains descend
+    below L(w*), and the estimates' scatter can outweigh every later difference between heads."""
+    dropped_early = sorted(table.loc[table[step] < min_step, step].unique().tolist())
+    table = table[table[step] >= min_step]
     ok = table[value].notna()
     n = table[index].nunique()
     full = ok.groupby(table[step]).sum() == n
-    dropped = sorted(full[~full].index.tolist())
+    dropped = sorted(dropped_early + full[~full].index.tolist())
     return table[table[step].isin(full[full].index)], dropped
 
 

@@ -116,3 +116,5 @@ def test_align_curves_drops_steps_with_a_missing_value():
     assert dropped == [300]
     assert 300 not in set(kept["step"]) and kept["llc_mean"].notna().all()
     assert C.curves_matrix(kept).shape == (12, len(STEPS) - 1)
+    kept, dropped = C.align_curves(table, min_step=STEPS[1])
+    assert dropped == [STEPS[0], 300] and kept["step"].min() == STEPS[1]
