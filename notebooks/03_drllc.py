@@ -136,7 +136,10 @@ plot.savefig(fig, run, "03_domains")
 # At every checkpoint: the ICL score of the model, and for each induction head the ICL score
 # with the *other* induction heads mean-ablated (what the head contributes on its own). Beside
 # it, each induction head's code drLLC and that of all of them together. For each curve we mark
-# the step where it changes fastest (per log-step, after light smoothing).
+# the step where it changes fastest (per log-step, after light smoothing). The search starts after
+# the learning-rate warm-up (`train.warmup_steps`; the paper uses none): during the warm-up every
+# curve moves at once (the full-model LLC peaks there, see `01`), which says nothing about when a
+# particular head forms.
 
 # %%
 test_tokens = data.load_tokens(cfg, "test")
@@ -154,8 +157,9 @@ dr_ind = sweep.run_sweep(run, ["L2"], steps, [*induction, together] if len(induc
                          [code[0]], cfg.sampler, device=cfg.train.device, progress=progress)
 dr_curves = dr_ind.assign(component=dr_ind["component"].replace({together: "together"}),
                           value=dr_ind["llc_mean"])[["component", "step", "value"]]
-timing = pd.concat([refinement.timing(icl_only[icl_only["component"] != "model"], "icl_only", "down"),
-                    refinement.timing(dr_curves[dr_curves["component"] != "together"], "drllc", "up")],
+after = cfg.train.warmup_steps  # search for formation times after the warm-up
+timing = pd.concat([refinement.timing(icl_only[icl_only["component"] != "model"], "icl_only", "down", min_step=after),
+                    refinement.timing(dr_curves[dr_curves["component"] != "together"], "drllc", "up", min_step=after)],
                    ignore_index=True)
 write_table(timing.assign(candidates=candidates), tables / "induction_timing.csv")
 display(timing)

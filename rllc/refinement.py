@@ -75,18 +75,26 @@ def steepest_change(steps: Sequence[int], values: Sequence[float], sigma: float 
     return int(steps[i])
 
 
-def timing(curves: pd.DataFrame, measure: str, direction: str, sigma: float = 1.0) -> pd.DataFrame:
+def timing(curves: pd.DataFrame, measure: str, direction: str, sigma: float = 1.0,
+           min_step: int = 0) -> pd.DataFrame:
     """Per component of ``curves`` (component, step, value): the step of steepest change, the
-    first critical point of the curve, and the checkpoint spacing around the steepest step."""
+    first critical point of the curve, and the checkpoint spacing around the steepest step.
+
+    Only checkpoints from ``min_step`` on are searched (e.g. after a learning-rate warm-up, when
+    every curve moves at once); with fewer than three left, every checkpoint after step 0 is
+    used. ``from_step`` records where the search began."""
     rows = []
     for comp, d in curves.groupby("component"):
         d = d.sort_values("step")
+        later = d[d["step"] >= min_step]
+        d = later if len(later) >= 3 else (d[d["step"] > 0] if (d["step"] > 0).sum() >= 3 else d)
         steps, vals = d["step"].to_numpy(), d["value"].to_numpy()
         when = steepest_change(steps, vals, sigma, direction)
         i = int(np.searchsorted(steps, when))
         spacing = int(max(steps[min(i + 1, len(steps) - 1)] - steps[i], steps[i] - steps[max(i - 1, 0)]))
         crit = critical_points(steps, vals, sigma=sigma)
-        rows.append({"component": comp, "measure": measure, "steepest_step": when, "spacing": spacing,
+        rows.append({"component": comp, "measure": measure, "from_step": int(steps[0]),
+                     "steepest_step": when, "spacing": spacing,
                      "first_critical_step": int(crit["step"].iloc[0]) if len(crit) else None,
                      "first_critical_kind": crit["kind"].iloc[0] if len(crit) else None})
     return pd.DataFrame(rows)

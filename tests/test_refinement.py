@@ -45,6 +45,14 @@ def test_timing_finds_the_steepest_drop():
     t = R.timing(curves, "icl_only", "down", sigma=0).set_index("component")
     assert t.loc["1:6", "steepest_step"] in (200, 400)
     assert t.loc["1:7", "steepest_step"] in (1600, 3200)
+    # a transient at the start (as during a learning-rate warm-up) wins unless the search starts later
+    transient = [0, -2, -2.1, -2.1, -2.1, -2.2, -3.2, -3.3]  # a big early drop, the formation at 1600-3200
+    curves = pd.DataFrame({"component": "1:0", "step": STEPS, "value": transient})
+    assert R.timing(curves, "icl_only", "down", sigma=0)["steepest_step"].iloc[0] in (0, 100)
+    late = R.timing(curves, "icl_only", "down", sigma=0, min_step=400).iloc[0]
+    assert late["steepest_step"] in (1600, 3200) and late["from_step"] == 400
+    # too few checkpoints after min_step: fall back to every checkpoint after step 0
+    assert R.timing(curves, "icl_only", "down", sigma=0, min_step=10**6)["from_step"].iloc[0] == STEPS[1]
 
 
 def test_drllc_claims(tmp_path):
