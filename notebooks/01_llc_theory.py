@@ -156,6 +156,7 @@ print("chosen for this profile:", plot.sampler_stamp(settings))
 # %%
 steps = sweep.strided_steps(run, "L2", cfg.llc.checkpoint_stride)
 curve = sweep.run_sweep(run, ["L2"], steps, ["full"], ["train"], cfg.sampler, device=cfg.train.device,
+                        workers=cfg.llc.workers,
                         progress=progress)
 curve = curve.sort_values("step").reset_index(drop=True)
 write_table(curve, tables / "llc_full_L2.csv")

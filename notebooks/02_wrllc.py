@@ -72,6 +72,7 @@ print(plot.sampler_stamp(settings))
 steps = sweep.strided_steps(run, "L2", cfg.llc.checkpoint_stride, cfg.llc.head_checkpoints)
 print(f"{len(steps)} checkpoints: {steps}")
 wr = sweep.run_sweep(run, ["L2"], steps, [*HEADS, "full"], ["train"], cfg.sampler, device=cfg.train.device,
+                     workers=cfg.llc.workers,
                      progress=progress)
 wr = wr.sort_values(["component", "step"]).reset_index(drop=True)
 write_table(wr, tables / "wrllc_L2.csv")

@@ -93,6 +93,7 @@ available = data.available_distributions(cfg)
 code = [d for d in cfg.llc.head_dr_data if d in available]
 steps = sweep.strided_steps(run, "L2", cfg.llc.checkpoint_stride, cfg.llc.head_checkpoints)
 est = sweep.run_sweep(run, ["L2"], steps, HEADS, ["train", *code], cfg.sampler, device=cfg.train.device,
+                      workers=cfg.llc.workers,
                       progress=progress)
 ratios = pd.concat([refinement.ratio_table(est, d) for d in code], ignore_index=True)
 write_table(ratios, tables / "dr_ratio_heads.csv")
@@ -122,7 +123,8 @@ display(by_type.pivot_table(index=["data", "window"], columns="group", values="m
 
 # %%
 domains = ["train", *[d for d in available if d not in ("train", "test")]]
-full = sweep.run_sweep(run, ["L2"], steps, ["full"], domains, cfg.sampler, device=cfg.train.device, progress=progress)
+full = sweep.run_sweep(run, ["L2"], steps, ["full"], domains, cfg.sampler, device=cfg.train.device,
+                       workers=cfg.llc.workers, progress=progress)
 write_table(full, tables / "drllc_full_domains.csv")
 domain_table = refinement.domain_summary(full)
 write_table(domain_table, tables / "drllc_domain_summary.csv")
@@ -154,7 +156,8 @@ icl_only = icl[icl["variant"].isin(["only", "none"])][["component", "step", "val
 
 together = "+".join(induction)
 dr_ind = sweep.run_sweep(run, ["L2"], steps, [*induction, together] if len(induction) > 1 else induction,
-                         [code[0]], cfg.sampler, device=cfg.train.device, progress=progress)
+                         [code[0]], cfg.sampler, device=cfg.train.device, workers=cfg.llc.workers,
+                         progress=progress)
 dr_curves = dr_ind.assign(component=dr_ind["component"].replace({together: "together"}),
                           value=dr_ind["llc_mean"])[["component", "step", "value"]]
 after = cfg.train.warmup_steps  # search for formation times after the warm-up

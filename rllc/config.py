@@ -153,6 +153,7 @@ class LLCConfig:
     stage_sigma: float = 1.5  # smoothing (in checkpoints) before looking for critical points
     head_checkpoints: int = 0  # per-head (rLLC) sweeps: this many checkpoints spread over the strided ones (0: all)
     head_dr_data: tuple[str, ...] = ("python_tests", "rust_stdlib")  # per-head drLLCs (03): held-out code
+    workers: int = 1  # sweeps on CPU: estimates run in this many processes (threads shared among them)
 
 
 @dataclass(frozen=True)

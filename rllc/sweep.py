@@ -126,32 +126,85 @@ def run_sweep(
     settings: SamplerConfig | None = None,
     device: str = "auto",
     progress: bool = True,
+    workers: int = 1,
 ) -> pd.DataFrame:
-    """Estimate every (model, step, component, data) combination not yet cached; return the table."""
+    """Estimate every (model, step, component, data) combination not yet cached; return the table.
+
+    ``workers`` > 1 (CPU only) runs estimates in that many processes, each with an equal share of
+    torch's threads: small models use many threads poorly, so on 2 cores two single-threaded
+    workers get through a sweep faster than one process with two threads. Every estimate is
+    seeded by the sampler settings alone, so the records do not depend on which worker made them.
+    """
     run = require_run(run_or_profile)
     cfg = run_config(run)
     settings = settings or cfg.sampler
     dev = resolve_device(device)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     jobs = [Job(m, s, c, d) for m in models for s, c, d in
             itertools.product(resolve_steps(run, m, steps), components, datas)]
     out_dir = records_dir(run)
     keys = {job: record_key(cfg, job, settings) for job in jobs}
     todo = [job for job in jobs if not (out_dir / f"{keys[job]}.json").exists()]
-    cache: dict[Any, Any] = {}
     per_job = settings.chains * n_steps(settings)
     with tqdm(total=len(todo) * per_job, desc=f"LLC sweep ({len(todo)} of {len(jobs)} estimates to do)",
               disable=not progress, mininterval=2.0, unit="step") as bar:
-        for (model_name, step), group in itertools.groupby(todo, key=lambda j: (j.model, j.step)):
-            model = load_model(run, model_name, step, device=dev)
-            for job in group:
-                tokens, generator = _data_tensor(cfg, run, job.data, cache)
-                if generator is not None:
-                    generator = generator.to(dev)
-                result = estimate_llc(model, job.component, tokens, settings, generator=generator,
-                                      data_name=job.data, device=dev, bar=bar)
-                write_json(out_dir / f"{keys[job]}.json", _record(job, result, keys[job]))
+        if workers > 1 and dev.type == "cpu" and len(todo) > 1:
+            _run_parallel(run, todo, settings, workers, bar, per_job)
+        else:
+            state: dict[Any, Any] = {}
+            for job in todo:
+                _run_job(run, cfg, job, settings, dev, state, bar)
     table = collect(run, [keys[j] for j in jobs])
     return table
+
+
+def _run_job(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: torch.device,
+             state: dict[Any, Any], bar: tqdm | None = None) -> None:
+    """Estimate one job and write its record; ``state`` keeps the last model and the token data."""
+    if state.get("model_key") != (job.model, job.step):
+        state["model"] = load_model(run, job.model, job.step, device=dev)
+        state["model_key"] = (job.model, job.step)
+    tokens, generator = _data_tensor(cfg, run, job.data, state.setdefault("data", {}))
+    if generator is not None:
+        generator = generator.to(dev)
+    result = estimate_llc(state["model"], job.component, tokens, settings, generator=generator,
+                          data_name=job.data, device=dev, bar=bar)
+    key = record_key(cfg, job, settings)
+    write_json(records_dir(run) / f"{key}.json", _record(job, result, key))
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER.clear()
+
+
+def _worker_job(run: str, job: Job, settings: SamplerConfig) -> Job:
+    path = Path(run)
+    cfg = _WORKER.setdefault("cfg", run_config(path))
+    _run_job(path, cfg, job, settings, torch.device("cpu"), _WORKER.setdefault("state", {}))
+    return job
+
+
+def _run_parallel(run: Path, todo: list[Job], settings: SamplerConfig, workers: int, bar: tqdm, per_job: int) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, torch.get_num_threads() // workers)
+    # jobs are ordered by checkpoint and handed out in order, so each worker loads a checkpoint once
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init, initargs=(threads,)) as pool:
+        futures = [pool.submit(_worker_job, str(run), job, settings) for job in todo]
+        try:
+            for fut in as_completed(futures):
+                fut.result()  # a worker's error is raised here
+                bar.update(per_job)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # finished estimates are already on disk
+            raise
 
 
 def _record(job: Job, result: LLCResult, key: str) -> dict[str, Any]:

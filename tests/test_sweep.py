@@ -96,3 +96,18 @@ def test_stages_sit_at_the_critical_points_of_a_curve() -> None:
     assert table.loc[1, "trend"] == "falling"  # the dip between the maximum and the minimum
     flat = stages(steps, np.full(len(steps), 3.0))
     assert len(flat) == 1  # no critical points: one stage
+
+
+def test_parallel_workers_write_the_same_records(trained_run) -> None:  # noqa: ANN001
+    jobs = dict(models=["L2"], steps=[8, 24], components=["1:0", "0:1", "full"], datas=["train"], settings=FAST,
+                progress=False)
+    parallel = sweep.run_sweep(trained_run, **jobs, workers=2)
+    assert len(parallel) == 6 and parallel["llc_mean"].notna().all()
+    for f in sweep.records_dir(trained_run).glob("*.json"):
+        f.unlink()
+    serial = sweep.run_sweep(trained_run, **jobs)
+    assert serial["key"].tolist() == parallel["key"].tolist()
+    # same seeds and batches; only the thread count (summation order) differs
+    np.testing.assert_allclose(serial["llc_mean"], parallel["llc_mean"], rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="workers"):
+        sweep.run_sweep(trained_run, **jobs, workers=0)
