@@ -134,6 +134,8 @@ def run_sweep(
     torch's threads: small models use many threads poorly, so on 2 cores two single-threaded
     workers get through a sweep faster than one process with two threads. Every estimate is
     seeded by the sampler settings alone, so the records do not depend on which worker made them.
+    Workers are spawned processes: a script that calls this with ``workers`` > 1 must do so under
+    ``if __name__ == "__main__":`` (notebooks need nothing).
     """
     run = require_run(run_or_profile)
     cfg = run_config(run)
