@@ -123,13 +123,10 @@ class HeadLoss:
             raise ValueError("HeadLoss needs at least one (layer, head)")
         self.heads = sorted(set((int(a), int(b)) for a, b in heads))
         self.layer = self.heads[0][0]
+        self.moving = [h for (layer, h) in self.heads if layer == self.layer]  # moving heads of the first layer
         self.max_batches = max_batches
         self._cache: OrderedDict[tuple, tuple[torch.Tensor, ...]] = OrderedDict()
         self._model_id: int | None = None
-
-    @staticmethod
-    def applies(model: nn.Module) -> bool:
-        return supports(model)
 
     def _key(self, tokens: torch.Tensor) -> tuple:
         digest = hashlib.blake2b(tokens.detach().cpu().numpy().tobytes(), digest_size=16).hexdigest()
@@ -141,12 +138,11 @@ class HeadLoss:
         for layer in range(self.layer):
             resid = _block(model, layer, resid, pos)
         x, qk_in = _attn_inputs(model, self.layer, resid, pos)
-        moving = {h for (layer, h) in self.heads if layer == self.layer}
-        others = [h for h in range(model.cfg.n_heads) if h not in moving]
+        others = [h for h in range(model.cfg.n_heads) if h not in self.moving]
         rest = resid + model.blocks[self.layer].attn.b_O
         if others:
             rest = rest + _heads_out(model, self.layer, x, qk_in, torch.tensor(others, device=x.device))
-        return rest, x, qk_in, pos
+        return rest, x, qk_in, pos, torch.tensor(self.moving, device=x.device)
 
     def __call__(self, model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         if not supports(model):
@@ -164,9 +160,8 @@ class HeadLoss:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
-        rest, x, qk_in, pos = frozen
-        moving = [h for (layer, h) in self.heads if layer == self.layer]
-        resid = rest + _heads_out(model, self.layer, x, qk_in, torch.tensor(moving, device=x.device))
+        rest, x, qk_in, pos, moving = frozen
+        resid = rest + _heads_out(model, self.layer, x, qk_in, moving)
         for layer in range(self.layer + 1, len(model.blocks)):
             resid = _block(model, layer, resid, pos)
         return _next_token_ce(_unembed(model, resid), tokens)

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from .components import ParamMasks, component_masks, component_size, parse_head
 from .config import SamplerConfig
-from .fastforward import HeadLoss, model_logits, next_token_loss
+from .fastforward import HeadLoss, model_logits, next_token_loss, supports
 
 # (model, tokens [batch, n_ctx]) -> mean per-token loss (a scalar tensor)
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -431,7 +431,7 @@ def estimate_llc(
         heads = head_list(component)
         # heads alone, sampled chain after chain (the batched GPU path substitutes parameters
         # functionally and uses the plain loss): compute the frozen part once per batch
-        fast = heads is not None and dev.type != "cuda" and HeadLoss.applies(model)
+        fast = heads is not None and dev.type != "cuda" and supports(model)
         loss_fn = HeadLoss(heads) if fast else next_token_loss
     return sample_llc(model, data, masks, settings, loss_fn, device=device, progress=progress,
                       component=component, data_name=data_name, bar=bar)
