@@ -17,40 +17,40 @@ from transformer_lens import HookedTransformer
 
 from .components import parse_head
 from .config import ScoreConfig
-from .heads import icl_score, token_losses
-
-
-def _z_name(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_z"
+from . import fastforward
+from .heads import ablation_hooks, icl_score, token_losses, z_hook_name
 
 
 @torch.no_grad()
 def mean_z(model: HookedTransformer, tokens: torch.Tensor, batch_size: int = 64) -> dict[int, torch.Tensor]:
     """Per layer, the mean of ``hook_z`` over samples: [n_ctx, n_heads, d_head]."""
-    names = [_z_name(layer) for layer in range(model.cfg.n_layers)]
-    sums = {layer: None for layer in range(model.cfg.n_layers)}
+    fused = fastforward.supports(model)
+    names = [z_hook_name(layer) for layer in range(model.cfg.n_layers)]
+    sums: dict[int, torch.Tensor] = {}
     for i in range(0, len(tokens), batch_size):
-        _, cache = model.run_with_cache(tokens[i:i + batch_size].to(model.cfg.device),
-                                        names_filter=names.__contains__, stop_at_layer=model.cfg.n_layers)
-        for layer in sums:
-            part = cache[_z_name(layer)].float().sum(0)
-            sums[layer] = part if sums[layer] is None else sums[layer] + part
+        batch = tokens[i:i + batch_size].to(model.cfg.device)
+        if fused:
+            part = fastforward.z_sums(model, batch)
+        else:
+            _, cache = model.run_with_cache(batch, names_filter=names.__contains__, stop_at_layer=model.cfg.n_layers)
+            part = {layer: cache[z_hook_name(layer)].float().sum(0) for layer in range(model.cfg.n_layers)}
+        for layer, z in part.items():
+            sums[layer] = z if layer not in sums else sums[layer] + z
     return {layer: s / len(tokens) for layer, s in sums.items()}
 
 
-def mean_ablation_hooks(heads: Sequence[str], means: dict[int, torch.Tensor]) -> list[tuple[str, object]]:
-    """Forward hooks that mean-ablate each head in ``heads`` (names "L:H")."""
+def ablation_spec(heads: Sequence[str], means: dict[int, torch.Tensor]) -> fastforward.Ablation:
+    """The mean ablation of ``heads`` (names "L:H") as layer -> (heads, means), for ``token_losses``."""
     by_layer: dict[int, list[int]] = {}
     for name in heads:
         layer, head = parse_head(name)
         by_layer.setdefault(layer, []).append(head)
-    hooks = []
-    for layer, hs in by_layer.items():
-        def hook(z: torch.Tensor, hook: object, hs: list[int] = hs, mean: torch.Tensor = means[layer]) -> torch.Tensor:
-            z[:, :, hs] = mean[: z.shape[1], hs].to(z.dtype)
-            return z
-        hooks.append((_z_name(layer), hook))
-    return hooks
+    return {layer: (hs, means[layer]) for layer, hs in by_layer.items()}
+
+
+def mean_ablation_hooks(heads: Sequence[str], means: dict[int, torch.Tensor]) -> list[tuple[str, object]]:
+    """TransformerLens forward hooks that mean-ablate each head in ``heads`` (names "L:H")."""
+    return ablation_hooks(ablation_spec(heads, means))
 
 
 @torch.no_grad()
@@ -76,7 +76,7 @@ def tokens_in_context(model: HookedTransformer, tokens: torch.Tensor, heads: Seq
     rows = []
     for name in tqdm(list(heads), desc="tokens in context", disable=not progress):
         layer, head = parse_head(name)
-        delta = token_losses(model, tokens, batch_size, mean_ablation_hooks([name], means)) - clean
+        delta = token_losses(model, tokens, batch_size, ablate=ablation_spec([name], means)) - clean
         top = torch.topk(delta.flatten(), min(k, delta.numel()))
         samples = (top.indices // delta.shape[1]).tolist()
         positions = (top.indices % delta.shape[1]).tolist()
@@ -96,7 +96,7 @@ def ablation_loss_increase(model: HookedTransformer, tokens: torch.Tensor, heads
     """Mean loss increase when each head alone is mean-ablated (one number per head)."""
     means = means if means is not None else mean_z(model, tokens, batch_size)
     clean = token_losses(model, tokens, batch_size).mean()
-    return pd.Series({h: float(token_losses(model, tokens, batch_size, mean_ablation_hooks([h], means)).mean() - clean)
+    return pd.Series({h: float(token_losses(model, tokens, batch_size, ablate=ablation_spec([h], means)).mean() - clean)
                       for h in heads}, name="delta_loss")
 
 
@@ -112,8 +112,8 @@ def per_head_icl(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfi
     rows = [{"component": "model", "variant": "none", "value": icl_score(model, ref, cfg)}]
     for h in heads:
         others = [o for o in heads if o != h]
-        only = icl_score(model, ref, cfg, mean_ablation_hooks(others, means)) if others else rows[0]["value"]
+        only = icl_score(model, ref, cfg, ablate=ablation_spec(others, means)) if others else rows[0]["value"]
         rows.append({"component": h, "variant": "only", "value": only})
         rows.append({"component": h, "variant": "without",
-                     "value": icl_score(model, ref, cfg, mean_ablation_hooks([h], means))})
+                     "value": icl_score(model, ref, cfg, ablate=ablation_spec([h], means))})
     return pd.DataFrame(rows)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,16 +59,22 @@ def _attn_inputs(model: nn.Module, layer: int, resid: torch.Tensor, pos: torch.T
     return x, (x + pos if model.cfg.positional_embedding_type == "shortformer" else x)
 
 
-def _heads_out(model: nn.Module, layer: int, x: torch.Tensor, qk_in: torch.Tensor,
-               heads: torch.Tensor | slice = slice(None)) -> torch.Tensor:
-    """Summed output (before b_O) of the selected heads of a layer, [batch, pos, d_model]."""
+def _heads_z(model: nn.Module, layer: int, x: torch.Tensor, qk_in: torch.Tensor,
+             heads: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+    """The selected heads' attention-weighted values (TransformerLens' ``hook_z``), [batch, head, pos, d_head]."""
     cfg, attn = model.cfg, model.blocks[layer].attn
     scale = 1.0 / (cfg.attn_scale if cfg.use_attn_scale else 1.0)
     q = torch.einsum("bpd,hde->bhpe", qk_in, attn.W_Q[heads]) + attn.b_Q[heads][None, :, None, :]
     k = torch.einsum("bpd,hde->bhpe", qk_in, attn.W_K[heads]) + attn.b_K[heads][None, :, None, :]
     v = torch.einsum("bpd,hde->bhpe", x, attn.W_V[heads]) + attn.b_V[heads][None, :, None, :]
-    z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-    return torch.einsum("bhpe,hed->bpd", z, attn.W_O[heads])
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+
+
+def _heads_out(model: nn.Module, layer: int, x: torch.Tensor, qk_in: torch.Tensor,
+               heads: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+    """Summed output (before b_O) of the selected heads of a layer, [batch, pos, d_model]."""
+    z = _heads_z(model, layer, x, qk_in, heads)
+    return torch.einsum("bhpe,hed->bpd", z, model.blocks[layer].attn.W_O[heads])
 
 
 def _block(model: nn.Module, layer: int, resid: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -92,6 +98,46 @@ def logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     for layer in range(len(model.blocks)):
         resid = _block(model, layer, resid, pos)
     return _unembed(model, resid)
+
+
+# Mean ablation by layer: layer -> (heads, their mean ``hook_z`` [n_ctx, n_heads, d_head]); see rllc.ablation.
+Ablation = Mapping[int, tuple[Sequence[int], torch.Tensor]]
+
+
+@torch.no_grad()
+def run_heads(model: nn.Module, tokens: torch.Tensor, ablate: Ablation | None = None,
+              keep_z: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(logits, per-layer ``z`` [batch, head, pos, d_head] if ``keep_z``) without gradients.
+
+    ``ablate`` replaces the named heads' ``z`` by the given means, position by position, as
+    TransformerLens hooks on ``hook_z`` would (a test checks that both agree)."""
+    resid, pos = _embed(model, tokens)
+    zs = []
+    for layer in range(len(model.blocks)):
+        x, qk_in = _attn_inputs(model, layer, resid, pos)
+        z = _heads_z(model, layer, x, qk_in)
+        if ablate and layer in ablate:
+            heads, mean = ablate[layer]
+            heads = list(heads)
+            z[:, heads] = mean[: z.shape[2], heads].transpose(0, 1).to(z.dtype)
+        if keep_z:
+            zs.append(z)
+        resid = resid + torch.einsum("bhpe,hed->bpd", z, model.blocks[layer].attn.W_O) + model.blocks[layer].attn.b_O
+    return _unembed(model, resid), zs
+
+
+@torch.no_grad()
+def token_losses(model: nn.Module, tokens: torch.Tensor, ablate: Ablation | None = None) -> torch.Tensor:
+    """Per-token next-token loss [batch, pos - 1], optionally with heads mean-ablated."""
+    out, _ = run_heads(model, tokens, ablate)
+    return F.cross_entropy(out[:, :-1].transpose(1, 2).float(), tokens[:, 1:], reduction="none")
+
+
+@torch.no_grad()
+def z_sums(model: nn.Module, tokens: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Per layer, ``z`` summed over the batch, [pos, n_heads, d_head] (for mean ablation)."""
+    _, zs = run_heads(model, tokens, keep_z=True)
+    return {layer: z.float().sum(0).transpose(0, 1) for layer, z in enumerate(zs)}
 
 
 def model_logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
+from . import fastforward
 from .config import ScoreConfig
 
 SCORE_TYPES = ("previous_token", "current_token", "induction")
@@ -96,32 +97,56 @@ def icl_positions(n_ctx: int, cfg: ScoreConfig) -> tuple[int, int]:
 
 
 @torch.no_grad()
+def z_hook_name(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def ablation_hooks(ablate: fastforward.Ablation) -> list[tuple[str, object]]:
+    """TransformerLens forward hooks on ``hook_z`` that apply a mean ablation (layer -> (heads, means))."""
+    hooks = []
+    for layer, (hs, mean) in ablate.items():
+        def hook(z: torch.Tensor, hook: object, hs: list[int] = list(hs), mean: torch.Tensor = mean) -> torch.Tensor:
+            z[:, :, hs] = mean[: z.shape[1], hs].to(z.dtype)
+            return z
+        hooks.append((z_hook_name(layer), hook))
+    return hooks
+
+
 def token_losses(model: HookedTransformer, tokens: torch.Tensor, batch_size: int = 64,
-                 hooks: Sequence[tuple[str, object]] = ()) -> torch.Tensor:
-    """Per-token next-token loss [n, n_ctx - 1], optionally with forward hooks attached (e.g.
-    mean ablations from ``rllc.ablation``)."""
+                 hooks: Sequence[tuple[str, object]] = (), ablate: fastforward.Ablation | None = None) -> torch.Tensor:
+    """Per-token next-token loss [n, n_ctx - 1], optionally with heads mean-ablated (``ablate``,
+    see ``rllc.ablation``) or other forward hooks attached.
+
+    Without ``hooks`` it runs the fused forward of ``rllc.fastforward`` (2.6x faster here than
+    TransformerLens' hooked forward); with hooks, or for models it does not support, the model's own."""
+    fused = not hooks and fastforward.supports(model)
+    if not fused and ablate:
+        hooks = [*hooks, *ablation_hooks(ablate)]
     out = []
     for i in range(0, len(tokens), batch_size):
         batch = tokens[i:i + batch_size].to(model.cfg.device)
-        loss = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=list(hooks))
+        if fused:
+            loss = fastforward.token_losses(model, batch, ablate)
+        else:
+            loss = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=list(hooks))
         out.append(loss.float().cpu())
     return torch.cat(out)
 
 
 def per_token_loss(model: HookedTransformer, tokens: torch.Tensor, batch_size: int,
-                   hooks: Sequence[tuple[str, object]] = ()) -> torch.Tensor:
+                   hooks: Sequence[tuple[str, object]] = (), ablate: fastforward.Ablation | None = None) -> torch.Tensor:
     """Mean loss at each context position over ``tokens`` ([n, n_ctx] → [n_ctx - 1])."""
-    return token_losses(model, tokens, batch_size, hooks).mean(0)
+    return token_losses(model, tokens, batch_size, hooks, ablate).mean(0)
 
 
 def icl_score(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfig,
-              hooks: Sequence[tuple[str, object]] = ()) -> float:
+              hooks: Sequence[tuple[str, object]] = (), ablate: fastforward.Ablation | None = None) -> float:
     """Loss at the late position minus loss at the early position (negative = in-context learning).
 
     Each position's loss is averaged over ``icl_halfwidth`` neighbours on either side: a single
     position's mean loss over a few hundred windows has a standard error of ~0.1 nats."""
     early, late = icl_positions(model.cfg.n_ctx, cfg)
-    losses = per_token_loss(model, tokens[: cfg.icl_batches * cfg.batch_size], cfg.batch_size, hooks)
+    losses = per_token_loss(model, tokens[: cfg.icl_batches * cfg.batch_size], cfg.batch_size, hooks, ablate)
     w = cfg.icl_halfwidth
     around = lambda p: losses[max(0, p - w): p + w + 1].mean()  # noqa: E731
     return float(around(late) - around(early))

@@ -328,6 +328,7 @@ def sample_llc(
     component: str = "",
     data_name: str = "",
     bar: tqdm | None = None,
+    baseline: np.ndarray | None = None,
 ) -> LLCResult:
     """Estimate the LLC of ``model`` at its current weights.
 
@@ -335,6 +336,9 @@ def sample_llc(
     selects the weights that move (``None``: all). The model itself is not changed: chains run
     on a copy. ``batched`` runs all chains at once with ``torch.func`` (default: on a GPU only).
     ``bar``: an outer progress bar to advance (one unit per chain-step) instead of a new one.
+    ``baseline``: with the paired reference, the loss at w* on each step's batch when the caller
+    already has it (it depends on the model, data and sampler settings, not on the component:
+    sweeps compute it once per checkpoint and distribution); otherwise it is computed here.
     """
     _check_settings(settings)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
@@ -353,12 +357,16 @@ def sample_llc(
 
     feed = BatchFeed(data, settings.batch_size, settings.seed)
     start = time.perf_counter()
-    baseline = None
     if settings.reference == "paired":
-        baseline = batch_losses(work, feed, loss_fn, n_steps(settings), dev)
+        if baseline is None:
+            baseline = batch_losses(work, feed, loss_fn, n_steps(settings), dev)
+        elif np.shape(baseline) != (n_steps(settings),):
+            raise ValueError(f"baseline has shape {np.shape(baseline)}; the sampler takes {n_steps(settings)} steps")
+        baseline = np.asarray(baseline, dtype=float)
         l0 = float(select_draws(baseline[None, :], settings.burnin, settings.steps_between_draws,
                                 settings.draws).mean())
     else:
+        baseline = None
         l0 = init_loss(work, feed, loss_fn, settings.init_loss_batches, dev)
     use_batched = batched if batched is not None else dev.type == "cuda"
     total = settings.chains * n_steps(settings)
@@ -417,11 +425,13 @@ def estimate_llc(
     device: str | torch.device | None = None,
     progress: bool = False,
     bar: tqdm | None = None,
+    baseline: np.ndarray | None = None,
 ) -> LLCResult:
     """The (weight- and data-refined) LLC of a named component of a language model.
 
     ``generator``: measure the loss as the cross-entropy from this model's predictions
     (eq. 11) on the contexts in ``data``, instead of the next-token loss on ``data``.
+    ``baseline``: the paired reference losses, if already computed (see ``sample_llc``).
     """
     masks = component_masks(model, component)
     if generator is not None:
@@ -434,4 +444,4 @@ def estimate_llc(
         fast = heads is not None and dev.type != "cuda" and supports(model)
         loss_fn = HeadLoss(heads) if fast else next_token_loss
     return sample_llc(model, data, masks, settings, loss_fn, device=device, progress=progress,
-                      component=component, data_name=data_name, bar=bar)
+                      component=component, data_name=data_name, bar=bar, baseline=baseline)

@@ -30,7 +30,8 @@ from . import data as data_mod
 from .checkpoints import CheckpointStore
 from .config import Config, SamplerConfig, config_hash
 from .io import read_json, write_json, write_table
-from .llc import LLCResult, estimate_llc, n_steps
+from .fastforward import next_token_loss
+from .llc import BatchFeed, LLCResult, batch_losses, estimate_llc, generator_loss, n_steps
 from .model import resolve_device
 from .train import find_run, identity, load_model, require_run, run_config
 
@@ -101,6 +102,41 @@ def records_dir(run: Path) -> Path:
     return run / "llc" / "records"
 
 
+def baselines_dir(run: Path) -> Path:
+    return run / "llc" / "baselines"
+
+
+def baseline_key(cfg: Config, job: Job, settings: SamplerConfig) -> str:
+    """What the paired reference depends on: the model and checkpoint, the data and its batches."""
+    gen = parse_generator(job.data)
+    return config_hash({
+        "identity": identity(cfg, job.model), "step": job.step, "data": job.data, "tokens": data_mod.tokens_key(cfg),
+        "generator": None if gen is None else identity(cfg, gen[0]),
+        "batch_size": settings.batch_size, "seed": settings.seed, "steps": n_steps(settings),
+    }, n=16)
+
+
+def paired_baseline(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: torch.device,
+                    state: dict[Any, Any]) -> np.ndarray | None:
+    """The loss at w* on every SGLD step's batch (the paired reference), shared by all components.
+
+    Every component at one checkpoint sees the same batches, so this is computed once per
+    (model, checkpoint, distribution, batches) with the model's plain loss and cached under
+    ``<run>/llc/baselines/``; a head's own fused loss equals it up to float summation order.
+    None when the sampler uses another reference."""
+    if settings.reference != "paired":
+        return None
+    path = baselines_dir(run) / f"{baseline_key(cfg, job, settings)}.json"
+    if path.exists():
+        return np.asarray(read_json(path)["losses"], dtype=float)
+    model = _model(run, job, dev, state)
+    tokens, generator = _data_tensor(cfg, run, job.data, state.setdefault("data", {}))
+    loss_fn = generator_loss(generator.to(dev)) if generator is not None else next_token_loss
+    losses = batch_losses(model, BatchFeed(tokens, settings.batch_size, settings.seed), loss_fn, n_steps(settings), dev)
+    write_json(path, {"model": job.model, "step": job.step, "data": job.data, "losses": losses.tolist()})
+    return losses
+
+
 def _data_tensor(cfg: Config, run: Path, data: str, cache: dict[str, Any]) -> tuple[torch.Tensor, torch.nn.Module | None]:
     gen = parse_generator(data)
     split = "train" if gen is not None else data
@@ -151,27 +187,38 @@ def run_sweep(
     per_job = settings.chains * n_steps(settings)
     with tqdm(total=len(todo) * per_job, desc=f"LLC sweep ({len(todo)} of {len(jobs)} estimates to do)",
               disable=not progress, mininterval=2.0, unit="step") as bar:
+        state: dict[Any, Any] = {}
         if workers > 1 and dev.type == "cpu" and len(todo) > 1:
+            # the shared paired references first, here, so that no two workers compute one
+            for job in todo:
+                paired_baseline(run, cfg, job, settings, dev, state)
+            state.clear()
             _run_parallel(run, todo, settings, workers, bar, per_job)
         else:
-            state: dict[Any, Any] = {}
             for job in todo:
                 _run_job(run, cfg, job, settings, dev, state, bar)
     table = collect(run, [keys[j] for j in jobs])
     return table
 
 
-def _run_job(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: torch.device,
-             state: dict[Any, Any], bar: tqdm | None = None) -> None:
-    """Estimate one job and write its record; ``state`` keeps the last model and the token data."""
+def _model(run: Path, job: Job, dev: torch.device, state: dict[Any, Any]) -> torch.nn.Module:
+    """The job's checkpoint; ``state`` keeps the last one loaded."""
     if state.get("model_key") != (job.model, job.step):
         state["model"] = load_model(run, job.model, job.step, device=dev)
         state["model_key"] = (job.model, job.step)
+    return state["model"]
+
+
+def _run_job(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: torch.device,
+             state: dict[Any, Any], bar: tqdm | None = None) -> None:
+    """Estimate one job and write its record; ``state`` keeps the last model and the token data."""
+    model = _model(run, job, dev, state)
+    baseline = paired_baseline(run, cfg, job, settings, dev, state)
     tokens, generator = _data_tensor(cfg, run, job.data, state.setdefault("data", {}))
     if generator is not None:
         generator = generator.to(dev)
-    result = estimate_llc(state["model"], job.component, tokens, settings, generator=generator,
-                          data_name=job.data, device=dev, bar=bar)
+    result = estimate_llc(model, job.component, tokens, settings, generator=generator,
+                          data_name=job.data, device=dev, bar=bar, baseline=baseline)
     key = record_key(cfg, job, settings)
     write_json(records_dir(run) / f"{key}.json", _record(job, result, key))
 

@@ -64,3 +64,22 @@ def test_per_head_icl_score():
     assert abs(t[("1:1", "only")] - t[("1:0", "without")]) < 1e-6  # the same ablation, two names
     single = ablation.per_head_icl(model, tokens, cfg, ["1:0"]).set_index(["component", "variant"])["value"]
     assert single[("1:0", "only")] == single[("model", "none")]
+
+
+def test_fused_ablation_matches_transformer_lens_hooks():
+    """The fused forward's mean ablation and z means equal TransformerLens' hook_z hooks and cache."""
+    from rllc import fastforward, heads
+
+    model = tiny_model(seed=5)
+    tokens = markov_data(12, seed=7)
+    assert fastforward.supports(model)
+    means = ablation.mean_z(model, tokens, batch_size=5)  # the fused path
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z"))
+    for layer in range(model.cfg.n_layers):
+        assert torch.allclose(means[layer], cache[heads.z_hook_name(layer)].mean(0), atol=1e-6)
+    for names in (["1:0"], ["0:1", "1:1"]):
+        spec = ablation.ablation_spec(names, means)
+        fused = heads.token_losses(model, tokens, 5, ablate=spec)
+        hooked = heads.token_losses(model, tokens, 5, hooks=ablation.mean_ablation_hooks(names, means))
+        assert torch.allclose(fused, hooked, atol=1e-5)
+        assert (fused - heads.token_losses(model, tokens, 5)).abs().max() > 1e-4  # the ablation did something

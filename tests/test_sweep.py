@@ -111,3 +111,26 @@ def test_parallel_workers_write_the_same_records(trained_run) -> None:  # noqa: 
     np.testing.assert_allclose(serial["llc_mean"], parallel["llc_mean"], rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match="workers"):
         sweep.run_sweep(trained_run, **jobs, workers=0)
+
+
+def test_paired_reference_is_computed_once_per_checkpoint_and_distribution(trained_run) -> None:  # noqa: ANN001
+    from rllc.llc import estimate_llc
+    from rllc.train import load_model
+
+    settings = SamplerConfig(**{**FAST.__dict__, "reference": "paired"})
+    table = sweep.run_sweep(trained_run, ["L2"], [24], ["1:0", "0:1", "full"], ["train", "test"], settings,
+                            progress=False)
+    assert len(table) == 6
+    files = sorted(sweep.baselines_dir(trained_run).glob("*.json"))
+    assert len(files) == 2  # one per (checkpoint, distribution), not one per component
+    stored = {json.loads(f.read_text())["data"]: json.loads(f.read_text())["losses"] for f in files}
+    for rec in sweep.load_records(trained_run):
+        assert rec["baseline"] == stored[rec["data"]]
+    assert stored["train"] != stored["test"]
+    # the shared reference (plain loss) equals what a head's estimate computes on its own (fused head loss)
+    model = load_model(trained_run, "L2", 24)
+    tokens = sweep.data_mod.load_tokens(sweep.run_config(trained_run), "train")
+    alone = estimate_llc(model, "0:1", tokens, settings)
+    np.testing.assert_allclose(alone.baseline, stored["train"], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="baseline"):
+        estimate_llc(model, "0:1", tokens, settings, baseline=np.zeros(3))
