@@ -15,9 +15,9 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from . import fastforward
 from .components import parse_head
 from .config import ScoreConfig
-from . import fastforward
 from .heads import ablation_hooks, icl_score, token_losses, z_hook_name
 
 

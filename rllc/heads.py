@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -103,13 +103,13 @@ def z_hook_name(layer: int) -> str:
 
 def ablation_hooks(ablate: fastforward.Ablation) -> list[tuple[str, object]]:
     """TransformerLens forward hooks on ``hook_z`` that apply a mean ablation (layer -> (heads, means))."""
-    hooks = []
-    for layer, (hs, mean) in ablate.items():
-        def hook(z: torch.Tensor, hook: object, hs: list[int] = list(hs), mean: torch.Tensor = mean) -> torch.Tensor:
+    def replace(hs: list[int], mean: torch.Tensor) -> Callable[[torch.Tensor, object], torch.Tensor]:
+        def hook(z: torch.Tensor, hook: object) -> torch.Tensor:
             z[:, :, hs] = mean[: z.shape[1], hs].to(z.dtype)
             return z
-        hooks.append((z_hook_name(layer), hook))
-    return hooks
+        return hook
+
+    return [(z_hook_name(layer), replace(list(hs), mean)) for layer, (hs, mean) in ablate.items()]
 
 
 def token_losses(model: HookedTransformer, tokens: torch.Tensor, batch_size: int = 64,

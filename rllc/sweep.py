@@ -29,9 +29,16 @@ from tqdm.auto import tqdm
 from . import data as data_mod
 from .checkpoints import CheckpointStore
 from .config import Config, SamplerConfig, config_hash
-from .io import read_json, write_json, write_table
 from .fastforward import next_token_loss
-from .llc import BatchFeed, LLCResult, batch_losses, estimate_llc, generator_loss, n_steps
+from .io import read_json, write_json, write_table
+from .llc import (
+    BatchFeed,
+    LLCResult,
+    batch_losses,
+    estimate_llc,
+    generator_loss,
+    n_steps,
+)
 from .model import resolve_device
 from .train import find_run, identity, load_model, require_run, run_config
 
