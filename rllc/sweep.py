@@ -137,14 +137,16 @@ def paired_baseline(run: Path, cfg: Config, job: Job, settings: SamplerConfig, d
     if path.exists():
         return np.asarray(read_json(path)["losses"], dtype=float)
     model = _model(run, job, dev, state)
-    tokens, generator = _data_tensor(cfg, run, job.data, state.setdefault("data", {}))
-    loss_fn = generator_loss(generator.to(dev)) if generator is not None else next_token_loss
+    tokens, generator = _data_tensor(cfg, run, job.data, dev, state.setdefault("data", {}))
+    loss_fn = generator_loss(generator) if generator is not None else next_token_loss
     losses = batch_losses(model, BatchFeed(tokens, settings.batch_size, settings.seed), loss_fn, n_steps(settings), dev)
     write_json(path, {"model": job.model, "step": job.step, "data": job.data, "losses": losses.tolist()})
     return losses
 
 
-def _data_tensor(cfg: Config, run: Path, data: str, cache: dict[str, Any]) -> tuple[torch.Tensor, torch.nn.Module | None]:
+def _data_tensor(cfg: Config, run: Path, data: str, dev: torch.device,
+                 cache: dict[str, Any]) -> tuple[torch.Tensor, torch.nn.Module | None]:
+    """(token windows, generator model on ``dev`` or None) of a distribution; ``cache`` keeps both."""
     gen = parse_generator(data)
     split = "train" if gen is not None else data
     if split not in cache:
@@ -155,7 +157,7 @@ def _data_tensor(cfg: Config, run: Path, data: str, cache: dict[str, Any]) -> tu
     generator = None
     if gen is not None:
         if ("gen", gen) not in cache:
-            cache[("gen", gen)] = load_model(run, gen[0], gen[1])
+            cache[("gen", gen)] = load_model(run, gen[0], gen[1], device=dev)
         generator = cache[("gen", gen)]
     return cache[split], generator
 
@@ -221,9 +223,7 @@ def _run_job(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: tor
     """Estimate one job and write its record; ``state`` keeps the last model and the token data."""
     model = _model(run, job, dev, state)
     baseline = paired_baseline(run, cfg, job, settings, dev, state)
-    tokens, generator = _data_tensor(cfg, run, job.data, state.setdefault("data", {}))
-    if generator is not None:
-        generator = generator.to(dev)
+    tokens, generator = _data_tensor(cfg, run, job.data, dev, state.setdefault("data", {}))
     result = estimate_llc(model, job.component, tokens, settings, generator=generator,
                           data_name=job.data, device=dev, bar=bar, baseline=baseline)
     key = record_key(cfg, job, settings)
@@ -331,9 +331,9 @@ def estimate_one(run_or_profile: str | Path, model: str = "L2", step: int | str 
     settings = dataclasses.replace(cfg.sampler, **(overrides or {}))
     (s,) = resolve_steps(run, model, [step])
     dev = resolve_device(device)
-    tokens, generator = _data_tensor(cfg, run, data, {})
+    tokens, generator = _data_tensor(cfg, run, data, dev, {})
     net = load_model(run, model, s, device=dev)
-    result = estimate_llc(net, component, tokens, settings, generator=None if generator is None else generator.to(dev),
+    result = estimate_llc(net, component, tokens, settings, generator=generator,
                           data_name=data, device=dev, progress=progress)
     result.meta.update({"model": model, "step": s, "run_dir": str(run)})
     return result
