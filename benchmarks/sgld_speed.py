@@ -2,8 +2,9 @@
 
 Usage:  python benchmarks/sgld_speed.py [--profile cpu] [--component 0:1] [--draws 30] [--repeats 3]
 
-The training step is rllc's own (the fused forward of rllc.fastforward, AdamW); the step through
-TransformerLens' forward is printed beside it. Same model (the profile's L2 shape, fresh weights), component, batch, chains and draws for every
+The training step is rllc's own (the fused forward of rllc.model.fused, AdamW); the step through
+TransformerLens' forward is printed beside it. Same model (the profile's L2 shape, fresh weights), component,
+batch, chains and draws for every
 contender; each is timed ``--repeats`` times and the minimum is kept (the machine is shared).
 Prints ms per step and the two ratios the LLC issue targets:
   (a) rllc chain-step / training step   (target <= 1.3)
@@ -20,15 +21,16 @@ import warnings
 
 import torch
 
-from rllc.components import component_masks
 from rllc.config import SamplerConfig, load_config
-from rllc.llc import estimate_llc, head_list, next_token_loss, sample_llc
-from rllc.model import build_model
+from rllc.estimate.llc import estimate_llc, head_list, sample_llc
+from rllc.model.build import build_model
+from rllc.model.components import component_masks
+from rllc.model.fused import next_token_loss
 
 warnings.filterwarnings("ignore")
 
 
-def time_training(model, data, batch, steps, fused=True):  # noqa: ANN001, ANN201
+def time_training(model, data, batch, steps, fused=True):
     """One AdamW step as rllc.train takes it (fused forward), or through TransformerLens' forward."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     start = time.perf_counter()
@@ -41,20 +43,20 @@ def time_training(model, data, batch, steps, fused=True):  # noqa: ANN001, ANN20
     return (time.perf_counter() - start) / steps
 
 
-def time_rllc(model, data, masks, s):  # noqa: ANN001, ANN201
+def time_rllc(model, data, masks, s):
     r = sample_llc(model, data, masks, s, next_token_loss)  # the plain fused loss, whatever the component
     steps = s.chains * (s.burnin + s.draws)
     return r.seconds / steps, r
 
 
-def time_rllc_estimate(model, data, component, s):  # noqa: ANN001, ANN201
+def time_rllc_estimate(model, data, component, s):
     """What sweeps run: estimate_llc, which for heads computes the frozen prefix once per batch (HeadLoss)."""
     r = estimate_llc(model, component, data, s, device="cpu")
     steps = s.chains * (s.burnin + s.draws)
     return r.seconds / steps, r
 
 
-def time_devinterp(model, data, masks, s):  # noqa: ANN001, ANN201
+def time_devinterp(model, data, masks, s):
     import datasets
     from devinterp.slt.llc import llc
 
@@ -94,7 +96,8 @@ def main() -> None:
     out = {
         "profile": args.profile, "component": args.component, "batch": s.batch_size, "n_ctx": cfg.model.n_ctx,
         "d_model": cfg.model.d_model, "chains": s.chains, "draws": s.draws, "threads": torch.get_num_threads(),
-        "train_step_ms": round(train_ms, 2), "train_step_transformer_lens_forward_ms": round(train_tl_ms, 2), "rllc_chain_step_ms": round(rllc_ms, 2),
+        "train_step_ms": round(train_ms, 2), "train_step_transformer_lens_forward_ms": round(train_tl_ms, 2),
+        "rllc_chain_step_ms": round(rllc_ms, 2),
         "rllc_estimate_llc_chain_step_ms": round(est_ms, 2), "head_path": head_list(args.component) is not None,
         "devinterp_chain_step_ms": round(dev_ms, 2),
         "ratio_a_rllc_over_train": round(rllc_ms / train_ms, 3),

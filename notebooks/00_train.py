@@ -39,16 +39,18 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 import rllc
-from rllc import corpus, data, heads, plot, trajectory
-from rllc.io import write_table
-from rllc.model import N_LAYERS, build_model, n_params
-from rllc.tokenizer import bos_id
+from rllc.analysis import head_types as ht
+from rllc.analysis import scores, trajectory
+from rllc.data import corpus
+from rllc.data import tokens as data
+from rllc.data.tokenizer import bos_id
+from rllc.model.build import N_LAYERS, build_model, n_params
+from rllc.notebook import setup
+from rllc.report import figures as plot
+from rllc.train import learning_rate
 
-plot.style()
-cfg = rllc.load_config(profile, config)
-run = rllc.resolve_run_dir(cfg, run_dir or None)
-tables, figures = run / "tables", run / "figures"
-print(f"profile {cfg.profile}; run directory {run}")
+nb = setup(profile, config, run_dir, progress, sampler_line=False)
+cfg, run = nb.cfg, nb.path
 
 # %% [markdown]
 # ## 1. Data: a real, offline mixture of prose and code
@@ -72,8 +74,8 @@ manifest = corpus.corpus_summary()
 used = set(cfg.corpus.train_sources) | set(cfg.corpus.heldout_sources)
 sources = manifest[manifest["source"].isin(used)][["source", "kind", "registry", "package", "version",
                                                    "status", "n_documents", "n_bytes"]]
-write_table(sources, tables / "corpus_sources.csv")
-write_table(prepared.summary, tables / "token_counts.csv")
+nb.write("corpus_sources", sources)
+nb.write("token_counts", prepared.summary)
 display(sources.reset_index(drop=True))
 display(prepared.summary.pivot_table(index="split", values=["documents", "bytes", "tokens"], aggfunc="sum"))
 print(f"tokenizer: {prepared.vocab_size} tokens, BOS id {bos_id(prepared.tokenizer)}")
@@ -101,22 +103,31 @@ shapes = pd.DataFrame([{"model": name, "n_layers": N_LAYERS[name], "d_model": cf
                         "d_vocab": prepared.vocab_size,
                         "parameters": n_params(build_model(cfg, name, prepared.vocab_size))}
                        for name in ("L0", "L1", "L2")])
-write_table(shapes, tables / "model_shapes.csv")
+nb.write("model_shapes", shapes)
 display(shapes)
 
 # %% [markdown]
 # ## 3. Training
 #
-# AdamW with a constant learning rate of 1e-3, weight decay 0.05 and betas (0.9, 0.999), as in
-# the paper; batch size and number of steps come from the profile. Weights are kept on a
+# AdamW with weight decay 0.05 and betas (0.9, 0.999), as in the paper, which trains at a constant
+# learning rate of 1e-3 with batch 100; the profile sets the learning rate (with an optional linear
+# warm-up), the batch size and the number of steps — printed below. Weights are kept on a
 # checkpoint schedule that is dense early (where development is fast) and sparse later. A run
 # that is interrupted resumes from its last resume point and ends with bit-identical weights;
 # a finished run is simply loaded.
 
 # %%
+t = cfg.train
+warm = f"after a {t.warmup_steps}-step linear warm-up" if t.warmup_steps else "constant (no warm-up)"
+paper = "as in the paper" if (t.lr, t.warmup_steps) == (1e-3, 0) else "the paper: 1e-3, constant"
+display(Markdown(f"This run: learning rate **{t.lr:g}** {warm} ({paper}); batch {t.batch_size}; steps "
+                 + ", ".join(f"{m} {t.steps[m]:,}" for m in models)
+                 + f"; the rate at step 0 is {learning_rate(cfg, 0):.3g}."))
+
+# %%
 results = {name: rllc.train_model(cfg, name, run, progress=progress) for name in models}
 log = pd.concat([r.log.assign(model=name) for name, r in results.items()], ignore_index=True)
-write_table(log, tables / "training_log.csv")
+nb.write("training_log", log)
 summary = pd.DataFrame([{"model": name, "steps": r.steps, "checkpoints": len(r.store.steps()),
                          "train minutes": round(r.seconds / 60, 1),
                          "final test loss": r.log[r.log["split"] == "test"]["loss"].iloc[-1]}
@@ -125,15 +136,24 @@ display(summary)
 
 # %%
 fig = plot.loss_curves(log, {name: r.store.steps() for name, r in results.items()})
-plot.savefig(fig, run, "00_loss")
+nb.savefig(fig, "00_loss")
 
 # %% [markdown]
-# Deeper models reach lower loss; L2's curve typically shows a small bump or shoulder where its
-# induction heads form (the start of the paper's stage LM4).
+# In the paper deeper models reach lower loss, and L2's curve shows a small bump or shoulder
+# where its induction heads form (the start of stage LM4). What this run shows:
+
+# %%
+final_loss = summary.set_index("model")["final test loss"]
+order = " < ".join(f"{m} ({v:.3f})" for m, v in final_loss.sort_values().items())
+deeper_lower = list(final_loss.sort_values().index) == sorted(final_loss.index, reverse=True)
+display(Markdown(f"Final test loss, lowest first: {order} — "
+                 + ("deeper models reach lower loss." if deeper_lower else "**not** ordered by depth.")))
+
+# %% [markdown]
 #
 # ## 4. Head behaviour over training
 #
-# We score every head of L2 at every checkpoint (definitions in `rllc.heads`):
+# We score every head of L2 at every checkpoint (definitions in `rllc.analysis.scores`):
 #
 # - **previous-token score** — on BOS + uniform random tokens, the attention from the last token
 #   to the one before it;
@@ -145,13 +165,34 @@ plot.savefig(fig, run, "00_loss")
 
 # %%
 behaviour = trajectory.behaviour_over_training(cfg, run, "L2", progress=progress)
-write_table(behaviour, tables / "behaviour_L2.csv")
+nb.write("behaviour_L2", behaviour)
 fig = plot.icl_curve(behaviour, "L2")
-plot.savefig(fig, run, "00_icl")
+nb.savefig(fig, "00_icl")
 
 # %%
 fig = plot.score_curves(behaviour)
-plot.savefig(fig, run, "00_head_scores")
+nb.savefig(fig, "00_head_scores")
+
+# %%
+heads_only = behaviour[behaviour["layer"] >= 0]
+best = heads_only.groupby(["step", "score", "layer"])["value"].max().unstack(["score", "layer"])
+icl_curve = behaviour[behaviour["score"] == "icl"].set_index("step")["value"].sort_index()
+
+
+def first_step_above(series: pd.Series, threshold: float) -> str:
+    above = series[series > threshold]
+    return f"step {int(above.index[0]):,}" if len(above) else "never"
+
+
+lines = [f"- ICL score: {icl_curve.iloc[0]:+.3f} at step 0, {icl_curve.iloc[-1]:+.3f} at step {icl_curve.index[-1]:,} "
+         f"(lowest {icl_curve.min():+.3f} at step {int(icl_curve.idxmin()):,})."]
+for score, lay in (("previous_token", 0), ("induction", 1), ("current_token", 0)):
+    if (score, lay) in best:
+        col = best[(score, lay)]
+        t = ht.TYPE_THRESHOLDS[score]
+        lines.append(f"- best layer-{lay} {plot.SCORE_LABELS[score]}: {col.iloc[-1]:.3f} at the end; "
+                     f"first above {t} at {first_step_above(col, t)}.")
+display(Markdown("\n".join(lines)))
 
 # %% [markdown]
 # ## 5. Heads at the end of training
@@ -166,27 +207,27 @@ plot.savefig(fig, run, "00_head_scores")
 # %%
 final_step = behaviour["step"].max()
 final = behaviour[(behaviour["step"] == final_step) & (behaviour["layer"] >= 0)]
-types = heads.classify_by_scores(final, heads.TYPE_THRESHOLDS)
+types = ht.classify_by_scores(final, ht.TYPE_THRESHOLDS)
 head_table = (final.pivot_table(index="component", columns="score", values="value")
               .join(types).reset_index())
-write_table(head_table, tables / "head_types_by_score.csv")
+nb.write("head_types_by_score", head_table)
 display(head_table.round(3))
-print("thresholds:", heads.TYPE_THRESHOLDS)
+print("thresholds:", ht.TYPE_THRESHOLDS)
 
 # %%
 icl = behaviour[behaviour["score"] == "icl"].sort_values("step")["value"].to_numpy()
 checks = pd.DataFrame([
     {"check": "previous-token head in layer 0", "value": int((head_table["component"].str.startswith("0:")
-                                                                & (head_table["type"] == "previous_token")).sum()),
+                                                                & (head_table["type"] == ht.PREVIOUS_TOKEN)).sum()),
      "threshold": ">= 1"},
     {"check": "induction head in layer 1", "value": int((head_table["component"].str.startswith("1:")
-                                                          & (head_table["type"] == "induction")).sum()),
+                                                          & (head_table["type"] == ht.INDUCTION)).sum()),
      "threshold": ">= 1"},
     {"check": "ICL score falls (end - start, nats)", "value": round(float(icl[-1] - icl[0]), 3),
-     "threshold": f"<= {heads.ICL_DROP}"},
+     "threshold": f"<= {scores.ICL_DROP}"},
 ])
-checks["pass"] = [checks["value"][0] >= 1, checks["value"][1] >= 1, checks["value"][2] <= heads.ICL_DROP]
-write_table(checks, tables / "00_checks.csv")
+checks["pass"] = [checks["value"][0] >= 1, checks["value"][1] >= 1, checks["value"][2] <= scores.ICL_DROP]
+nb.write("checks_00", checks)
 display(checks)
 if cfg.expect_phenomena:
     assert checks["pass"].all(), f"profile {cfg.profile} should show the phenomena:\n{checks}"

@@ -31,24 +31,18 @@ progress: bool = True  # show progress bars
 # %%
 import dataclasses
 
-import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-import rllc
-from rllc import calibrate, data, known, plot, stages, sweep
-from rllc.checkpoints import CheckpointStore
-from rllc.io import write_table
-from rllc.model import resolve_device
-from rllc.train import load_model
+from rllc.analysis import stages
+from rllc.data import tokens as data
+from rllc.estimate import calibrate, known, sweep
+from rllc.model.build import resolve_device
+from rllc.notebook import setup
+from rllc.report import figures as plot
 
-plot.style()
-cfg = rllc.load_config(profile, config)
-run = rllc.resolve_run_dir(cfg, run_dir or None)
-tables, figures = run / "tables", run / "figures"
-settings = dataclasses.asdict(cfg.sampler)
-print(f"profile {cfg.profile}; run directory {run}")
-print(plot.sampler_stamp(settings))
+nb = setup(profile, config, run_dir, progress)
+cfg, run, settings = nb.cfg, nb.path, nb.settings
 
 # %% [markdown]
 # ## 1. What the LLC measures
@@ -57,7 +51,8 @@ print(plot.sampler_stamp(settings))
 # minimum. The **local learning coefficient** $\lambda(w^*)$ is the exponent of the volume of
 # nearly-as-good weights near $w^*$: for a small neighbourhood $B(w^*)$,
 #
-# $$V(\epsilon) = \operatorname{vol}\{w \in B(w^*) : L(w) - L(w^*) < \epsilon\} = c\, \epsilon^{\lambda}\,(-\log \epsilon)^{m-1} + o(\cdot)
+# $$V(\epsilon) = \operatorname{vol}\{w \in B(w^*) : L(w) - L(w^*) < \epsilon\}
+#   = c\, \epsilon^{\lambda}\,(-\log \epsilon)^{m-1} + o(\cdot)
 # \quad (\epsilon \to 0).$$
 #
 # A regular model (non-degenerate Hessian) has $\lambda = d/2$; degenerate directions make it
@@ -78,7 +73,8 @@ print(plot.sampler_stamp(settings))
 # The expectation is taken with **SGLD**, whose update with step size $\epsilon$ on a batch
 # $B_t$ of mean per-token loss $\bar L_{B_t}$ is
 #
-# $$w_{t+1} = w_t - \frac{\epsilon}{2}\Big(n\beta\,\nabla \bar L_{B_t}(w_t) + \gamma\,(w_t - w^*)\Big) + \sqrt{\epsilon}\;\eta_t,
+# $$w_{t+1} = w_t - \frac{\epsilon}{2}\Big(n\beta\,\nabla \bar L_{B_t}(w_t) + \gamma\,(w_t - w^*)\Big)
+#   + \sqrt{\epsilon}\;\eta_t,
 # \qquad \eta_t \sim \mathcal N(0, I),$$
 #
 # and $\hat\lambda = n\beta\,(\overline{\bar L_{B_t}(w_t)} - L(w^*))$ averages the batch losses over draws
@@ -96,7 +92,7 @@ print(plot.sampler_stamp(settings))
 # %% [markdown]
 # ## 3. Known answers
 #
-# The estimator (`rllc.llc.sample_llc`, the same function used on transformers) on models whose
+# The estimator (`rllc.estimate.llc.sample_llc`, the same function used on transformers) on models whose
 # $\lambda$ is known: a regular linear regression ($d/2$), normal-crossing potentials
 # $K(w)=\prod_i w_i^{2k_i}$ ($1/(2\max_i k_i)$), reduced-rank regression at a point of its minimal
 # stratum (Aoyagi and Watanabe's closed form), and the same regression with one factor frozen
@@ -106,11 +102,11 @@ print(plot.sampler_stamp(settings))
 # %%
 scale = cfg.llc.validation_scale
 validation = known.run_validation(scale=scale, progress=progress)
-write_table(validation, tables / "llc_known.csv")
+nb.write("llc_known", validation)
 display(validation[["family", "case", "truth", "estimate", "sem", "rel_error", "tolerance", "n_weights", "epsilon",
                     "nbeta", "draws", "seconds"]].round(4))
 fig = plot.known_vs_truth(validation)
-plot.savefig(fig, run, "01_known_lambda")
+nb.savefig(fig, "01_known_lambda")
 
 # %%
 validation["within_tolerance"] = validation["rel_error"].abs() <= validation["tolerance"]
@@ -133,14 +129,14 @@ else:
 # %%
 tokens = data.load_tokens(cfg, "train")
 device = resolve_device(cfg.train.device)  # a GPU when present
-final = load_model(run, "L2", "last", device=device)
+final = nb.run.load_model("L2", "last", device=device)
 base = dataclasses.replace(cfg.sampler, draws=cfg.llc.calibration_draws)
 cal_est, cal_traces = calibrate.calibration_grid(final, tokens, "full", cfg.llc.calibration_epsilons,
                                                  cfg.llc.calibration_nbetas, base, progress=progress)
-write_table(cal_est, tables / "llc_calibration.csv")
+nb.write("llc_calibration", cal_est)
 display(cal_est.round(4))
 fig = plot.calibration_traces(cal_traces, cal_est, dataclasses.asdict(base))
-plot.savefig(fig, run, "01_calibration")
+nb.savefig(fig, "01_calibration")
 print("chosen for this profile:", plot.sampler_stamp(settings))
 
 # %% [markdown]
@@ -148,7 +144,7 @@ print("chosen for this profile:", plot.sampler_stamp(settings))
 #
 # The LLC of L2 at the checkpoints of the profile (every `llc.checkpoint_stride`-th), beside the
 # test loss. Stage boundaries are placed automatically at critical points of the (smoothed) LLC
-# curve — local maxima, minima, and the onset of plateaus (`rllc.stages`) — and drawn as bands
+# curve — local maxima, minima, and the onset of plateaus (`rllc.analysis.stages`) — and drawn as bands
 # LM1…LMk. In the paper (at its scale) the curve rises steeply in LM1, keeps rising through LM2,
 # dips in LM3 as previous-token heads form, and rises again through LM4 before converging.
 # Estimates are cached: a rerun computes only what is missing.
@@ -159,17 +155,17 @@ curve = sweep.run_sweep(run, ["L2"], steps, ["full"], ["train"], cfg.sampler, de
                         workers=cfg.llc.workers,
                         progress=progress)
 curve = curve.sort_values("step").reset_index(drop=True)
-write_table(curve, tables / "llc_full_L2.csv")
+nb.write("llc_full_L2", curve)
 found = stages.stages(curve["step"], curve["llc_mean"], sigma=cfg.llc.stage_sigma)
-write_table(found, tables / "stages_L2.csv")
+nb.write("stages_L2", found)
 display(curve[["step", "llc_mean", "llc_std", "llc_sem", "n_ok", "n_chains", "init_loss"]].round(3))
 display(found.round(2))
 
 # %%
-log = pd.read_csv(CheckpointStore.for_model(run, "L2").log_path)
+log = pd.read_csv(nb.run.store("L2").log_path)
 test_loss = log[log["split"] == "test"]
 fig = plot.llc_curve(curve, settings, found, test_loss, title=f"L2 full-model LLC — profile {cfg.profile}")
-plot.savefig(fig, run, "01_llc_stages")
+nb.savefig(fig, "01_llc_stages")
 
 # %%
 flagged = curve[curve["n_ok"] < curve["n_chains"]]

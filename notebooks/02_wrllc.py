@@ -35,28 +35,22 @@ run_dir: str = ""  # where results go; "" means runs/<profile>/
 progress: bool = True  # show progress bars
 
 # %%
-import dataclasses
-
 import pandas as pd
 from IPython.display import Markdown, display
 
-import rllc
-from rllc import ablation, claims, clustering, data, heads, patterns, plot, sweep, viewer
-from rllc.checkpoints import CheckpointStore
-from rllc.components import head_names
-from rllc.io import write_table
-from rllc.tokenizer import token_decoder
-from rllc.train import load_model
+from rllc.analysis import clustering, interventions, patterns, scores
+from rllc.analysis import head_types as ht
+from rllc.data import tokens as data
+from rllc.data.tokenizer import token_decoder
+from rllc.estimate import sweep
+from rllc.notebook import setup
+from rllc.report import claims, viewer
+from rllc.report import figures as plot
 
-plot.style()
-cfg = rllc.load_config(profile, config)
-run = rllc.resolve_run_dir(cfg, run_dir or None)
-tables = run / "tables"
-settings = dataclasses.asdict(cfg.sampler)
-final_model = load_model(run, "L2", "last")
-HEADS = head_names(final_model.cfg.n_layers, final_model.cfg.n_heads)
-print(f"profile {cfg.profile}; run directory {run}; {len(HEADS)} heads")
-print(plot.sampler_stamp(settings))
+nb = setup(profile, config, run_dir, progress)
+cfg, run, settings = nb.cfg, nb.path, nb.settings
+final_model, HEADS = nb.final_model, nb.heads
+print(f"{len(HEADS)} heads")
 
 # %% [markdown]
 # ## 1. The wrLLC of every head across training
@@ -75,7 +69,7 @@ wr = sweep.run_sweep(run, ["L2"], steps, [*HEADS, "full"], ["train"], cfg.sample
                      workers=cfg.llc.workers,
                      progress=progress)
 wr = wr.sort_values(["component", "step"]).reset_index(drop=True)
-write_table(wr, tables / "wrllc_L2.csv")
+nb.write("wrllc_L2", wr)
 head_wr = wr[wr["component"] != "full"]
 flag_rows = head_wr[head_wr["n_ok"] < head_wr["n_chains"]]
 print(f"{len(wr)} estimates; {len(flag_rows)} with flagged chains; "
@@ -87,27 +81,27 @@ print(f"{len(wr)} estimates; {len(flag_rows)} with flagged chains; "
 # ### 2.1 Behavioural scores
 #
 # The previous-token, current-token and induction scores of `00` at the last checkpoint decide
-# the first three types. The thresholds are stated in `rllc.heads.TYPE_THRESHOLDS`; the table
+# the first three types. The thresholds are stated in `rllc.analysis.head_types.TYPE_THRESHOLDS`; the table
 # below justifies them against the score distribution: the chance level of a head attending
 # uniformly, the largest score, and whether the threshold falls in the widest gap between the
 # sorted scores (then any threshold in that gap would give the same types).
 
 # %%
-behaviour = pd.read_csv(tables / "behaviour_L2.csv")
+behaviour = nb.read("behaviour_L2")
 last = behaviour[(behaviour["step"] == behaviour["step"].max()) & (behaviour["layer"] >= 0)]
-report = heads.threshold_report(last, cfg.scores)
-write_table(report, tables / "score_thresholds.csv")
+report = scores.threshold_report(last, cfg.scores)
+nb.write("score_thresholds", report)
 display(report.round(3))
 fig = plot.score_distribution(last, report)
-plot.savefig(fig, run, "02_score_distribution")
-score_types = heads.classify_by_scores(last, heads.TYPE_THRESHOLDS)
+nb.savefig(fig, "02_score_distribution")
+score_types = ht.classify_by_scores(last, ht.TYPE_THRESHOLDS)
 
 # %% [markdown]
 # ### 2.2 Tokens in context
 #
 # Following Appendix B.1, we mean-ablate each head in turn on held-in windows of the training
 # distribution and keep the tokens in context (sample, position) whose next-token loss rises
-# most, with the head's attention from there. Each is classified serially (`rllc.patterns`):
+# most, with the head's attention from there. Each is classified serially (`rllc.analysis.patterns`):
 # **induction** (an in-context bigram completed via the current token or the earlier
 # continuation), **Dyck** (the next token closes a bracket, quote, markdown mark or split
 # construction with valid nesting), **skip n-gram** (a preset list), **n-gram** (the attended
@@ -115,15 +109,15 @@ score_types = heads.classify_by_scores(last, heads.TYPE_THRESHOLDS)
 
 # %%
 decode = token_decoder(data.prepare(cfg).tokenizer)
-held_in = data.sample_windows(cfg, "train", cfg.classify.tic_samples)  # the same windows in 03
-tic = ablation.tokens_in_context(final_model, held_in, HEADS, k=cfg.classify.tic_k,
+held_in = nb.held_in_windows()  # the same windows in 03
+tic = interventions.tokens_in_context(final_model, held_in, HEADS, k=cfg.classify.tic_k,
                                  batch_size=cfg.classify.batch_size, progress=progress)
 seqs = held_in.tolist()
 classified = pd.concat([patterns.classify_contexts(gr, seqs, decode) for _, gr in tic.groupby("component", sort=False)],
                        ignore_index=True)
-write_table(classified.drop(columns=["attention"]), tables / "tokens_in_context.parquet")
+nb.write("tokens_in_context", classified.drop(columns=["attention"]))
 summary = patterns.pattern_summary(classified)
-types = heads.head_types(score_types, summary)
+types = ht.head_types(score_types, summary)
 
 # %% [markdown]
 # ### 2.3 Head types (Table 1 analogue)
@@ -139,21 +133,22 @@ head_table = (summary.set_index("component")
 cols = ["component", "type", "final_wrllc", "previous_token", "current_token", "induction",
         *[f"frac_{p}" for p in patterns.PATTERNS], "n_multigrams", "top_pattern"]
 head_table = head_table[cols]
-write_table(head_table, tables / "head_types.csv")
+nb.write("head_types", head_table)
 display(head_table.round(3))
 index = viewer.write_viewer(run, classified, types, seqs, decode, n=cfg.classify.viewer_examples)
 display(Markdown(f"Per-head samples (attention highlighted): [`{index.relative_to(run)}`]({index})"))
 
 # %%
 fig = plot.pattern_fractions(summary, types)
-plot.savefig(fig, run, "02_pattern_fractions")
+nb.savefig(fig, "02_pattern_fractions")
 
 # %% [markdown]
 # A few of the top tokens in context per head (the viewer shows them with attention):
 
 # %%
-examples = viewer.examples_table(classified, seqs, decode, [c for t in plot.TYPE_COLORS for c in types[types == t].index[:2]], n=2)
-write_table(examples, tables / "head_examples.csv")
+shown = [c for t in ht.FINAL_TYPES for c in types[types == t].index[:2]]  # two heads of each type
+examples = viewer.examples_table(classified, seqs, decode, shown, n=2)
+nb.write("head_examples", examples)
 with pd.option_context("display.max_colwidth", 60):
     display(examples)
 
@@ -161,9 +156,23 @@ with pd.option_context("display.max_colwidth", 60):
 # ## 3. The wrLLC curves, coloured by type (Figure 2 analogue)
 
 # %%
-stage_table = pd.read_csv(tables / "stages_L2.csv") if (tables / "stages_L2.csv").exists() else None
+stage_table = nb.read_optional("stages_L2")
 fig = plot.head_llc_curves(head_wr, types, settings, stage_table, title=f"wrLLC per head — profile {cfg.profile}")
-plot.savefig(fig, run, "02_wrllc_heads")
+nb.savefig(fig, "02_wrllc_heads")
+
+# %%
+wide_wr = head_wr[head_wr["step"] > 0].pivot_table(index="component", columns="step", values="llc_mean")
+end, lines = wide_wr.columns[-1], []
+for layer, sub in wide_wr.groupby(clustering.layer_of(wide_wr.index.to_series())):
+    low_step = sub.mean().idxmin()
+    ranked = sub[end].sort_values(ascending=False)
+    lines.append(
+        f"- **Layer {layer}:** the mean wrLLC is {sub.iloc[:, 0].mean():.3f} at step {sub.columns[0]:,}, lowest "
+        f"({sub.mean().min():.3f}) at step {low_step:,} and {sub[end].mean():.3f} at step {end:,}; at the end the "
+        f"heads rank " + " > ".join(f"{c} ({types[c]}, {v:.3f})" for c, v in ranked.items())
+        + f". Rise from the layer's low point to the end: largest for {(sub[end] - sub[low_step]).idxmax()} "
+        f"(+{(sub[end] - sub[low_step]).max():.3f}).")
+display(Markdown("\n".join(lines)))
 
 # %% [markdown]
 # In layer 1 the paper finds that heads with higher final wrLLC memorise more multigrams
@@ -172,7 +181,7 @@ plot.savefig(fig, run, "02_wrllc_heads")
 
 # %%
 fig = plot.multigrams_vs_llc(summary, final_wr, types, settings)
-plot.savefig(fig, run, "02_multigrams_vs_wrllc")
+nb.savefig(fig, "02_multigrams_vs_wrllc")
 rho = {}
 for layer in range(final_model.cfg.n_layers):
     sub = head_table[head_table["component"].str.startswith(f"{layer}:")]
@@ -192,35 +201,26 @@ print("Spearman ρ(final wrLLC, distinct multigrams) per layer:", {k: round(v, 2
 # would outweigh every later difference between heads.
 
 # %%
-labels_all, ari_all = [], []
-for layer in range(final_model.cfg.n_layers):
-    sub = head_wr[head_wr["component"].str.startswith(f"{layer}:")].assign(refinement="wr")
-    sub, dropped = clustering.align_curves(sub, min_step=1)
-    if dropped:
-        print(f"layer {layer}: checkpoints {dropped} left out (initialisation, or a head there has no healthy chain)")
-    wide = clustering.curves_matrix(sub)
-    ks = range(2, min(cfg.classify.max_k, len(wide) - 1) + 1)
-    lab = clustering.cluster_all(wide, ks, seed=cfg.seed)
-    lab = pd.concat([clustering.aligned_labels(gr) for _, gr in lab.groupby("algorithm", sort=False)])
-    lab["layer"] = layer
-    labels_all.append(lab)
-    ari = clustering.ari_table(lab, types)
-    n_types = types.reindex(wide.index).nunique()
-    ari["layer"], ari["n_types"] = layer, n_types
-    ari["matches_types"] = (ari["k"] == n_types) if n_types >= 2 else False
-    ari_all.append(ari)
+labels_wr, ari_wr, dropped = clustering.cluster_layers(head_wr, types, cfg.classify.max_k, seed=cfg.seed, min_step=1)
+for layer, steps_out in dropped.items():
+    if steps_out:
+        print(f"layer {layer}: checkpoints {steps_out} left out (initialisation, or a head there has no healthy chain)")
+for layer, lab in labels_wr.groupby("layer"):
     fig = plot.cluster_splits(lab, types, title=f"layer {layer}: clusters of wrLLC curves as k grows")
-    plot.savefig(fig, run, f"02_cluster_splits_L{layer}")
-labels_wr = pd.concat(labels_all, ignore_index=True)
-ari_wr = pd.concat(ari_all, ignore_index=True)
-write_table(labels_wr, tables / "clusters_wr.csv")
-write_table(ari_wr, tables / "clusters_ari_wr.csv")
+    nb.savefig(fig, f"02_cluster_splits_L{layer}")
+nb.write("clusters_wr", labels_wr)
+nb.write("clusters_ari_wr", ari_wr)
 display(ari_wr.pivot_table(index=["layer", "k"], columns="algorithm", values="ari").round(2))
+at_types = ari_wr[(ari_wr["algorithm"] == "consensus") & ari_wr["matches_types"]]
+display(Markdown("Consensus ARI at k = the number of types: " + (
+    "; ".join(f"layer {r.layer}: {r.ari:.2f} (k = {r.k})" for r in at_types.itertuples())
+    if len(at_types) else "no layer has two or more types")
+    + f". Over every k and algorithm the ARI lies in {ari_wr['ari'].min():.2f} … {ari_wr['ari'].max():.2f}."))
 
 # %% [markdown]
 # ## 5. The scorecard
 #
-# Each checkable claim of the paper, computed from this run's tables (`rllc.claims`); claims
+# Each checkable claim of the paper, computed from this run's tables (`rllc.report.claims`); claims
 # whose notebooks have not run are `not computed`. Written to `claims.csv` at the top of the run.
 
 # %%
@@ -239,5 +239,5 @@ print("heads:", len(HEADS), "| checkpoints:", len(steps), "| estimates:", len(wr
 assert len(wr) == len(steps) * (len(HEADS) + 1)
 if cfg.expect_phenomena:
     assert wr["n_ok"].gt(0).mean() >= 0.9, "most estimates need at least one healthy chain"
-assert set(types) <= set(heads.FINAL_TYPES)
+assert set(types) <= set(ht.FINAL_TYPES)
 assert classified.groupby("component").size().eq(cfg.classify.tic_k).all()

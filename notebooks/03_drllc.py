@@ -37,30 +37,24 @@ run_dir: str = ""  # where results go; "" means runs/<profile>/
 progress: bool = True  # show progress bars
 
 # %%
-import dataclasses
-
 import pandas as pd
 from IPython.display import Markdown, display
 
-import rllc
-from rllc import ablation, claims, clustering, data, plot, refinement, sweep, viewer
-from rllc.components import head_names
-from rllc.io import write_table
-from rllc.tokenizer import token_decoder
-from rllc.train import load_model
+from rllc.analysis import clustering, refinement, scores
+from rllc.analysis import head_types as ht
+from rllc.data import tokens as data
+from rllc.data.tokenizer import token_decoder
+from rllc.estimate import sweep
+from rllc.notebook import setup
+from rllc.report import claims, viewer
+from rllc.report import figures as plot
 
-plot.style()
-cfg = rllc.load_config(profile, config)
-run = rllc.resolve_run_dir(cfg, run_dir or None)
-tables = run / "tables"
-settings = dataclasses.asdict(cfg.sampler)
-final_model = load_model(run, "L2", "last")
-HEADS = head_names(final_model.cfg.n_layers, final_model.cfg.n_heads)
-head_table = pd.read_csv(tables / "head_types.csv")
+nb = setup(profile, config, run_dir, progress)
+cfg, run, settings = nb.cfg, nb.path, nb.settings
+final_model, HEADS = nb.final_model, nb.heads
+head_table = nb.read("head_types")
 types = head_table.set_index("component")["type"]
-stage_table = pd.read_csv(tables / "stages_L2.csv") if (tables / "stages_L2.csv").exists() else None
-print(f"profile {cfg.profile}; run directory {run}")
-print(plot.sampler_stamp(settings))
+stage_table = nb.read_optional("stages_L2")
 
 # %% [markdown]
 # ## 1. Which heads are the induction heads?
@@ -70,13 +64,13 @@ print(plot.sampler_stamp(settings))
 # say so, so that the measurements below can still be read (but the claims are then `undefined`).
 
 # %%
-induction = types[types == "induction"].index.tolist()
+induction = types[types == ht.INDUCTION].index.tolist()
 candidates = False
 if not induction:
     layer1 = head_table[head_table["component"].str.startswith("1:")].sort_values("induction", ascending=False)
     induction = layer1["component"].head(2).tolist()
     candidates = True
-multigram = types[types.isin(["multigram", "Dyck multigram"])].index.tolist()
+multigram = types[types.isin(ht.MULTIGRAM_TYPES)].index.tolist()
 multigram = [h for h in multigram if h not in induction]
 display(Markdown(f"**Induction heads{' (candidates: none clears the threshold)' if candidates else ''}:** "
                  f"{', '.join(induction)}; **multigram heads:** {', '.join(multigram)}"))
@@ -96,7 +90,7 @@ est = sweep.run_sweep(run, ["L2"], steps, HEADS, ["train", *code], cfg.sampler, 
                       workers=cfg.llc.workers,
                       progress=progress)
 ratios = pd.concat([refinement.ratio_table(est, d) for d in code], ignore_index=True)
-write_table(ratios, tables / "dr_ratio_heads.csv")
+nb.write("dr_ratio_heads", ratios)
 print(f"{len(est)} estimates on {['train', *code]}; "
       f"{int((est['n_ok'] < est['n_chains']).sum())} with flagged chains")
 
@@ -104,15 +98,20 @@ print(f"{len(est)} estimates on {['train', *code]}; "
 for d in code:
     fig = plot.head_llc_curves(est[est["data"] == d], types, settings, stage_table, ylabel=f"drLLC ({d})",
                                title=f"drLLC per head on {d} — profile {cfg.profile}")
-    plot.savefig(fig, run, f"03_drllc_heads_{d}")
+    nb.savefig(fig, f"03_drllc_heads_{d}")
 fig = plot.head_llc_curves(ratios[ratios["data"] == code[0]].assign(llc_mean=lambda t: t["ratio"]), types, settings,
                            stage_table, ylabel=f"drLLC / wrLLC ({code[0]})", title="ratio of refinements per head")
-plot.savefig(fig, run, "03_dr_wr_ratio")
+nb.savefig(fig, "03_dr_wr_ratio")
 
 # %%
 by_type = refinement.ratio_by_type(ratios, {"induction": induction, "multigram": multigram})
-write_table(by_type.assign(candidates=candidates), tables / "dr_ratio_by_type.csv")
-display(by_type.pivot_table(index=["data", "window"], columns="group", values="mean_ratio").round(3))
+nb.write("dr_ratio_by_type", by_type.assign(candidates=candidates))
+wide_ratio = by_type.pivot_table(index=["data", "window"], columns="group", values="mean_ratio")
+display(wide_ratio.round(3))
+if {"induction", "multigram"} <= set(wide_ratio.columns):
+    gap = (wide_ratio["induction"] - wide_ratio["multigram"]).round(3)
+    display(Markdown(f"Induction{' candidates' if candidates else ''} minus multigram heads, mean drLLC/wrLLC: "
+                     + "; ".join(f"{d}, {w}: {v:+.3f}" for (d, w), v in gap.items())))
 
 # %% [markdown]
 # ## 3. The full model on each domain (Figure 12 analogue)
@@ -125,12 +124,21 @@ display(by_type.pivot_table(index=["data", "window"], columns="group", values="m
 domains = ["train", *[d for d in available if d not in ("train", "test")]]
 full = sweep.run_sweep(run, ["L2"], steps, ["full"], domains, cfg.sampler, device=cfg.train.device,
                        workers=cfg.llc.workers, progress=progress)
-write_table(full, tables / "drllc_full_domains.csv")
+nb.write("drllc_full_domains", full)
 domain_table = refinement.domain_summary(full)
-write_table(domain_table, tables / "drllc_domain_summary.csv")
+nb.write("drllc_domain_summary", domain_table)
 display(domain_table.round(3))
 fig = plot.domain_curves(full, settings, stage_table, title=f"full-model LLC per distribution — profile {cfg.profile}")
-plot.savefig(fig, run, "03_domains")
+nb.savefig(fig, "03_domains")
+
+# %%
+shifts = domain_table[domain_table["change"] == "vertical shift"]["data"].tolist()
+reshaped = domain_table[domain_table["change"] == "shape"]["data"].tolist()
+display(Markdown(
+    "Final full-model LLC, highest first: "
+    + ", ".join(f"{r.data} {r.final_llc:.2f}" for r in domain_table.itertuples())
+    + f". Only shifted (z-shape correlation ≥ 0.9): {', '.join(shifts) or 'none'}; "
+    f"shape changed: {', '.join(reshaped) or 'none'}."))
 
 # %% [markdown]
 # ## 4. When do the induction heads form? (Figure 10 analogue)
@@ -147,11 +155,11 @@ plot.savefig(fig, run, "03_domains")
 test_tokens = data.load_tokens(cfg, "test")
 icl_rows = []
 for s in steps:
-    m = load_model(run, "L2", s)
-    t = ablation.per_head_icl(m, test_tokens, cfg.scores, induction)
+    m = nb.run.load_model("L2", s)
+    t = scores.per_head_icl(m, test_tokens, cfg.scores, induction)
     icl_rows.append(t.assign(step=s))
 icl = pd.concat(icl_rows, ignore_index=True)
-write_table(icl, tables / "icl_per_head.csv")
+nb.write("icl_per_head", icl)
 icl_only = icl[icl["variant"].isin(["only", "none"])][["component", "step", "value"]]
 
 together = "+".join(induction)
@@ -164,10 +172,17 @@ after = cfg.train.warmup_steps  # search for formation times after the warm-up
 timing = pd.concat([refinement.timing(icl_only[icl_only["component"] != "model"], "icl_only", "down", min_step=after),
                     refinement.timing(dr_curves[dr_curves["component"] != "together"], "drllc", "up", min_step=after)],
                    ignore_index=True)
-write_table(timing.assign(candidates=candidates), tables / "induction_timing.csv")
+nb.write("induction_timing", timing.assign(candidates=candidates))
 display(timing)
 fig = plot.induction_timing(icl_only, dr_curves.dropna(), timing, settings, stage_table)
-plot.savefig(fig, run, "03_induction_timing")
+nb.savefig(fig, "03_induction_timing")
+
+# %%
+display(Markdown("\n".join(
+    f"- {measure}: " + ", ".join(f"{r.component} changes fastest at step {r.steepest_step:,}"
+                                 for r in d.itertuples())
+    + f" (checkpoint spacing there up to {int(d['spacing'].max()):,})"
+    for measure, d in timing.groupby("measure"))))
 
 # %% [markdown]
 # ## 5. What the heads attend to (Figure 4 analogue)
@@ -177,11 +192,11 @@ plot.savefig(fig, run, "03_induction_timing")
 
 # %%
 decode = token_decoder(data.prepare(cfg).tokenizer)
-held_in = data.sample_windows(cfg, "train", cfg.classify.tic_samples)  # the windows 02 searched
-classified = pd.read_parquet(tables / "tokens_in_context.parquet")
-dyck = types[types == "Dyck multigram"].index.tolist()
+held_in = nb.held_in_windows()  # the windows 02 searched
+classified = nb.read("tokens_in_context")
+dyck = types[types == ht.DYCK].index.tolist()
 examples = viewer.examples_table(classified, held_in.tolist(), decode, [*induction, *dyck], n=4)
-write_table(examples, tables / "examples_induction_dyck.csv")
+nb.write("examples_induction_dyck", examples)
 with pd.option_context("display.max_colwidth", 60):
     display(examples)
 
@@ -195,22 +210,17 @@ with pd.option_context("display.max_colwidth", 60):
 # %%
 ari_rows = []
 for name, datas in (("dr", [code[0]]), ("wr+dr", ["train", code[0]])):
-    for layer in range(final_model.cfg.n_layers):
-        sub = est[est["component"].str.startswith(f"{layer}:") & est["data"].isin(datas)]
-        sub = sub.assign(refinement=sub["data"])
-        sub, dropped = clustering.align_curves(sub.assign(component=sub["component"] + "|" + sub["data"]), min_step=1)
-        sub = sub.assign(component=sub["component"].str.split("|").str[0])
-        wide = clustering.curves_matrix(sub)
-        ks = range(2, min(cfg.classify.max_k, len(wide) - 1) + 1)
-        lab = clustering.cluster_all(wide, ks, seed=cfg.seed)
-        ari = clustering.ari_table(lab, types)
-        n_types = types.reindex(wide.index).nunique()
-        ari_rows.append(ari.assign(curves=name, layer=layer, n_types=n_types,
-                                   matches_types=(ari["k"] == n_types) if n_types >= 2 else False))
+    _, ari, _ = clustering.cluster_layers(est[est["data"].isin(datas)], types, cfg.classify.max_k, seed=cfg.seed,
+                                          min_step=1)
+    ari_rows.append(ari.assign(curves=name))
 ari_refined = pd.concat(ari_rows, ignore_index=True)
-write_table(ari_refined, tables / "clusters_ari_refined.csv")
+nb.write("clusters_ari_refined", ari_refined)
 display(ari_refined[ari_refined["algorithm"] == "consensus"]
         .pivot_table(index=["layer", "k"], columns="curves", values="ari").round(2))
+at_types = ari_refined[(ari_refined["algorithm"] == "consensus") & ari_refined["matches_types"]]
+display(Markdown("Consensus ARI at k = the number of types: " + (
+    "; ".join(f"{r.curves}, layer {r.layer}: {r.ari:.2f}" for r in at_types.itertuples())
+    if len(at_types) else "no layer has two or more types") + "."))
 
 # %% [markdown]
 # ## 7. The scorecard

@@ -1,4 +1,4 @@
-"""The ``rllc`` command line: data, train, notebooks, describe."""
+"""The ``rllc`` command line: data, train, notebooks, llc, describe, compare."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Config
+
+DEFAULT_PROFILE = "cpu"
 
 # glibc maps and page-faults every large tensor afresh unless told otherwise; this setting
 # nearly halves training and SGLD step times on CPU (see README). It must be in the
@@ -22,20 +28,26 @@ def _ensure_allocator_env() -> None:
     os.execve(sys.executable, [sys.executable, "-m", "rllc.cli", *sys.argv[1:]], env)
 
 
-def _run_dir(args: argparse.Namespace, cfg) -> Path:  # noqa: ANN001
-    from .train import resolve_run_dir
+def _run_dir(args: argparse.Namespace, cfg: Config) -> Path:
+    """The run directory of a command that writes one; a relative --run-dir is taken from the cwd."""
+    from .run import create_run
 
-    return resolve_run_dir(cfg, args.run_dir)
+    return create_run(cfg, Path(args.run_dir).resolve() if args.run_dir else None).path
+
+
+def _profile(args: argparse.Namespace) -> str:
+    return args.profile or DEFAULT_PROFILE
 
 
 def cmd_data(args: argparse.Namespace) -> None:
     from .config import load_config
-    from .corpus import corpus_summary
-    from .data import prepare
+    from .data.corpus import corpus_summary
+    from .data.tokens import prepare
 
-    cfg = load_config(args.profile)
+    cfg = load_config(_profile(args))
     prepared = prepare(cfg, force=args.force)
-    print(corpus_summary()[["source", "status", "registry", "version", "n_documents", "n_bytes"]].to_string(index=False))
+    columns = ["source", "status", "registry", "version", "n_documents", "n_bytes"]
+    print(corpus_summary()[columns].to_string(index=False))
     print()
     print(prepared.summary.to_string(index=False))
     print(f"\ntokenizer: {prepared.tokenizer_path} (vocab {prepared.vocab_size})")
@@ -46,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .config import load_config
     from .train import train_model
 
-    cfg = load_config(args.profile)
+    cfg = load_config(_profile(args))
     run = _run_dir(args, cfg)
     for name in args.models:
         result = train_model(cfg, name, run, progress=not args.quiet)
@@ -59,11 +71,11 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
     from .config import load_config
     from .runner import NotebooksFailed, execute_all
 
-    cfg = load_config(args.profile)
+    cfg = load_config(_profile(args))
     run = _run_dir(args, cfg)
     start = time.perf_counter()
     try:
-        times = execute_all(args.profile, run, only=args.only, progress=not args.quiet)
+        times = execute_all(_profile(args), run, only=args.only, progress=not args.quiet)
     except NotebooksFailed as err:
         print(f"rllc: {err}", file=sys.stderr)
         sys.exit(1)
@@ -71,32 +83,70 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
 
 
 def cmd_llc(args: argparse.Namespace) -> None:
-    from .sweep import estimate_one
+    from .estimate.sweep import estimate_one
+    from .run import open_run
 
-    overrides = {f.name: getattr(args, f.name) for f in _sampler_fields() if getattr(args, f.name) is not None}
-    result = estimate_one(args.run_dir or args.profile, model=args.model, step=args.step,
+    if args.run_dir:
+        run = open_run(Path(args.run_dir).resolve())
+        if args.profile and args.profile != run.profile:
+            raise ValueError(f"{run.path} was made with profile {run.profile!r}, not {args.profile!r}; "
+                             f"drop --profile (the run's own settings are used) or name --profile {run.profile}")
+        where: str | Path = run.path
+    else:
+        where = _profile(args)
+    overrides = {name: getattr(args, name) for name in _sampler_types() if getattr(args, name) is not None}
+    result = estimate_one(where, model=args.model, step=args.step,
                           component=args.component, data=args.data, overrides=overrides,
                           device=args.device, progress=not args.quiet)
     out = result.to_dict(traces=args.traces)
     print(json.dumps(out, indent=2, default=float))
 
 
-def _sampler_fields():  # noqa: ANN202
+def _sampler_types() -> dict[str, type]:
+    """Each sampler setting and the type its command-line flag parses to (from the annotations:
+    ``float | None`` parses as float; a type this cannot parse is refused here, not guessed)."""
     import dataclasses
+    import types
+    import typing
 
     from .config import SamplerConfig
 
-    return dataclasses.fields(SamplerConfig)
+    hints = typing.get_type_hints(SamplerConfig)
+    out: dict[str, type] = {}
+    for f in dataclasses.fields(SamplerConfig):
+        hint = hints[f.name]
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        if hint not in (int, float, str):
+            raise TypeError(f"SamplerConfig.{f.name}: no command-line parser for {hint!r}")
+        out[f.name] = hint
+    return out
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .report.compare import compare_runs
+
+    table = compare_runs(Path(args.run_a).resolve(), Path(args.run_b).resolve(), atol=args.atol, rtol=args.rtol)
+    print(table.to_string(index=False))
+    differ = table[~table["result"].isin(["equal", "missing"])]
+    if len(differ):
+        sys.exit(1)
 
 
 def cmd_describe(args: argparse.Namespace) -> None:
     from .config import MODEL_NAMES, load_config
-    from .model import build_model, n_params
+    from .model.build import build_model, n_params
 
-    cfg = load_config(args.profile)
+    cfg = load_config(_profile(args))
     counts = {name: n_params(build_model(cfg, name)) for name in MODEL_NAMES}
     print(json.dumps({"config": cfg.to_dict(), "parameters": counts,
                       "checkpoints": {n: len(cfg.checkpoint_steps(n)) for n in MODEL_NAMES}}, indent=2))
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from .model.checkpoints import CorruptCheckpoint, IdentityMismatch
+
+    return (KeyError, ValueError, FileNotFoundError, CorruptCheckpoint, IdentityMismatch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser, run_dir: bool = True) -> None:
-        sp.add_argument("--profile", default="cpu", help="ci, cpu (default), paper, or a YAML path")
+        sp.add_argument("--profile", default=None, help=f"ci, cpu (default: {DEFAULT_PROFILE}), paper, or a YAML path")
         if run_dir:
             sp.add_argument("--run-dir", default=None, help="default: runs/<profile>")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -135,11 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a distribution of the run (train, test, a held-out domain) or model:L1[@step]")
     sp.add_argument("--device", default="auto")
     sp.add_argument("--traces", action="store_true", help="include the loss traces in the JSON")
-    for f in _sampler_fields():
-        kind = {"float": float, "float | None": float, "str": str}.get(f.type, int)
-        sp.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None,
-                        help=f"sampler setting (default: the profile's, else {f.default})")
+    for name, kind in _sampler_types().items():
+        sp.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
+                        help=f"sampler setting ({kind.__name__}; default: the profile's)")
     sp.set_defaults(func=cmd_llc)
+
+    sp = sub.add_parser("compare", help="compare the registered tables of two runs (exit 1 if any differ)")
+    sp.add_argument("run_a")
+    sp.add_argument("run_b")
+    sp.add_argument("--atol", type=float, default=1e-6)
+    sp.add_argument("--rtol", type=float, default=1e-6)
+    sp.set_defaults(func=cmd_compare)
 
     sp = sub.add_parser("describe", help="print the resolved configuration and parameter counts as JSON")
     common(sp, run_dir=False)
@@ -154,7 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (KeyError, ValueError, FileNotFoundError) as err:  # bad names or settings: say what is valid
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
+        # bad names, settings or files: one line saying what is valid or what to run
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         parser.exit(2, f"rllc: error: {message}\n")
 

@@ -26,9 +26,8 @@ def data_dir() -> Path:
 
 
 def runs_dir() -> Path:
-    path = Path(os.environ.get("RLLC_RUNS_DIR", REPO_ROOT / "runs"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Where run directories live by default (not created here: finding a run never writes)."""
+    return Path(os.environ.get("RLLC_RUNS_DIR", REPO_ROOT / "runs"))
 
 
 def default_run_dir(profile: str) -> Path:

@@ -14,6 +14,7 @@ import yaml
 
 from . import paths
 from .config import profile_path
+from .run import resolve_path
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
@@ -46,9 +47,11 @@ def execute(source: Path, out: Path, parameters: dict[str, Any], progress: bool 
 
 def profile_parameters(profile: str, run_dir: Path) -> dict[str, Any]:
     """The profile file itself is the Papermill parameters (``profile`` and ``config``), plus
-    the run directory."""
+    the run directory as an absolute path: the executed notebook then finds the same run from
+    any working directory (nbval re-executes it in its own folder)."""
     raw = yaml.safe_load(profile_path(profile).read_text()) or {}
-    return {"profile": raw.get("profile", profile), "config": raw.get("config", {}), "run_dir": str(run_dir)}
+    return {"profile": raw.get("profile", profile), "config": raw.get("config", {}),
+            "run_dir": str(resolve_path(run_dir))}
 
 
 class NotebooksFailed(RuntimeError):
@@ -84,5 +87,6 @@ def execute_all(profile: str, run_dir: Path, only: list[str] | None = None, prog
         print(f"[rllc] {source.name} done in {times[source.stem]:.0f} s", flush=True)
     if failed:
         lines = "\n".join(f"  {name}: {why[:500]}" for name, why in failed.items())
-        raise NotebooksFailed(f"{len(failed)} notebook(s) failed (executed copies are in {run_dir / 'notebooks'}):\n{lines}")
+        raise NotebooksFailed(f"{len(failed)} notebook(s) failed "
+                              f"(executed copies are in {run_dir / 'notebooks'}):\n{lines}")
     return times

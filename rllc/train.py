@@ -1,4 +1,4 @@
-"""Training with AdamW on a checkpoint schedule; deterministic for a seed and resumable.
+"""The training loop: AdamW on a checkpoint schedule; deterministic for a seed and resumable.
 
 The batch at step ``s`` is a pure function of (seed, s): windows are visited in a fresh
 permutation each epoch. Together with the optimiser state saved in ``resume.pt`` this makes a
@@ -12,21 +12,19 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
-import yaml
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from . import data as data_mod
-from . import paths
-from .checkpoints import CheckpointStore
-from .config import MODEL_NAMES, Config, config_hash, from_dict
-from .fastforward import next_token_loss
-from .io import write_table, write_text
-from .model import build_model, resolve_device
+from .config import MODEL_NAMES, Config
+from .data import tokens as data_mod
+from .io import write_table
+from .model.build import build_model, resolve_device
+from .model.checkpoints import CheckpointStore
+from .model.fused import next_token_loss
+from .run import create_run, identity
 
 
 class BatchOrder:
@@ -47,37 +45,10 @@ class BatchOrder:
         return self._perm[j * self.b:(j + 1) * self.b]
 
 
-def identity(cfg: Config, name: str) -> dict[str, Any]:
-    """Everything the weights of a model depend on, except how long it trains."""
-    t = cfg.train
-    return {
-        "model": name,
-        "model_config": config_hash(cfg.model),
-        "tokens": data_mod.tokens_key(cfg),
-        "seed": cfg.seed,
-        "optimizer": config_hash({"batch": t.batch_size, "lr": t.lr, "wd": t.weight_decay, "betas": t.betas,
-                                  **({"warmup": t.warmup_steps} if t.warmup_steps else {})}),
-    }
-
-
 def learning_rate(cfg: Config, step: int) -> float:
     """The learning rate of update ``step`` (0-based): linear warm-up, then constant."""
     warm = cfg.train.warmup_steps
     return cfg.train.lr * min(1.0, (step + 1) / warm) if warm > 0 else cfg.train.lr
-
-
-def resolve_run_dir(cfg: Config, run_dir: str | Path | None = None) -> Path:
-    """The run directory (``runs/<profile>`` by default), with the resolved config written in it."""
-    out = Path(run_dir) if run_dir else paths.default_run_dir(cfg.profile)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    return out
-
-
-def run_config(run_dir: str | Path) -> Config:
-    """The config a run directory was made with."""
-    raw = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
-    return from_dict(raw["profile"], raw)
 
 
 @torch.no_grad()
@@ -111,7 +82,7 @@ def train_model(
     """
     if name not in MODEL_NAMES:
         raise KeyError(f"unknown model {name!r}; valid: {list(MODEL_NAMES)}")
-    run = resolve_run_dir(cfg, run_dir)
+    run = create_run(cfg, run_dir).path
     prepared = data_mod.prepare(cfg)
     store = CheckpointStore.for_model(run, name)
     store.check_identity(identity(cfg, name))
@@ -172,7 +143,7 @@ def _train_loop(cfg: Config, name: str, run: Path, store: CheckpointStore, model
     model.train()
     while step < total:
         batch = train_tokens[order(step)].to(device)
-        loss = next_token_loss(model, batch)  # the fused forward (rllc.fastforward) where it applies
+        loss = next_token_loss(model, batch)  # the fused forward (rllc.model.fused) where it applies
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for group in opt.param_groups:  # a function of the step alone, so resumes need no state
@@ -197,39 +168,3 @@ def _train_loop(cfg: Config, name: str, run: Path, store: CheckpointStore, model
     if not store.path(total).exists():  # e.g. steps were raised after the run ended
         checkpoint()
     return TrainResult(name, store, pd.DataFrame(log), seconds, total)
-
-
-def load_model(profile_or_run_dir: str | Path, name: str = "L2", step: int | str = "last",
-               device: str | torch.device = "cpu") -> HookedTransformer:
-    """Any checkpoint of a run as a ``HookedTransformer``.
-
-    ``profile_or_run_dir`` is a profile name (its default run directory) or a run directory.
-    """
-    run = require_run(profile_or_run_dir)
-    cfg = run_config(run)
-    store = CheckpointStore.for_model(run, name)
-    weights = store.load_weights(step)
-    vocab = weights["embed.W_E"].shape[0]
-    model = build_model(cfg, name, vocab, device)
-    model.load_state_dict(weights)
-    model.eval()
-    return model
-
-
-def find_run(profile_or_run_dir: str | Path) -> Path:
-    """A run directory as given, else the default run directory of a profile of that name."""
-    run = Path(profile_or_run_dir)
-    return run if (run / "config.yaml").exists() else paths.default_run_dir(str(profile_or_run_dir))
-
-
-def require_run(profile_or_run_dir: str | Path) -> Path:
-    """``find_run``, with a clear error when there is no run there yet."""
-    run = find_run(profile_or_run_dir)
-    if not (run / "config.yaml").exists():
-        raise FileNotFoundError(f"{profile_or_run_dir!r} is neither a run directory nor a trained profile; "
-                                f"train it with `rllc train --profile {profile_or_run_dir}`")
-    return run
-
-
-def checkpoint_steps(profile_or_run_dir: str | Path, name: str = "L2") -> list[int]:
-    return CheckpointStore.for_model(find_run(profile_or_run_dir), name).steps()

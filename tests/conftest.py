@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from _models import markov_data, tiny_model
 from transformer_lens import HookedTransformer
 
-from rllc import config, data
-
-from _models import markov_data, tiny_model
+from rllc import config
+from rllc.data import tokens as data
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*")
 

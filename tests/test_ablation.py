@@ -3,7 +3,8 @@
 import torch
 from _models import markov_data, tiny_model
 
-from rllc import ablation
+from rllc.analysis import interventions as ablation
+from rllc.analysis import scores
 
 
 def test_ablation_with_own_mean_is_a_no_op():
@@ -56,19 +57,20 @@ def test_per_head_icl_score():
         model.blocks[1].attn.W_O[1].zero_()  # head 1:1 writes nothing
     tokens = markov_data(40, seed=6)
     cfg = ScoreConfig(icl_batches=2, batch_size=20, icl_halfwidth=0)
-    t = ablation.per_head_icl(model, tokens, cfg, ["1:0", "1:1"]).set_index(["component", "variant"])["value"]
+    t = scores.per_head_icl(model, tokens, cfg, ["1:0", "1:1"]).set_index(["component", "variant"])["value"]
     base = t[("model", "none")]
     assert abs(t[("1:1", "without")] - base) < 1e-6  # ablating a silent head changes nothing
     assert abs(t[("1:0", "only")] - base) < 1e-6  # ... nor does ablating it as "the other head"
     assert abs(t[("1:0", "without")] - base) > 1e-5  # a working head matters
     assert abs(t[("1:1", "only")] - t[("1:0", "without")]) < 1e-6  # the same ablation, two names
-    single = ablation.per_head_icl(model, tokens, cfg, ["1:0"]).set_index(["component", "variant"])["value"]
+    single = scores.per_head_icl(model, tokens, cfg, ["1:0"]).set_index(["component", "variant"])["value"]
     assert single[("1:0", "only")] == single[("model", "none")]
 
 
 def test_fused_ablation_matches_transformer_lens_hooks():
     """The fused forward's mean ablation and z means equal TransformerLens' hook_z hooks and cache."""
-    from rllc import fastforward, heads
+    from rllc.analysis import interventions as heads
+    from rllc.model import fused as fastforward
 
     model = tiny_model(seed=5)
     tokens = markov_data(12, seed=7)

@@ -2,8 +2,9 @@
 
 import pandas as pd
 
-from rllc import claims, heads
+from rllc.analysis import head_types, scores
 from rllc.config import ScoreConfig
+from rllc.report import claims
 
 
 def _write(run, name, df):
@@ -23,13 +24,13 @@ def test_pass_and_fail_from_tables(tmp_path):
     _write(tmp_path, "stages_L2.csv", pd.DataFrame({"stage": ["LM1", "LM2", "LM3"]}))
     _write(tmp_path, "head_types_by_score.csv", pd.DataFrame({
         "component": ["0:0", "0:1", "1:0", "1:1"],
-        "type": ["previous_token", "multigram", "multigram", "previous_token"]}))  # no L1 induction head
+        "type": ["previous-token", "multigram", "multigram", "previous-token"]}))  # no L1 induction head
     _write(tmp_path, "clusters_ari_wr.csv", pd.DataFrame({
         "k": [2, 3, 2, 2], "algorithm": ["consensus", "consensus", "consensus", "kmeans"],
         "ari": [0.8, 0.1, 0.6, 0.0], "layer": [0, 0, 1, 1], "n_types": [2, 2, 2, 2],
         "matches_types": [True, False, True, True]}))
     card = claims.scorecard(tmp_path).set_index("notebook")
-    status = dict(zip(claims.scorecard(tmp_path)["claim"], claims.scorecard(tmp_path)["status"]))
+    status = dict(zip(claims.scorecard(tmp_path)["claim"], claims.scorecard(tmp_path)["status"], strict=True))
     assert status["1. Full-model LLC critical points split training into stages"] == "fail"
     assert status["2a. Layer 0 has a previous-token head"] == "pass"
     assert status["2b. Layer 1 has an induction head"] == "fail"
@@ -39,7 +40,7 @@ def test_pass_and_fail_from_tables(tmp_path):
     _write(tmp_path, "clusters_ari_wr.csv", pd.DataFrame({
         "k": [2, 2], "algorithm": ["consensus", "consensus"], "ari": [0.8, 0.4], "layer": [0, 1],
         "n_types": [2, 2], "matches_types": [True, True]}))
-    status = dict(zip(claims.scorecard(tmp_path)["claim"], claims.scorecard(tmp_path)["status"]))
+    status = dict(zip(claims.scorecard(tmp_path)["claim"], claims.scorecard(tmp_path)["status"], strict=True))
     assert status["3. Per-head wrLLC curves cluster by behavioural type"] == "fail"
 
 
@@ -51,21 +52,21 @@ def test_single_type_layers_are_undefined(tmp_path):
 
 
 def test_head_types_combine_scores_and_patterns():
-    score_types = pd.Series({"0:0": "previous_token", "0:1": "multigram", "1:0": "induction", "1:1": "multigram",
-                             "1:2": "current_token"})
+    score_types = pd.Series({"0:0": "previous-token", "0:1": "multigram", "1:0": "induction", "1:1": "multigram",
+                             "1:2": "current-token"})
     summary = pd.DataFrame({"component": ["0:0", "0:1", "1:0", "1:1", "1:2"],
                             "top_pattern": ["dyck", "ngram", "dyck", "dyck", "induction"]})
-    t = heads.head_types(score_types, summary)
+    t = head_types.head_types(score_types, summary)
     assert t.to_dict() == {"0:0": "previous-token", "0:1": "multigram", "1:0": "induction",
                            "1:1": "Dyck multigram", "1:2": "current-token"}
 
 
 def test_threshold_report_finds_the_gap_and_chance():
     cfg = ScoreConfig(min_len=16, max_len=16, induction_len=8)
-    chance = heads.chance_levels(cfg)
+    chance = scores.chance_levels(cfg)
     assert abs(chance["previous_token"] - 1 / 16) < 1e-12
-    scores = pd.DataFrame({"component": ["0:0", "0:1", "0:2", "0:3"], "layer": 0, "score": "previous_token",
-                           "value": [0.03, 0.05, 0.06, 0.35]})
-    r = heads.threshold_report(scores, cfg, {"previous_token": 0.2}).iloc[0]
+    table = pd.DataFrame({"component": ["0:0", "0:1", "0:2", "0:3"], "layer": 0, "score": "previous_token",
+                          "value": [0.03, 0.05, 0.06, 0.35]})
+    r = scores.threshold_report(table, cfg, {"previous_token": 0.2}).iloc[0]
     assert r["heads_above"] == "0:3"
     assert (r["widest_gap_from"], r["widest_gap_to"]) == (0.06, 0.35) and r["threshold_in_gap"]

@@ -27,7 +27,7 @@ def test_help_lists_the_commands():
         assert cmd in out.stdout
 
 
-def test_a_failing_notebook_does_not_stop_the_ones_after_it(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_a_failing_notebook_does_not_stop_the_ones_after_it(tmp_path, monkeypatch) -> None:
     import pytest
 
     from rllc import runner

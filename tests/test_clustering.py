@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from rllc import clustering as C
+from rllc.analysis import clustering as C
 
 STEPS = np.arange(0, 2000, 100)
 
@@ -27,7 +27,8 @@ def synthetic(seed: int = 0, noise: float = 0.03) -> tuple[pd.DataFrame, pd.Seri
             types[name] = g
             scale = rng.uniform(0.9, 1.1)
             y = scale * f() + noise * 10 * rng.standard_normal(len(t))
-            rows += [{"component": name, "refinement": "wr", "step": s, "llc_mean": v} for s, v in zip(STEPS, y)]
+            rows += [{"component": name, "refinement": "wr", "step": s, "llc_mean": v}
+                     for s, v in zip(STEPS, y, strict=True)]
     return pd.DataFrame(rows), pd.Series(types)
 
 
@@ -118,3 +119,20 @@ def test_align_curves_drops_steps_with_a_missing_value():
     assert C.curves_matrix(kept).shape == (12, len(STEPS) - 1)
     kept, dropped = C.align_curves(table, min_step=STEPS[1])
     assert dropped == [STEPS[0], 300] and kept["step"].min() == STEPS[1]
+
+
+def test_cluster_layers_scores_each_layer_against_its_types():
+    """Two layers of the synthetic curves (named "L:H", several distributions): every layer's
+    consensus at k = the number of types recovers them; step 0 is left out; labels carry the layer."""
+    table, types = synthetic()
+    names = {c: f"{i // 6}:{i % 6}" for i, c in enumerate(sorted(types.index))}
+    heads = table.assign(component=table["component"].map(names))
+    both = pd.concat([heads.assign(data="train"), heads.assign(data="python_tests",
+                                                               llc_mean=heads["llc_mean"] * 2)])
+    head_types = types.rename(index=names)
+    labels, ari, dropped = C.cluster_layers(both, head_types, max_k=4, seed=0, min_step=1)
+    assert set(labels["layer"]) == {0, 1} and dropped == {0: [0], 1: [0]}
+    at_types = ari[(ari["algorithm"] == "consensus") & ari["matches_types"]]
+    assert set(at_types["layer"]) == {0, 1}
+    assert at_types["ari"].tolist() == pytest.approx([1.0, 1.0])
+    assert (at_types["k"] == at_types["n_types"]).all()

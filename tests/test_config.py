@@ -1,7 +1,7 @@
 import pytest
 
 from rllc import config
-from rllc.model import build_model, n_params
+from rllc.model.build import build_model, n_params
 
 
 def test_profiles_resolve():

@@ -5,7 +5,7 @@ import warnings
 import pandas as pd
 import pytest
 
-from rllc import corpus
+from rllc.data import corpus
 
 
 @pytest.fixture()

@@ -2,8 +2,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rllc import corpus, data
-from rllc.tokenizer import bos_id
+from rllc.data import corpus
+from rllc.data import tokens as data
+from rllc.data.tokenizer import bos_id
 
 
 def test_heldout_domains_never_overlap_training_documents(ci_cfg, ci_prepared):

@@ -10,15 +10,22 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
-from rllc.components import UnknownComponent, component_masks, component_size, valid_components
-from rllc.config import SamplerConfig, load_config
-from rllc.llc import (FLAG_BELOW_INIT, FLAG_DIVERGED, BatchFeed, estimate_llc, generator_loss, make_result,
-                      next_token_loss, sample_llc, sgld_chain)
-from rllc.model import build_model
-
 from _models import tiny_model
 
+from rllc.config import SamplerConfig, load_config
+from rllc.estimate.llc import (
+    FLAG_BELOW_INIT,
+    FLAG_DIVERGED,
+    BatchFeed,
+    estimate_llc,
+    generator_loss,
+    make_result,
+    next_token_loss,
+    sample_llc,
+    sgld_chain,
+)
+from rllc.model.build import build_model
+from rllc.model.components import UnknownComponent, component_masks, component_size, valid_components
 
 # ---------------------------------------------------------------------------------------------
 # components
@@ -62,7 +69,7 @@ def test_unknown_components_list_valid_names(name: str) -> None:
 # the update
 
 
-def test_weights_outside_the_component_are_bit_identical(trained) -> None:  # noqa: ANN001
+def test_weights_outside_the_component_are_bit_identical(trained) -> None:
     model, data = trained
     work = copy.deepcopy(model)
     before = {n: p.detach().clone() for n, p in work.named_parameters()}
@@ -99,7 +106,7 @@ def test_update_matches_the_formula_on_a_quadratic() -> None:
     assert trace[1] == pytest.approx(float((w1 ** 2).sum()), rel=1e-6)
 
 
-def test_the_callers_model_is_not_changed(trained) -> None:  # noqa: ANN001
+def test_the_callers_model_is_not_changed(trained) -> None:
     model, data = trained
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     sample_llc(model, data, None, SamplerConfig(chains=1, draws=5, batch_size=16, init_loss_batches=2))
@@ -137,7 +144,7 @@ def test_a_trace_below_the_initial_loss_is_flagged() -> None:
     assert r.sem == pytest.approx(np.std([r.per_chain[0], r.per_chain[2]], ddof=1) / math.sqrt(2))
 
 
-def test_a_step_size_too_large_diverges_and_is_flagged(trained) -> None:  # noqa: ANN001
+def test_a_step_size_too_large_diverges_and_is_flagged(trained) -> None:
     model, data = trained
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -147,7 +154,7 @@ def test_a_step_size_too_large_diverges_and_is_flagged(trained) -> None:  # noqa
     assert math.isnan(r.mean)
 
 
-def test_bad_settings_are_refused(trained) -> None:  # noqa: ANN001
+def test_bad_settings_are_refused(trained) -> None:
     model, data = trained
     with pytest.raises(ValueError, match="epsilon must be > 0"):
         sample_llc(model, data, None, SamplerConfig(epsilon=0.0))
@@ -155,7 +162,7 @@ def test_bad_settings_are_refused(trained) -> None:  # noqa: ANN001
         sample_llc(model, data[:4], None, SamplerConfig(batch_size=8))
 
 
-def test_paired_reference_removes_the_batch_offset(trained) -> None:  # noqa: ANN001
+def test_paired_reference_removes_the_batch_offset(trained) -> None:
     """A chain that barely moves has LLC ~0 under the paired reference; under the init reference
     its estimate is nbeta times the gap between the draws' batches and the init batches."""
     model, data = trained
@@ -168,7 +175,7 @@ def test_paired_reference_removes_the_batch_offset(trained) -> None:  # noqa: AN
     assert init.mean - paired.mean == pytest.approx(30.0 * (paired.baseline.mean() - init.init_loss), abs=1e-6)
 
 
-def test_paired_equals_init_when_every_batch_is_the_same(trained) -> None:  # noqa: ANN001
+def test_paired_equals_init_when_every_batch_is_the_same(trained) -> None:
     model, data = trained
     full = data[:16]
     base = SamplerConfig(chains=2, draws=10, batch_size=16, init_loss_batches=1)
@@ -178,7 +185,7 @@ def test_paired_equals_init_when_every_batch_is_the_same(trained) -> None:  # no
     assert paired.init_loss == pytest.approx(init.init_loss, abs=1e-6)
 
 
-def test_an_unknown_reference_is_refused(trained) -> None:  # noqa: ANN001
+def test_an_unknown_reference_is_refused(trained) -> None:
     model, data = trained
     with pytest.raises(ValueError, match="reference must be one of"):
         sample_llc(model, data, None, SamplerConfig(reference="mean"))
@@ -188,7 +195,7 @@ def test_an_unknown_reference_is_refused(trained) -> None:  # noqa: ANN001
 # data refinement
 
 
-def test_generator_loss_is_cross_entropy_to_the_generator(trained) -> None:  # noqa: ANN001
+def test_generator_loss_is_cross_entropy_to_the_generator(trained) -> None:
     model, data = trained
     # a model as its own generator: the loss is its own predictive entropy
     with torch.no_grad():
@@ -204,7 +211,7 @@ def test_generator_loss_is_cross_entropy_to_the_generator(trained) -> None:  # n
     assert cross > own
 
 
-def test_drllc_with_a_generator_samples_only_the_component(trained) -> None:  # noqa: ANN001
+def test_drllc_with_a_generator_samples_only_the_component(trained) -> None:
     model, data = trained
     gen = tiny_model(seed=0, n_layers=1)
     s = SamplerConfig(epsilon=1e-3, gamma=100, nbeta=30, chains=2, draws=30, batch_size=32, init_loss_batches=4)
@@ -219,7 +226,7 @@ def test_drllc_with_a_generator_samples_only_the_component(trained) -> None:  # 
 # batched chains
 
 
-def test_batched_chains_follow_the_same_trajectories(trained) -> None:  # noqa: ANN001
+def test_batched_chains_follow_the_same_trajectories(trained) -> None:
     model, data = trained
     s = SamplerConfig(epsilon=1e-3, gamma=100, nbeta=30, chains=3, draws=15, batch_size=16, init_loss_batches=2)
     for comp in ("0:1", "full"):
@@ -230,8 +237,8 @@ def test_batched_chains_follow_the_same_trajectories(trained) -> None:  # noqa: 
         assert a.per_chain == pytest.approx(b.per_chain, abs=1e-3)
 
 
-def test_fused_forward_matches_transformer_lens(trained) -> None:  # noqa: ANN001
-    from rllc import fastforward
+def test_fused_forward_matches_transformer_lens(trained) -> None:
+    from rllc.model import fused as fastforward
 
     model, data = trained
     assert fastforward.supports(model)
@@ -251,10 +258,10 @@ def test_fused_forward_matches_transformer_lens(trained) -> None:  # noqa: ANN00
 
 
 @pytest.mark.parametrize("heads", [[(0, 1)], [(1, 0)], [(1, 0), (1, 1)], [(0, 0), (1, 1)]])
-def test_head_loss_matches_the_full_forward(trained, heads) -> None:  # noqa: ANN001
+def test_head_loss_matches_the_full_forward(trained, heads) -> None:
     """The frozen-prefix loss gives the plain loss and the same gradients on the moving heads,
     also on a second call (from the cache) after the moving weights changed."""
-    from rllc.fastforward import HeadLoss, next_token_loss
+    from rllc.model.fused import HeadLoss, next_token_loss
 
     model, data = trained
     work = copy.deepcopy(model)
@@ -264,7 +271,7 @@ def test_head_loss_matches_the_full_forward(trained, heads) -> None:  # noqa: AN
     for n, p in named.items():
         p.requires_grad_(n in moving)
     tokens = data[:8]
-    for call in range(2):
+    for _call in range(2):  # twice: the second call reads the frozen part from the cache
         grads = []
         for fn in (head_loss, next_token_loss):
             for n in moving:
@@ -286,9 +293,9 @@ def test_head_loss_matches_the_full_forward(trained, heads) -> None:  # noqa: AN
         head_loss(model, tokens)
 
 
-def test_head_estimates_use_the_frozen_prefix_and_agree_with_the_plain_loss(trained) -> None:  # noqa: ANN001
-    from rllc.fastforward import next_token_loss
-    from rllc.llc import head_list
+def test_head_estimates_use_the_frozen_prefix_and_agree_with_the_plain_loss(trained) -> None:
+    from rllc.estimate.llc import head_list
+    from rllc.model.fused import next_token_loss
 
     model, data = trained
     assert head_list("1:0+0:1") == [(1, 0), (0, 1)] and head_list("full") is None and head_list("layer 1") is None

@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import pytest
 
-from rllc import known
-from rllc.components import component_masks
 from rllc.config import SamplerConfig
-from rllc.llc import sample_llc
+from rllc.estimate import known
+from rllc.estimate.llc import sample_llc
+from rllc.model.components import component_masks
 
 pytestmark = pytest.mark.slow  # seconds to a minute each: long chains are what make them exact
 
@@ -31,7 +31,7 @@ def test_known_learning_coefficients(case: known.Case) -> None:
     """Linear regression (d/2), normal crossings (1/(2 max k)), reduced-rank regression (Aoyagi),
     and reduced-rank regression with B frozen: a weight-refined estimate must give the reduced
     model's coefficient (the loss depends on A through B0 A[:r] alone, regular in r*N weights).
-    The cases and their settings are those notebook 01 runs (rllc.known.validation_cases)."""
+    The cases and their settings are those notebook 01 runs (rllc.estimate.known.validation_cases)."""
     row = known.run_case(case)
     assert row["n_ok"] == row["chains"]
     assert abs(row["rel_error"]) <= known.tolerance(case), row
@@ -51,7 +51,7 @@ def test_the_cases_cover_what_the_estimator_must_get_right() -> None:
 # devinterp 2.0.1 on the same model and settings
 
 
-def _devinterp(model, data, masks, s):  # noqa: ANN001, ANN202
+def _devinterp(model, data, masks, s):
     datasets = pytest.importorskip("datasets")
     from devinterp.slt.llc import llc
 
@@ -66,7 +66,7 @@ def _devinterp(model, data, masks, s):  # noqa: ANN001, ANN202
 
 
 @pytest.mark.parametrize("component", ["1:0", "full"])
-def test_devinterp_agreement(trained, component: str) -> None:  # noqa: ANN001
+def test_devinterp_agreement(trained, component: str) -> None:
     pytest.importorskip("devinterp")
     model, data = trained
     masks = component_masks(model, component)

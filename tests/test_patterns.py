@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from rllc import patterns as P
+from rllc.analysis import patterns as P
 
 
 class Vocab:

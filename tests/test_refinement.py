@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rllc import claims, refinement as R
+from rllc.analysis import refinement as R
+from rllc.report import claims
 
 STEPS = [0, 100, 200, 400, 800, 1600, 3200, 6400]
 
@@ -59,7 +60,8 @@ def test_drllc_claims(tmp_path):
     (tmp_path / "tables").mkdir()
     pd.DataFrame({"data": "python_tests", "window": ["final", "final", "last third", "last third"],
                   "group": ["induction", "multigram"] * 2, "n_heads": [2, 6] * 2,
-                  "mean_ratio": [1.2, 0.9, 1.1, 0.95]}).to_csv(tmp_path / "tables" / "dr_ratio_by_type.csv", index=False)
+                  "mean_ratio": [1.2, 0.9, 1.1, 0.95]}
+                 ).to_csv(tmp_path / "tables" / "dr_ratio_by_type.csv", index=False)
     pd.DataFrame({"component": ["1:6", "1:7"], "measure": "icl_only", "steepest_step": [400, 3200],
                   "spacing": [200, 1600]}).to_csv(tmp_path / "tables" / "induction_timing.csv", index=False)
     card = claims.scorecard(tmp_path).set_index("claim")["status"]
@@ -80,6 +82,7 @@ def test_candidate_induction_heads_leave_the_claims_undefined(tmp_path):
                   "n_heads": [2, 6], "mean_ratio": [1.2, 0.9], "candidates": True}).to_csv(
         tmp_path / "tables" / "dr_ratio_by_type.csv", index=False)
     pd.DataFrame({"component": ["1:6", "1:7"], "measure": "icl_only", "steepest_step": [400, 3200],
-                  "spacing": [200, 1600], "candidates": True}).to_csv(tmp_path / "tables" / "induction_timing.csv", index=False)
+                  "spacing": [200, 1600], "candidates": True}
+                 ).to_csv(tmp_path / "tables" / "induction_timing.csv", index=False)
     card = claims.scorecard(tmp_path)
     assert set(card[card["claim"].str.match(r"[45]\.")]["status"]) == {"undefined"}

@@ -9,26 +9,26 @@ import sys
 import numpy as np
 import pytest
 
-from rllc import sweep
+from rllc.analysis.stages import critical_points, stages
 from rllc.config import SamplerConfig
-from rllc.stages import critical_points, stages
+from rllc.estimate import sweep
 from rllc.train import train_model
 
 FAST = SamplerConfig(chains=2, draws=6, burnin=2, batch_size=4, init_loss_batches=2)
 
 
 @pytest.fixture()
-def trained_run(tiny_cfg, ci_prepared, run_dir):  # noqa: ANN001, ANN201
+def trained_run(tiny_cfg, ci_prepared, run_dir):
     train_model(tiny_cfg, "L1", run_dir, progress=False)
     train_model(tiny_cfg, "L2", run_dir, progress=False)
     return run_dir
 
 
-def test_sweep_is_cached_resumable_and_keyed_by_settings(trained_run, monkeypatch) -> None:  # noqa: ANN001
+def test_sweep_is_cached_resumable_and_keyed_by_settings(trained_run, monkeypatch) -> None:
     calls = []
     real = sweep.estimate_llc
 
-    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def counting(*args, **kwargs):
         calls.append(args[1])
         if len(calls) == 3:
             raise KeyboardInterrupt  # killed midway through the third estimate
@@ -56,7 +56,7 @@ def test_sweep_is_cached_resumable_and_keyed_by_settings(trained_run, monkeypatc
     assert len(written) == 5 and (trained_run / "tables" / "llc_traces.parquet").exists()
 
 
-def test_generator_distribution_and_bad_names(trained_run) -> None:  # noqa: ANN001
+def test_generator_distribution_and_bad_names(trained_run) -> None:
     table = sweep.run_sweep(trained_run, ["L2"], ["last"], ["1:0"], ["model:L1"], FAST, progress=False)
     assert table["data"].tolist() == ["model:L1"] and np.isfinite(table["init_loss"]).all()
     with pytest.raises(KeyError, match="valid"):
@@ -65,7 +65,7 @@ def test_generator_distribution_and_bad_names(trained_run) -> None:  # noqa: ANN
         sweep.run_sweep(trained_run, ["L2"], [5], ["full"], ["train"], FAST, progress=False)
 
 
-def test_llc_command_prints_one_estimate_as_json(trained_run) -> None:  # noqa: ANN001
+def test_llc_command_prints_one_estimate_as_json(trained_run) -> None:
     cmd = [sys.executable, "-m", "rllc.cli", "llc", "--run-dir", str(trained_run), "--component", "1:0+1:1",
            "--data", "test", "--chains", "2", "--draws", "4", "--batch-size", "4", "--init-loss-batches", "2",
            "--quiet"]
@@ -81,10 +81,10 @@ def test_llc_command_prints_one_estimate_as_json(trained_run) -> None:  # noqa: 
 def test_stages_sit_at_the_critical_points_of_a_curve() -> None:
     steps = [0, 100, *range(300, 50_001, 400)]
     ref = [(0, 120.0), (900, 150.0), (6500, 172.0), (8500, 168.0), (17500, 179.5), (50_000, 181.0)]
-    x, y = zip(*ref)
+    x, y = zip(*ref, strict=True)
     curve = np.interp(steps, x, y)
     points = critical_points(steps, curve)
-    kinds = dict(zip(points["step"], points["kind"]))
+    kinds = dict(zip(points["step"], points["kind"], strict=True))
     maxima = [s for s, k in kinds.items() if k == "maximum"]
     minima = [s for s, k in kinds.items() if k == "minimum"]
     assert len(maxima) == 1 and abs(maxima[0] - 6500) <= 800
@@ -98,7 +98,7 @@ def test_stages_sit_at_the_critical_points_of_a_curve() -> None:
     assert len(flat) == 1  # no critical points: one stage
 
 
-def test_parallel_workers_write_the_same_records(trained_run) -> None:  # noqa: ANN001
+def test_parallel_workers_write_the_same_records(trained_run) -> None:
     jobs = dict(models=["L2"], steps=[8, 24], components=["1:0", "0:1", "full"], datas=["train"], settings=FAST,
                 progress=False)
     parallel = sweep.run_sweep(trained_run, **jobs, workers=2)
@@ -113,9 +113,9 @@ def test_parallel_workers_write_the_same_records(trained_run) -> None:  # noqa: 
         sweep.run_sweep(trained_run, **jobs, workers=0)
 
 
-def test_paired_reference_is_computed_once_per_checkpoint_and_distribution(trained_run) -> None:  # noqa: ANN001
-    from rllc.llc import estimate_llc
-    from rllc.train import load_model
+def test_paired_reference_is_computed_once_per_checkpoint_and_distribution(trained_run) -> None:
+    from rllc.estimate.llc import estimate_llc
+    from rllc.run import load_model
 
     settings = SamplerConfig(**{**FAST.__dict__, "reference": "paired"})
     table = sweep.run_sweep(trained_run, ["L2"], [24], ["1:0", "0:1", "full"], ["train", "test"], settings,
@@ -134,3 +134,26 @@ def test_paired_reference_is_computed_once_per_checkpoint_and_distribution(train
     np.testing.assert_allclose(alone.baseline, stored["train"], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="baseline"):
         estimate_llc(model, "0:1", tokens, settings, baseline=np.zeros(3))
+
+
+def test_records_carry_provenance_and_a_version_bump_recomputes(trained_run, monkeypatch) -> None:
+    from rllc import provenance
+    from rllc.estimate import sgld
+
+    jobs = dict(models=["L2"], steps=[24], components=["1:0"], datas=["train"], settings=FAST, progress=False)
+    sweep.run_sweep(trained_run, **jobs)
+    (rec,) = sweep.load_records(trained_run)
+    assert rec["estimator_version"] == sgld.ESTIMATOR_VERSION
+    assert rec["provenance"]["package_version"] == provenance.package_version()
+    assert rec["provenance"]["device"] == "cpu" and rec["provenance"]["torch"]
+
+    calls = []
+    real = sweep.estimate_llc
+    monkeypatch.setattr(sweep, "estimate_llc", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    sweep.run_sweep(trained_run, **jobs)
+    assert calls == []  # cached
+    monkeypatch.setattr(sgld, "ESTIMATOR_VERSION", sgld.ESTIMATOR_VERSION + 1)
+    table = sweep.run_sweep(trained_run, **jobs)
+    assert calls == ["1:0"]  # a new estimator version never reuses an old record
+    assert table["estimator_version"].tolist() == [sgld.ESTIMATOR_VERSION]
+    assert len(sweep.load_records(trained_run)) == 2

@@ -5,11 +5,13 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
 
-from rllc import checkpoints, io, train
+from rllc import io, run, train
+from rllc.model import checkpoints
 from rllc.train import BatchOrder
 
 
@@ -56,7 +58,10 @@ def test_interrupted_training_resumes_to_identical_weights(tiny_cfg, ci_prepared
     assert resumed.store.steps() == ref.store.steps()
     for step in ref.store.steps():
         _assert_identical(_weights(ref.store, step), _weights(resumed.store, step))
-    train_rows = lambda log: log[log["split"] == "train"].reset_index(drop=True)  # noqa: E731
+
+    def train_rows(log: pd.DataFrame) -> pd.DataFrame:
+        return log[log["split"] == "train"].reset_index(drop=True)
+
     assert train_rows(resumed.log).equals(train_rows(ref.log))
 
 
@@ -105,13 +110,13 @@ def test_run_refuses_a_model_trained_with_other_settings(tiny_cfg, ci_prepared, 
 
 def test_load_model_returns_any_checkpoint(tiny_cfg, ci_prepared, tmp_path):
     train.train_model(tiny_cfg, "L1", tmp_path, progress=False)
-    m8 = train.load_model(tmp_path, "L1", 8)
-    last = train.load_model(tmp_path, "L1", "last")
+    m8 = run.load_model(tmp_path, "L1", 8)
+    last = run.load_model(tmp_path, "L1", "last")
     assert m8.cfg.n_layers == 1 and not torch.equal(m8.W_Q, last.W_Q)
     with pytest.raises(FileNotFoundError, match="available"):
-        train.load_model(tmp_path, "L1", 5)
+        run.load_model(tmp_path, "L1", 5)
     with pytest.raises(FileNotFoundError, match="neither a run directory"):
-        train.load_model(tmp_path / "nowhere", "L1")
+        run.load_model(tmp_path / "nowhere", "L1")
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
@@ -137,7 +142,7 @@ def test_learning_rate_warm_up_then_constant(tiny_cfg):
     assert lrs[0] == pytest.approx(0.001) and lrs[4] == pytest.approx(0.005)
     assert lrs[9:] == [0.01] * 6
     # the warm-up is part of the run's identity: a run cannot resume under another schedule
-    assert train.identity(warm, "L2") != train.identity(
+    assert run.identity(warm, "L2") != run.identity(
         dataclasses.replace(warm, train=dataclasses.replace(warm.train, warmup_steps=0)), "L2")
 
 

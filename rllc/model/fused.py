@@ -53,7 +53,8 @@ def _embed(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.
     return resid, pos
 
 
-def _attn_inputs(model: nn.Module, layer: int, resid: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _attn_inputs(model: nn.Module, layer: int, resid: torch.Tensor,
+                 pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(value input, query/key input) of a layer's heads: the normalised stream, plus positions for shortformer."""
     x = _ln(resid, getattr(model.blocks[layer], "ln1", None), model.cfg.normalization_type)
     return x, (x + pos if model.cfg.positional_embedding_type == "shortformer" else x)
@@ -100,7 +101,8 @@ def logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     return _unembed(model, resid)
 
 
-# Mean ablation by layer: layer -> (heads, their mean ``hook_z`` [n_ctx, n_heads, d_head]); see rllc.ablation.
+# Mean ablation by layer: layer -> (heads, their mean ``hook_z`` [n_ctx, n_heads, d_head]);
+# see rllc.analysis.interventions.
 Ablation = Mapping[int, tuple[Sequence[int], torch.Tensor]]
 
 
@@ -127,7 +129,7 @@ def run_heads(model: nn.Module, tokens: torch.Tensor, ablate: Ablation | None = 
 
 
 @torch.no_grad()
-def token_losses(model: nn.Module, tokens: torch.Tensor, ablate: Ablation | None = None) -> torch.Tensor:
+def per_token_ce(model: nn.Module, tokens: torch.Tensor, ablate: Ablation | None = None) -> torch.Tensor:
     """Per-token next-token loss [batch, pos - 1], optionally with heads mean-ablated."""
     out, _ = run_heads(model, tokens, ablate)
     return F.cross_entropy(out[:, :-1].transpose(1, 2).float(), tokens[:, 1:], reduction="none")
@@ -192,7 +194,7 @@ class HeadLoss:
 
     def __call__(self, model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         if not supports(model):
-            raise ValueError("HeadLoss needs an attention-only model that rllc.fastforward supports")
+            raise ValueError("HeadLoss needs an attention-only model that rllc.model.fused supports")
         if self._model_id is None:
             self._model_id = id(model)
         elif self._model_id != id(model):

@@ -7,7 +7,7 @@ import warnings
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from .config import MODEL_NAMES, Config, ModelConfig
+from ..config import MODEL_NAMES, Config, ModelConfig
 
 N_LAYERS = {"L0": 0, "L1": 1, "L2": 2}
 
@@ -18,7 +18,8 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def hooked_config(model: ModelConfig, name: str, d_vocab: int, seed: int, device: str = "cpu") -> HookedTransformerConfig:
+def hooked_config(model: ModelConfig, name: str, d_vocab: int, seed: int,
+                  device: str = "cpu") -> HookedTransformerConfig:
     if name not in N_LAYERS:
         raise KeyError(f"unknown model {name!r}; valid: {list(MODEL_NAMES)}")
     return HookedTransformerConfig(
@@ -37,7 +38,8 @@ def hooked_config(model: ModelConfig, name: str, d_vocab: int, seed: int, device
     )
 
 
-def build_model(cfg: Config, name: str, d_vocab: int | None = None, device: str | torch.device = "cpu") -> HookedTransformer:
+def build_model(cfg: Config, name: str, d_vocab: int | None = None,
+                device: str | torch.device = "cpu") -> HookedTransformer:
     """A freshly initialised model (deterministic for ``cfg.seed``)."""
     vocab = d_vocab if d_vocab is not None else cfg.tokenizer.vocab_size
     with warnings.catch_warnings():

@@ -16,9 +16,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .components import component_masks
-from .config import SamplerConfig
-from .llc import LossFn, next_token_loss, sample_llc
+from ..config import SamplerConfig
+from ..model.components import component_masks
+from ..model.fused import next_token_loss
+from .llc import sample_llc
+from .sgld import LossFn
 
 
 def calibration_grid(model: nn.Module, data: torch.Tensor, component: str = "full",
@@ -43,7 +45,7 @@ def calibration_grid(model: nn.Module, data: torch.Tensor, component: str = "ful
         rows.append({"epsilon": eps, "nbeta": nbeta, "llc_mean": r.mean, "llc_sem": r.sem, "n_ok": r.n_ok,
                      "n_chains": len(r.flags), "flags": ";".join(",".join(f) for f in r.flags),
                      "late_over_early": float(late / early) if early > 0 else np.nan, "init_loss": r.init_loss})
-        for c, (trace, rise) in enumerate(zip(r.traces, r.excess)):
+        for c, (trace, rise) in enumerate(zip(r.traces, r.excess, strict=True)):
             traces.append(pd.DataFrame({"epsilon": eps, "nbeta": nbeta, "chain": c, "sgld_step": np.arange(len(trace)),
                                         "loss": trace, "rise": rise}))
     return pd.DataFrame(rows), pd.concat(traces, ignore_index=True)

@@ -1,18 +1,26 @@
-"""Every figure in one house style (seaborn), saved atomically under the run directory."""
+"""Every figure in one house style (seaborn), saved atomically under the run directory.
+
+:func:`savefig` stamps each figure with what made it: profile, run directory, package version
+and commit, date, and, for LLC figures, the SGLD settings (a figure function that draws
+estimates marks its figure with :func:`mark_sampler`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-
 import matplotlib.pyplot as plt
-from matplotlib import ticker
-import pandas as pd
 import numpy as np
+import pandas as pd
 import seaborn as sns
+from matplotlib import ticker
 
-from .io import atomic_write
+from .. import provenance
+from ..analysis import head_types as ht
+from ..analysis.patterns import PATTERNS
+from ..io import atomic_write
+from ..run import find_run, run_config
 
 SCORE_LABELS = {"previous_token": "previous-token score", "current_token": "current-token score",
                 "induction": "induction score", "icl": "ICL score (late − early loss)"}
@@ -23,8 +31,19 @@ def style() -> None:
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 130, "axes.titlesize": 11})
 
 
+_SAMPLER_ATTR = "_rllc_sampler_line"
+
+
 def savefig(fig: plt.Figure, run_dir: str | Path, name: str) -> Path:
-    path = Path(run_dir) / "figures" / f"{name}.png"
+    """Stamp ``fig`` (profile, run, commit, date; sampler settings if marked) and write
+    ``<run>/figures/<name>.png`` atomically."""
+    run = find_run(run_dir)
+    profile = run_config(run).profile if (run / "config.yaml").exists() else None
+    lines = [provenance.stamp_line(profile, str(run))]
+    if getattr(fig, _SAMPLER_ATTR, None):
+        lines.insert(0, getattr(fig, _SAMPLER_ATTR))
+    fig.text(0.01, -0.02, "\n".join(lines), fontsize=7, color="0.35", ha="left", va="top")
+    path = run / "figures" / f"{name}.png"
     return atomic_write(path, lambda p: fig.savefig(p, format="png", bbox_inches="tight"))
 
 
@@ -43,7 +62,7 @@ def loss_curves(log: pd.DataFrame, checkpoints: dict[str, Sequence[int]] | None 
     """Train and test loss per model over steps (log x-axis), checkpoints as ticks on the axis."""
     models = list(dict.fromkeys(log["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), sharey=True, squeeze=False)
-    for ax, name in zip(axes[0], models):
+    for ax, name in zip(axes[0], models, strict=True):
         sub = log[(log["model"] == name) & (log["step"] > 0)]
         sns.lineplot(sub, x="step", y="loss", hue="split", ax=ax, hue_order=["train", "test"],
                      marker=None, linewidth=1.2)
@@ -116,8 +135,9 @@ def _reference(s: dict) -> str:
     return f"L(w*) from {s['init_loss_batches']} batches"
 
 
-def stamp(fig: plt.Figure, settings: dict) -> None:
-    fig.text(0.01, -0.02, sampler_stamp(settings), fontsize=7, color="0.35", ha="left", va="top")
+def mark_sampler(fig: plt.Figure, settings: dict) -> None:
+    """Record the SGLD settings a figure's estimates were made with (``savefig`` stamps them)."""
+    setattr(fig, _SAMPLER_ATTR, sampler_stamp(settings))
 
 
 def stage_bands(ax: plt.Axes, stages: pd.DataFrame, label: bool = True) -> None:
@@ -153,14 +173,14 @@ def llc_curve(estimates: pd.DataFrame, settings: dict, stages: pd.DataFrame | No
     ax.set_ylabel("estimated LLC", color="C0")
     if loss is not None and len(loss):
         ax2 = ax.twinx()
-        l = loss.sort_values("step")
-        ax2.plot(l["step"].clip(lower=1), l["loss"], color="C1", linewidth=1.2, label="test loss")
+        lo = loss.sort_values("step")
+        ax2.plot(lo["step"].clip(lower=1), lo["loss"], color="C1", linewidth=1.2, label="test loss")
         ax2.set_ylabel("test loss", color="C1")
         ax2.grid(False)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(title, pad=14)
     fig.tight_layout()
-    stamp(fig, settings)
+    mark_sampler(fig, settings)
     return fig
 
 
@@ -185,7 +205,7 @@ def calibration_traces(traces: pd.DataFrame, estimates: pd.DataFrame, base: dict
             if j == 0:
                 ax.set_ylabel("L − L(w*)")
     fig.tight_layout()
-    stamp(fig, {**base, "epsilon": float("nan"), "nbeta": float("nan")})
+    mark_sampler(fig, {**base, "epsilon": float("nan"), "nbeta": float("nan")})
     return fig
 
 
@@ -210,8 +230,8 @@ def known_vs_truth(table: pd.DataFrame) -> plt.Figure:
 # ---------------------------------------------------------------------------------------------
 # Per-head rLLCs, head classification and clustering (notebook 02)
 
-TYPE_COLORS = {"previous-token": "#d62728", "current-token": "#9467bd", "induction": "#2ca02c",
-               "Dyck multigram": "#ff7f0e", "multigram": "#1f77b4"}
+TYPE_COLORS = {ht.PREVIOUS_TOKEN: "#d62728", ht.CURRENT_TOKEN: "#9467bd", ht.INDUCTION: "#2ca02c",
+               ht.DYCK: "#ff7f0e", ht.MULTIGRAM: "#1f77b4"}
 PATTERN_COLORS = {"induction": "#2ca02c", "dyck": "#ff7f0e", "skip_ngram": "#bcbd22", "ngram": "#1f77b4",
                   "unexplained": "#c7c7c7"}
 
@@ -220,7 +240,7 @@ def _type_linestyles(components: Sequence[str], types: pd.Series) -> dict[str, s
     """Heads of the same type get distinct line styles so they stay tellable apart."""
     styles, seen = {}, {}
     for c in components:
-        t = types.get(c, "multigram")
+        t = types.get(c, ht.MULTIGRAM)
         styles[c] = ["-", "--", ":", "-."][seen.get(t, 0) % 4]
         seen[t] = seen.get(t, 0) + 1
     return styles
@@ -249,14 +269,14 @@ def head_llc_curves(estimates: pd.DataFrame, types: pd.Series, settings: dict, s
     heads["layer"] = heads["component"].str.split(":").str[0].astype(int)
     layers = sorted(heads["layer"].unique())
     fig, axes = plt.subplots(1, len(layers), figsize=(5.4 * len(layers), 4.6), squeeze=False)
-    for ax, layer in zip(axes[0], layers):
+    for ax, layer in zip(axes[0], layers, strict=True):
         sub = heads[heads["layer"] == layer]
         comps = sorted(sub["component"].unique(), key=lambda c: int(c.split(":")[1]))
         ls = _type_linestyles(comps, types)
         healthy_all = sub[sub["n_ok"] == sub["n_chains"]] if "n_ok" in sub else sub
         for c in comps:
             d = sub[sub["component"] == c].sort_values("step")
-            color = TYPE_COLORS.get(types.get(c, "multigram"), "0.4")
+            color = TYPE_COLORS.get(types.get(c, ht.MULTIGRAM), "0.4")
             ok = d[d["n_ok"] == d["n_chains"]] if "n_ok" in d else d
             x = ok["step"].clip(lower=1)
             ax.plot(x, ok[value], color=color, linestyle=ls[c], linewidth=1.5, label=f"{c} {types.get(c, '')}")
@@ -286,14 +306,14 @@ def head_llc_curves(estimates: pd.DataFrame, types: pd.Series, settings: dict, s
     if title:
         fig.suptitle(title, y=1.0)
     fig.tight_layout()
-    stamp(fig, settings)
+    mark_sampler(fig, settings)
     return fig
 
 
 def score_distribution(scores: pd.DataFrame, report: pd.DataFrame) -> plt.Figure:
     """Final behavioural scores of every head (strip plot per score) with threshold and chance."""
     fig, axes = plt.subplots(1, len(report), figsize=(3.2 * len(report), 3.0), squeeze=False)
-    for ax, r in zip(axes[0], report.itertuples()):
+    for ax, r in zip(axes[0], report.itertuples(), strict=True):
         d = scores[scores["score"] == r.score]
         ax.scatter(np.zeros(len(d)) + np.random.default_rng(0).uniform(-0.15, 0.15, len(d)), d["value"],
                    c=["C0" if lay == 0 else "C2" for lay in d["layer"]], s=18)
@@ -312,7 +332,6 @@ def score_distribution(scores: pd.DataFrame, report: pd.DataFrame) -> plt.Figure
 
 def pattern_fractions(summary: pd.DataFrame, types: pd.Series) -> plt.Figure:
     """Figure 9 analogue: stacked fractions of each head's tokens in context per pattern."""
-    from .patterns import PATTERNS
 
     d = summary.set_index("component")
     d = d.loc[sorted(d.index, key=lambda c: tuple(int(x) for x in c.split(":")))]
@@ -336,10 +355,10 @@ def multigrams_vs_llc(summary: pd.DataFrame, final_llc: pd.Series, types: pd.Ser
     d["layer"] = [int(c.split(":")[0]) for c in d.index]
     layers = sorted(d["layer"].unique())
     fig, axes = plt.subplots(1, len(layers), figsize=(4.4 * len(layers), 3.4), squeeze=False)
-    for ax, layer in zip(axes[0], layers):
+    for ax, layer in zip(axes[0], layers, strict=True):
         sub = d[d["layer"] == layer]
         for c, row in sub.iterrows():
-            ax.scatter(row["llc"], row["n_multigrams"], color=TYPE_COLORS.get(types.get(c, "multigram"), "0.4"), s=30)
+            ax.scatter(row["llc"], row["n_multigrams"], color=TYPE_COLORS.get(types.get(c, ht.MULTIGRAM), "0.4"), s=30)
             ax.annotate(c, (row["llc"], row["n_multigrams"]), fontsize=7, xytext=(3, 2), textcoords="offset points")
         if len(sub) > 2 and sub["llc"].std() > 0 and sub["n_multigrams"].std() > 0:
             rho = sub["llc"].corr(sub["n_multigrams"], method="spearman")
@@ -349,7 +368,7 @@ def multigrams_vs_llc(summary: pd.DataFrame, final_llc: pd.Series, types: pd.Ser
         ax.set_xlabel("final wrLLC")
         ax.set_ylabel("distinct multigrams memorised")
     fig.tight_layout()
-    stamp(fig, settings)
+    mark_sampler(fig, settings)
     return fig
 
 
@@ -359,14 +378,16 @@ def cluster_splits(labels: pd.DataFrame, types: pd.Series, title: str = "") -> p
     algs = list(dict.fromkeys(labels["algorithm"]))
     comps = sorted(labels["component"].unique(), key=lambda c: tuple(int(x) for x in c.split(":")))
     fig, axes = plt.subplots(1, len(algs), figsize=(2.3 * len(algs) + 1.5, 0.32 * len(comps) + 1.2), squeeze=False)
-    for ax, alg in zip(axes[0], algs):
+    for ax, alg in zip(axes[0], algs, strict=True):
         wide = labels[labels["algorithm"] == alg].pivot(index="component", columns="k", values="cluster").loc[comps]
-        sns.heatmap(wide, ax=ax, cmap="tab10", vmin=0, vmax=9, cbar=False, annot=True, fmt="d", annot_kws={"fontsize": 7},
+        sns.heatmap(wide, ax=ax, cmap="tab10", vmin=0, vmax=9, cbar=False, annot=True, fmt="d",
+                    annot_kws={"fontsize": 7},
                     linewidths=0.5, linecolor="white")
         ax.set_title(alg, fontsize=9)
         ax.set_ylabel("")
         if ax is axes[0][0]:
-            ax.set_yticks(np.arange(len(comps)) + 0.5, [f"{c} {types.get(c, '')}" for c in comps], fontsize=7, rotation=0)
+            ax.set_yticks(np.arange(len(comps)) + 0.5, [f"{c} {types.get(c, '')}" for c in comps], fontsize=7,
+                          rotation=0)
         else:
             ax.set_yticks([])
     if title:
@@ -379,7 +400,8 @@ def cluster_splits(labels: pd.DataFrame, types: pd.Series, title: str = "") -> p
 # Data-refined LLCs (notebook 03)
 
 
-def domain_curves(full: pd.DataFrame, settings: dict, stages: pd.DataFrame | None = None, title: str = "") -> plt.Figure:
+def domain_curves(full: pd.DataFrame, settings: dict, stages: pd.DataFrame | None = None,
+                  title: str = "") -> plt.Figure:
     """Figure 12 analogue: the full-model LLC over training on each distribution."""
     fig, ax = plt.subplots(figsize=(7.2, 3.9))
     for i, (data, d) in enumerate(full.groupby("data")):
@@ -396,7 +418,7 @@ def domain_curves(full: pd.DataFrame, settings: dict, stages: pd.DataFrame | Non
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     ax.set_title(title, pad=14)
     fig.tight_layout()
-    stamp(fig, settings)
+    mark_sampler(fig, settings)
     return fig
 
 
@@ -405,7 +427,8 @@ def induction_timing(icl: pd.DataFrame, dr: pd.DataFrame, timing: pd.DataFrame, 
     """Figure 10 analogue: per-head ICL scores (each induction head with the others ablated) and
     the code drLLC of each induction head (and of all together), steepest-change steps marked."""
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.6))
-    for ax, (table, ylabel, measure) in zip(axes, ((icl, "ICL score", "icl_only"), (dr, "code drLLC", "drllc"))):
+    panels = ((icl, "ICL score", "icl_only"), (dr, "code drLLC", "drllc"))
+    for ax, (table, ylabel, measure) in zip(axes, panels, strict=True):
         for i, (comp, d) in enumerate(table.groupby("component")):
             d = d.sort_values("step")
             color = "k" if comp in ("model", "together") else f"C{i}"
@@ -422,5 +445,5 @@ def induction_timing(icl: pd.DataFrame, dr: pd.DataFrame, timing: pd.DataFrame, 
     axes[0].set_title("ICL score with the other induction heads mean-ablated", fontsize=9, pad=14)
     axes[1].set_title("drLLC on held-out code", fontsize=9, pad=14)
     fig.tight_layout()
-    stamp(fig, settings)
+    mark_sampler(fig, settings)
     return fig

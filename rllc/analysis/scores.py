@@ -11,20 +11,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from . import fastforward
-from .config import ScoreConfig
+from ..config import ScoreConfig
+from ..model.fused import Ablation
+from .head_types import SCORE_TYPES, TYPE_THRESHOLDS
+from .interventions import ablation_spec, mean_z, per_token_loss
 
-SCORE_TYPES = ("previous_token", "current_token", "induction")
-
-# A head is of a type when its final score clears the threshold (chance is ~0.03 for the
-# previous/current-token scores at lengths 16-64 and ~1/induction_len for induction).
-TYPE_THRESHOLDS = {"previous_token": 0.2, "current_token": 0.2, "induction": 0.2}
+# Part of the key of cached behaviour tables (rllc.analysis.trajectory): bump it when a change
+# here alters the scores for the same settings.
+SCORES_VERSION = 1
 # The ICL score must end at least this much below where it started (nats) to count as falling.
 ICL_DROP = -0.3
 
@@ -37,7 +37,8 @@ def random_sequences(n: int, length: int, d_vocab: int, bos: int, seed: int) -> 
     return torch.cat([torch.full((n, 1), bos, dtype=torch.long), toks], dim=1)
 
 
-def _patterns(model: HookedTransformer, tokens: torch.Tensor, batch_size: int) -> Iterable[tuple[int, torch.Tensor, slice]]:
+def _patterns(model: HookedTransformer, tokens: torch.Tensor,
+              batch_size: int) -> Iterable[tuple[int, torch.Tensor, slice]]:
     """(layer, attention pattern [batch, head, q, k], batch slice) for each batch and layer."""
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
     for i in range(0, len(tokens), batch_size):
@@ -48,7 +49,6 @@ def _patterns(model: HookedTransformer, tokens: torch.Tensor, batch_size: int) -
             yield layer, cache[name].float().cpu(), slice(i, i + batch_size)
 
 
-@torch.no_grad()
 def head_scores(model: HookedTransformer, cfg: ScoreConfig, bos: int = 0, seed: int = 0) -> pd.DataFrame:
     """Previous-token, current-token and induction scores of every head: tidy rows
     (layer, head, component, score, value)."""
@@ -96,51 +96,8 @@ def icl_positions(n_ctx: int, cfg: ScoreConfig) -> tuple[int, int]:
     return early, late
 
 
-@torch.no_grad()
-def z_hook_name(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_z"
-
-
-def ablation_hooks(ablate: fastforward.Ablation) -> list[tuple[str, object]]:
-    """TransformerLens forward hooks on ``hook_z`` that apply a mean ablation (layer -> (heads, means))."""
-    def replace(hs: list[int], mean: torch.Tensor) -> Callable[[torch.Tensor, object], torch.Tensor]:
-        def hook(z: torch.Tensor, hook: object) -> torch.Tensor:
-            z[:, :, hs] = mean[: z.shape[1], hs].to(z.dtype)
-            return z
-        return hook
-
-    return [(z_hook_name(layer), replace(list(hs), mean)) for layer, (hs, mean) in ablate.items()]
-
-
-def token_losses(model: HookedTransformer, tokens: torch.Tensor, batch_size: int = 64,
-                 hooks: Sequence[tuple[str, object]] = (), ablate: fastforward.Ablation | None = None) -> torch.Tensor:
-    """Per-token next-token loss [n, n_ctx - 1], optionally with heads mean-ablated (``ablate``,
-    see ``rllc.ablation``) or other forward hooks attached.
-
-    Without ``hooks`` it runs the fused forward of ``rllc.fastforward`` (2.6x faster here than
-    TransformerLens' hooked forward); with hooks, or for models it does not support, the model's own."""
-    fused = not hooks and fastforward.supports(model)
-    if not fused and ablate:
-        hooks = [*hooks, *ablation_hooks(ablate)]
-    out = []
-    for i in range(0, len(tokens), batch_size):
-        batch = tokens[i:i + batch_size].to(model.cfg.device)
-        if fused:
-            loss = fastforward.token_losses(model, batch, ablate)
-        else:
-            loss = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=list(hooks))
-        out.append(loss.float().cpu())
-    return torch.cat(out)
-
-
-def per_token_loss(model: HookedTransformer, tokens: torch.Tensor, batch_size: int,
-                   hooks: Sequence[tuple[str, object]] = (), ablate: fastforward.Ablation | None = None) -> torch.Tensor:
-    """Mean loss at each context position over ``tokens`` ([n, n_ctx] → [n_ctx - 1])."""
-    return token_losses(model, tokens, batch_size, hooks, ablate).mean(0)
-
-
 def icl_score(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfig,
-              hooks: Sequence[tuple[str, object]] = (), ablate: fastforward.Ablation | None = None) -> float:
+              hooks: Sequence[tuple[str, object]] = (), ablate: Ablation | None = None) -> float:
     """Loss at the late position minus loss at the early position (negative = in-context learning).
 
     Each position's loss is averaged over ``icl_halfwidth`` neighbours on either side: a single
@@ -148,33 +105,30 @@ def icl_score(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfig,
     early, late = icl_positions(model.cfg.n_ctx, cfg)
     losses = per_token_loss(model, tokens[: cfg.icl_batches * cfg.batch_size], cfg.batch_size, hooks, ablate)
     w = cfg.icl_halfwidth
-    around = lambda p: losses[max(0, p - w): p + w + 1].mean()  # noqa: E731
+
+    def around(p: int) -> torch.Tensor:
+        return losses[max(0, p - w): p + w + 1].mean()
+
     return float(around(late) - around(early))
 
 
-def classify_by_scores(scores: pd.DataFrame, thresholds: dict[str, float]) -> pd.Series:
-    """A head's behavioural type from its final scores: the score type whose value exceeds its
-    threshold by the largest margin, else "multigram"."""
-    wide = scores.pivot_table(index="component", columns="score", values="value")
-    margins = pd.DataFrame({s: wide[s] - t for s, t in thresholds.items() if s in wide})
-    best = margins.idxmax(axis=1)
-    return best.where(margins.max(axis=1) > 0, "multigram").rename("type")
+def per_head_icl(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfig, heads: Sequence[str],
+                 means: dict[int, torch.Tensor] | None = None) -> pd.DataFrame:
+    """The ICL score attributable to each of ``heads`` (rLLC paper, Figure 10).
 
-
-
-FINAL_TYPES = ("previous-token", "current-token", "induction", "Dyck multigram", "multigram")
-_SCORE_TO_TYPE = {"previous_token": "previous-token", "current_token": "current-token", "induction": "induction"}
-
-
-def head_types(score_types: pd.Series, pattern_summary: pd.DataFrame | None = None) -> pd.Series:
-    """Each head's final type (Table 1): its score type if it has one; otherwise a multigram
-    head, "Dyck multigram" when Dyck patterns explain more of its tokens in context than any
-    other pattern (``pattern_summary`` from :func:`rllc.patterns.pattern_summary`)."""
-    out = score_types.map(lambda t: _SCORE_TO_TYPE.get(t, "multigram"))
-    if pattern_summary is not None and len(pattern_summary):
-        top = pattern_summary.set_index("component")["top_pattern"].reindex(out.index)
-        out = out.where(~((out == "multigram") & (top == "dyck")), "Dyck multigram")
-    return out.rename("type")
+    Rows (component, variant, value): ``only`` is the ICL score with every *other* head of
+    ``heads`` mean-ablated (so it tracks what that head alone contributes); ``without`` is the
+    score with the head itself ablated; ``none`` (component "model") is the unablated score."""
+    ref = tokens[: cfg.icl_batches * cfg.batch_size]
+    means = means if means is not None else mean_z(model, ref, cfg.batch_size)
+    rows = [{"component": "model", "variant": "none", "value": icl_score(model, ref, cfg)}]
+    for h in heads:
+        others = [o for o in heads if o != h]
+        only = icl_score(model, ref, cfg, ablate=ablation_spec(others, means)) if others else rows[0]["value"]
+        rows.append({"component": h, "variant": "only", "value": only})
+        rows.append({"component": h, "variant": "without",
+                     "value": icl_score(model, ref, cfg, ablate=ablation_spec([h], means))})
+    return pd.DataFrame(rows)
 
 
 def chance_levels(cfg: ScoreConfig) -> dict[str, float]:
@@ -187,7 +141,8 @@ def chance_levels(cfg: ScoreConfig) -> dict[str, float]:
             "induction": float((1 / (queries + 1)).mean())}
 
 
-def threshold_report(scores: pd.DataFrame, cfg: ScoreConfig, thresholds: dict[str, float] | None = None) -> pd.DataFrame:
+def threshold_report(scores: pd.DataFrame, cfg: ScoreConfig,
+                     thresholds: dict[str, float] | None = None) -> pd.DataFrame:
     """For each score: chance level, threshold, the heads above it, and where the widest gap in
     the sorted scores lies (a threshold inside that gap separates the same heads)."""
     thresholds = thresholds or TYPE_THRESHOLDS
@@ -199,7 +154,8 @@ def threshold_report(scores: pd.DataFrame, cfg: ScoreConfig, thresholds: dict[st
         gaps = vals[1:] - vals[:-1] if len(vals) > 1 else []
         i = int(gaps.argmax()) if len(gaps) else 0
         above = v.loc[v["value"] > t, "component"].tolist()
-        rows.append({"score": score, "chance": chance[score], "threshold": t, "max": float(vals.max()) if len(vals) else float("nan"),
+        rows.append({"score": score, "chance": chance[score], "threshold": t,
+                     "max": float(vals.max()) if len(vals) else float("nan"),
                      "heads_above": " ".join(above), "widest_gap_from": float(vals[i]) if len(gaps) else float("nan"),
                      "widest_gap_to": float(vals[i + 1]) if len(gaps) else float("nan"),
                      "threshold_in_gap": bool(len(gaps) and vals[i] < t <= vals[i + 1])})

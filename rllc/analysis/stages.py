@@ -67,7 +67,7 @@ def stages(steps: Sequence[int], values: Sequence[float], **kwargs: float) -> pd
     bounds = [steps[0], *points["step"].tolist(), steps[-1]]
     ends = [*points["kind"].tolist(), "end"]
     rows = []
-    for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         if b <= a:
             continue
         rows.append({"stage": f"LM{len(rows) + 1}", "start": a, "end": b,

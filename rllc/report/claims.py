@@ -1,7 +1,9 @@
 """The claims scorecard: each checkable claim of the paper as a function of a run's tables.
 
-Every claim reads the tidy tables its notebook writes under ``<run>/tables`` and returns a row
-(claim, status, value, threshold, notebook). ``status`` is ``pass`` or ``fail``; ``not computed``
+Every claim reads the tidy tables its notebook writes under ``<run>/tables``, through the table
+registry (``rllc.report.tables``: a claim names the tables it needs, and a test checks that some
+notebook writes each of them), and returns a row (claim, status, value, threshold, notebook).
+``status`` is ``pass`` or ``fail``; ``not computed``
 when a table it needs does not exist yet (its notebook has not run); ``undefined`` when the run
 cannot decide it (e.g. a layer with a single behavioural type has no clustering to recover).
 :func:`write_scorecard` writes ``claims.csv`` at the top of the run directory.
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import write_table
+from ..analysis import head_types as ht
+from ..analysis.clustering import layer_of
+from . import tables
 
 PASS, FAIL, NOT_COMPUTED, UNDEFINED = "pass", "fail", "not computed", "undefined"
 COLUMNS = ["claim", "status", "value", "threshold", "notebook"]
@@ -24,48 +28,42 @@ MIN_STAGES = 4
 MIN_ARI = 0.5
 
 
-class Missing(Exception):
-    """A table a claim needs has not been written yet."""
-
-
 @dataclass(frozen=True)
 class Claim:
     name: str
     notebook: str
     check: Callable[[Path], tuple[str, str, str]] | None  # None: no notebook computes it yet
+    needs: tuple[str, ...] = ()  # registry names of the tables ``check`` reads
 
 
 def _table(run: Path, name: str) -> pd.DataFrame:
-    path = run / "tables" / name
-    if not path.exists():
-        raise Missing(name)
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    return tables.read(run, name)
 
 
 def check_stages(run: Path) -> tuple[str, str, str]:
-    n = len(_table(run, "stages_L2.csv"))
+    n = len(_table(run, "stages_L2"))
     return (PASS if n >= MIN_STAGES else FAIL), str(n), f">= {MIN_STAGES} stages"
 
 
 def _types(run: Path) -> pd.DataFrame:
-    t = _table(run, "head_types_by_score.csv")
-    t["layer"] = t["component"].str.split(":").str[0].astype(int)
+    t = _table(run, "head_types_by_score")
+    t["layer"] = layer_of(t["component"])
     return t
 
 
 def check_previous_token(run: Path) -> tuple[str, str, str]:
     t = _types(run)
-    n = int(((t["layer"] == 0) & (t["type"] == "previous_token")).sum())
+    n = int(((t["layer"] == 0) & (t["type"] == ht.PREVIOUS_TOKEN)).sum())
     return (PASS if n >= 1 else FAIL), str(n), ">= 1 layer-0 head"
 
 
 def check_induction(run: Path) -> tuple[str, str, str]:
     t = _types(run)
-    n = int(((t["layer"] == 1) & (t["type"] == "induction")).sum())
+    n = int(((t["layer"] == 1) & (t["type"] == ht.INDUCTION)).sum())
     return (PASS if n >= 1 else FAIL), str(n), ">= 1 layer-1 head"
 
 
-def check_wr_clusters(run: Path, table: str = "clusters_ari_wr.csv") -> tuple[str, str, str]:
+def check_wr_clusters(run: Path, table: str = "clusters_ari_wr") -> tuple[str, str, str]:
     ari = _table(run, table)
     best = ari[(ari["algorithm"] == "consensus") & ari["matches_types"]]
     threshold = f"ARI >= {MIN_ARI} in every layer (consensus, k = number of types)"
@@ -77,7 +75,7 @@ def check_wr_clusters(run: Path, table: str = "clusters_ari_wr.csv") -> tuple[st
 
 
 def check_code_ratio(run: Path, data: str = "python_tests") -> tuple[str, str, str]:
-    t = _table(run, "dr_ratio_by_type.csv")
+    t = _table(run, "dr_ratio_by_type")
     t = t[t["data"] == data]
     threshold = f"induction − multigram mean drLLC/wrLLC ratio ({data}) > 0, at the end and over the last third"
     if "candidates" in t and t["candidates"].any():
@@ -91,7 +89,7 @@ def check_code_ratio(run: Path, data: str = "python_tests") -> tuple[str, str, s
 
 
 def check_induction_timing(run: Path) -> tuple[str, str, str]:
-    t = _table(run, "induction_timing.csv")
+    t = _table(run, "induction_timing")
     threshold = "steepest-change steps of the two induction heads differ by more than the checkpoint spacing there"
     if "candidates" in t and t["candidates"].any():
         return UNDEFINED, "the run has no induction head (only candidates were followed)", threshold
@@ -110,12 +108,16 @@ def check_induction_timing(run: Path) -> tuple[str, str, str]:
 
 
 CLAIMS: tuple[Claim, ...] = (
-    Claim("1. Full-model LLC critical points split training into stages", "01_llc_theory", check_stages),
-    Claim("2a. Layer 0 has a previous-token head", "00_train", check_previous_token),
-    Claim("2b. Layer 1 has an induction head", "00_train", check_induction),
-    Claim("3. Per-head wrLLC curves cluster by behavioural type", "02_wrllc", check_wr_clusters),
-    Claim("4. Code drLLC raises induction heads' rLLC relative to multigram heads'", "03_drllc", check_code_ratio),
-    Claim("5. The induction heads form at different times", "03_drllc", check_induction_timing),
+    Claim("1. Full-model LLC critical points split training into stages", "01_llc_theory", check_stages,
+          ("stages_L2",)),
+    Claim("2a. Layer 0 has a previous-token head", "00_train", check_previous_token, ("head_types_by_score",)),
+    Claim("2b. Layer 1 has an induction head", "00_train", check_induction, ("head_types_by_score",)),
+    Claim("3. Per-head wrLLC curves cluster by behavioural type", "02_wrllc", check_wr_clusters,
+          ("clusters_ari_wr",)),
+    Claim("4. Code drLLC raises induction heads' rLLC relative to multigram heads'", "03_drllc", check_code_ratio,
+          ("dr_ratio_by_type",)),
+    Claim("5. The induction heads form at different times", "03_drllc", check_induction_timing,
+          ("induction_timing",)),
     Claim("6. drLLC with an L1 generator tracks the wrLLC until LM3, then diverges", "04_multigram", None),
     Claim("7. K-composition of L0 into L1 multigram heads turns around at LM3/LM4", "04_multigram", None),
     Claim("8. Hessian trace partly tracks the rLLC", "05_hessian_ablation", None),
@@ -134,8 +136,8 @@ def scorecard(run_dir: str | Path) -> pd.DataFrame:
         else:
             try:
                 status, value, threshold = c.check(run)
-            except Missing as missing:
-                status, value, threshold = NOT_COMPUTED, "", f"needs tables/{missing}"
+            except tables.MissingTable as missing:
+                status, value, threshold = NOT_COMPUTED, "", f"needs tables/{missing.file}"
         rows.append({"claim": c.name, "status": status, "value": value, "threshold": threshold,
                      "notebook": c.notebook})
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -144,5 +146,5 @@ def scorecard(run_dir: str | Path) -> pd.DataFrame:
 def write_scorecard(run_dir: str | Path) -> pd.DataFrame:
     """Compute the scorecard and write it to ``<run>/claims.csv`` (atomically)."""
     card = scorecard(run_dir)
-    write_table(card, Path(run_dir) / "claims.csv")
+    tables.write(run_dir, "claims", card)
     return card

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import write_text
+from ..io import write_text
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; max-width: 70em; }
@@ -29,7 +29,9 @@ table { border-collapse: collapse; } td, th { padding: .2em .6em; border-bottom:
 def _token_html(text: str, weight: float, cls: str = "") -> str:
     alpha = max(0.0, min(1.0, weight))
     style = f' style="background: rgba(255,127,14,{alpha:.2f})"' if alpha > 0.02 and cls != "next" else ""
-    shown = html.escape(text).replace("\n", "⏎").replace(" ", "·") if text.strip() == "" else html.escape(text).replace("\n", "⏎")
+    shown = html.escape(text).replace("\n", "⏎")
+    if text.strip() == "":  # whitespace-only tokens: make the spaces visible
+        shown = shown.replace(" ", "·")
     title = f' title="attention {weight:.3f}"' if cls != "next" else ' title="predicted token"'
     return f'<span class="{cls}"{style}{title}>{shown}</span>'
 
@@ -61,7 +63,8 @@ def head_page(component: str, head_type: str, contexts: pd.DataFrame, tokens: Se
         meta = f"#{r.rank} Δloss {r.delta_loss:.2f}" + (f" · {html.escape(r.pattern)}" if hasattr(r, "pattern") else "")
         body.append(f'<div class="ex"><div class="meta">{meta}</div>'
                     f"{example_html(tokens[r.sample], r.pos, r.attention, decode)}</div>")
-    return f"<!doctype html><meta charset='utf-8'><title>{html.escape(component)}</title><style>{STYLE}</style>" + "\n".join(body)
+    head = f"<!doctype html><meta charset='utf-8'><title>{html.escape(component)}</title><style>{STYLE}</style>"
+    return head + "\n".join(body)
 
 
 def write_viewer(run_dir: str | Path, contexts: pd.DataFrame, types: pd.Series, tokens: Sequence[Sequence[int]],

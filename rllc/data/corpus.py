@@ -34,8 +34,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from . import paths
-from .io import write_json, write_table
+from .. import paths
+from ..io import write_json, write_table
 
 Document = tuple[str, str]  # (document id, text)
 CORPUS_VERSION = 1  # bump when a parser changes what it extracts
@@ -129,7 +129,7 @@ def fetch_package(pkg: Package, downloads: Path | None = None, retries: int = 1)
             if pkg.sha256 is None or digest == pkg.sha256:
                 return target
             warnings.warn(f"{pkg.file}: sha256 {digest[:12]}… does not match the pin "
-                          f"{pkg.sha256[:12]}… (corrupt or truncated); fetching it again")
+                          f"{pkg.sha256[:12]}… (corrupt or truncated); fetching it again", stacklevel=2)
             target.unlink()
             if attempt == retries:
                 break
@@ -370,7 +370,7 @@ def build_source(source: Source, force: bool = False) -> pd.DataFrame:
         df = pd.read_parquet(out)
         if _text_hash(df) == entry.get("text_sha256"):
             return df
-        warnings.warn(f"{source.name}: cached documents do not match the manifest; rebuilding")
+        warnings.warn(f"{source.name}: cached documents do not match the manifest; rebuilding", stacklevel=2)
     pkg = source.package
     entry = {"source": source.name, "kind": source.kind, "registry": pkg.registry, "package": pkg.name,
              "version": pkg.version, "corpus_version": CORPUS_VERSION}
@@ -412,7 +412,7 @@ def load_sources(names: Iterable[str], force: bool = False) -> dict[str, pd.Data
         try:
             out[name] = build_source(registry[name], force=force)
         except SourceUnavailable as exc:
-            warnings.warn(f"source {name!r} skipped: {exc}")
+            warnings.warn(f"source {name!r} skipped: {exc}", stacklevel=2)
             _update_manifest(name, {"source": name, "status": f"skipped: {exc}",
                                     "registry": registry[name].package.registry})
     return out

@@ -170,7 +170,8 @@ def skip_ngram_match(context_text: str, next_text: str) -> Match | None:
     """A preset skip n-gram (:data:`SKIP_NGRAMS`) ending in the next token."""
     tail = context_text[-80:]
     for name, opener, closer in SKIP_NGRAMS:
-        if re.search(closer, next_text) and re.search(opener, tail, flags=re.IGNORECASE if name.startswith("phrasal") else 0):
+        flags = re.IGNORECASE if name.startswith("phrasal") else 0
+        if re.search(closer, next_text) and re.search(opener, tail, flags=flags):
             return Match("skip_ngram", (name, next_text.strip()))
     return None
 

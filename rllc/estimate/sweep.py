@@ -2,8 +2,12 @@
 
 Every estimate is stored as one JSON record under ``<run>/llc/records/<key>.json`` (written
 atomically), where the key hashes everything that changes its number: the model's identity,
-the checkpoint, the component, the distribution (and its token dataset), and every sampler
-setting. A sweep computes only the records it lacks, so a sweep killed midway and restarted
+the checkpoint, the component, the distribution (and its token dataset), every sampler
+setting, and the estimator's version (``rllc.estimate.sgld.ESTIMATOR_VERSION``: a change to the
+sampler or its losses bumps it, and older records are then recomputed, never reused). Each record
+carries its provenance (package version, git commit, torch version, device).
+
+A sweep computes only the records it lacks, so a sweep killed midway and restarted
 recomputes nothing it already has and loses at most the estimate in flight. The tidy tables
 (``llc_estimates``, ``llc_chains``, ``llc_traces``) are assembled from the records.
 
@@ -26,21 +30,17 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import data as data_mod
-from .checkpoints import CheckpointStore
-from .config import Config, SamplerConfig, config_hash
-from .fastforward import next_token_loss
-from .io import read_json, write_json, write_table
-from .llc import (
-    BatchFeed,
-    LLCResult,
-    batch_losses,
-    estimate_llc,
-    generator_loss,
-    n_steps,
-)
-from .model import resolve_device
-from .train import find_run, identity, load_model, require_run, run_config
+from .. import provenance
+from ..config import Config, SamplerConfig, config_hash
+from ..data import tokens as data_mod
+from ..io import read_json, write_json, write_table
+from ..model.build import resolve_device
+from ..model.checkpoints import CheckpointStore
+from ..model.fused import next_token_loss
+from ..run import find_run, identity, load_model, require_run, run_config
+from . import sgld
+from .llc import LLCResult, batch_losses, estimate_llc, generator_loss
+from .sgld import BatchFeed, n_steps
 
 GENERATOR_PREFIX = "model:"
 
@@ -101,7 +101,7 @@ def record_key(cfg: Config, job: Job, settings: SamplerConfig) -> str:
         "identity": identity(cfg, job.model), "step": job.step, "component": job.component.replace(" ", "").lower(),
         "data": job.data, "tokens": data_mod.tokens_key(cfg),
         "generator": None if gen is None else identity(cfg, gen[0]),
-        "sampler": dataclasses.asdict(settings),
+        "sampler": dataclasses.asdict(settings), "estimator": sgld.ESTIMATOR_VERSION,
     }, n=16)
 
 
@@ -120,6 +120,7 @@ def baseline_key(cfg: Config, job: Job, settings: SamplerConfig) -> str:
         "identity": identity(cfg, job.model), "step": job.step, "data": job.data, "tokens": data_mod.tokens_key(cfg),
         "generator": None if gen is None else identity(cfg, gen[0]),
         "batch_size": settings.batch_size, "seed": settings.seed, "steps": n_steps(settings),
+        "estimator": sgld.ESTIMATOR_VERSION,
     }, n=16)
 
 
@@ -140,7 +141,8 @@ def paired_baseline(run: Path, cfg: Config, job: Job, settings: SamplerConfig, d
     tokens, generator = _data_tensor(cfg, run, job.data, dev, state.setdefault("data", {}))
     loss_fn = generator_loss(generator) if generator is not None else next_token_loss
     losses = batch_losses(model, BatchFeed(tokens, settings.batch_size, settings.seed), loss_fn, n_steps(settings), dev)
-    write_json(path, {"model": job.model, "step": job.step, "data": job.data, "losses": losses.tolist()})
+    write_json(path, {"model": job.model, "step": job.step, "data": job.data, "losses": losses.tolist(),
+                      "estimator_version": sgld.ESTIMATOR_VERSION, "provenance": provenance.provenance(dev)})
     return losses
 
 
@@ -227,7 +229,7 @@ def _run_job(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: tor
     result = estimate_llc(model, job.component, tokens, settings, generator=generator,
                           data_name=job.data, device=dev, bar=bar, baseline=baseline)
     key = record_key(cfg, job, settings)
-    write_json(records_dir(run) / f"{key}.json", _record(job, result, key))
+    write_json(records_dir(run) / f"{key}.json", _record(job, result, key, dev))
 
 
 _WORKER: dict[str, Any] = {}
@@ -263,9 +265,10 @@ def _run_parallel(run: Path, todo: list[Job], settings: SamplerConfig, workers: 
             raise
 
 
-def _record(job: Job, result: LLCResult, key: str) -> dict[str, Any]:
+def _record(job: Job, result: LLCResult, key: str, device: torch.device) -> dict[str, Any]:
     rec = result.to_dict(traces=True)
-    rec.update({"key": key, "model": job.model, "step": job.step, "component": job.component, "data": job.data})
+    rec.update({"key": key, "model": job.model, "step": job.step, "component": job.component, "data": job.data,
+                "estimator_version": sgld.ESTIMATOR_VERSION, "provenance": provenance.provenance(device)})
     return rec
 
 
@@ -301,9 +304,9 @@ def _tables(run: Path, records: list[dict[str, Any]], write: bool) -> pd.DataFra
             "n_ok": r["n_ok"], "n_diverged": sum("diverged" in f for f in flags),
             "n_below_init": sum("below_init" in f for f in flags), "init_loss": r["init_loss"],
             "n_weights": r["n_weights"], "seconds": r["seconds"], **{f"sampler_{k}": v for k, v in s.items()},
-            "key": r["key"],
+            "estimator_version": r.get("estimator_version", 1), "key": r["key"],
         })
-        for c, (v, f) in enumerate(zip(r["per_chain"], flags)):
+        for c, (v, f) in enumerate(zip(r["per_chain"], flags, strict=True)):
             chains.append({"key": r["key"], "model": r["model"], "step": r["step"], "component": r["component"],
                            "data": r["data"], "chain": c, "llc": v, "flags": ",".join(f)})
         arr = np.asarray(r["traces"], dtype=float)
@@ -335,5 +338,6 @@ def estimate_one(run_or_profile: str | Path, model: str = "L2", step: int | str 
     net = load_model(run, model, s, device=dev)
     result = estimate_llc(net, component, tokens, settings, generator=generator,
                           data_name=data, device=dev, progress=progress)
-    result.meta.update({"model": model, "step": s, "run_dir": str(run)})
+    result.meta.update({"model": model, "step": s, "run_dir": str(run), "estimator_version": sgld.ESTIMATOR_VERSION,
+                        "provenance": provenance.provenance(dev)})
     return result

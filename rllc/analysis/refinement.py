@@ -1,7 +1,7 @@
 """Comparisons between refinements (rLLC paper, Section 4.2): drLLC/wrLLC ratios per head type,
 how held-out domains move the full-model curve, and when curves change fastest (timing).
 
-All functions take the tidy estimates table of ``rllc.sweep`` (columns model, step, component,
+All functions take the tidy estimates table of ``rllc.estimate.sweep`` (columns model, step, component,
 data, llc_mean, …) or plain (component, step, value) curves, and return tidy tables.
 """
 
@@ -49,13 +49,17 @@ def domain_summary(full: pd.DataFrame, reference: str = "train", shape_corr: flo
     if reference not in wide:
         raise KeyError(f"no {reference!r} curve among {list(wide.columns)}")
     ref = wide[reference]
-    z = lambda s: (s - s.mean()) / (s.std() or 1.0)  # noqa: E731
+
+    def z(s: pd.Series) -> pd.Series:
+        return (s - s.mean()) / (s.std() or 1.0)
+
     rows = []
     for data in wide.columns:
         corr = float(np.corrcoef(z(wide[data]), z(ref))[0, 1]) if len(wide) > 2 else float("nan")
         rows.append({"data": data, "final_llc": float(wide[data].iloc[-1]),
                      "mean_offset": float((wide[data] - ref).mean()), "shape_corr": corr,
-                     "change": "reference" if data == reference else ("vertical shift" if corr >= shape_corr else "shape")})
+                     "change": "reference" if data == reference
+                     else ("vertical shift" if corr >= shape_corr else "shape")})
     out = pd.DataFrame(rows).sort_values("final_llc", ascending=False).reset_index(drop=True)
     out.insert(1, "rank", np.arange(1, len(out) + 1))
     return out

@@ -1,6 +1,8 @@
 """Behaviour over training: head scores and ICL score at every checkpoint of a run, cached.
 
-The table is keyed by checkpoint step; a computation killed midway keeps what it finished
+The cache is keyed by the score settings, the token data, the seed and ``SCORES_VERSION`` (bump
+it when a change to ``rllc.analysis.scores`` alters the numbers), and filled by checkpoint step; a
+computation killed midway keeps what it finished
 (each checkpoint's rows are appended and the table rewritten atomically).
 """
 
@@ -11,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import data as data_mod
-from .config import Config, config_hash
-from .heads import head_scores, icl_score
-from .io import write_table
-from .tokenizer import bos_id
-from .train import checkpoint_steps, load_model
+from ..config import Config, config_hash
+from ..data import tokens as data_mod
+from ..data.tokenizer import bos_id
+from ..io import write_table
+from ..run import checkpoint_steps, load_model
+from .scores import SCORES_VERSION, head_scores, icl_score
 
 
 def behaviour_over_training(cfg: Config, run_dir: str | Path, name: str = "L2",
@@ -24,7 +26,8 @@ def behaviour_over_training(cfg: Config, run_dir: str | Path, name: str = "L2",
     """Tidy rows (model, step, component, score, value) for the previous-token, current-token and
     induction scores of every head, plus component "model" / score "icl" for the ICL score."""
     run = Path(run_dir)
-    key = config_hash({"scores": cfg.scores, "tokens": data_mod.tokens_key(cfg), "seed": cfg.seed})
+    key = config_hash({"scores": cfg.scores, "tokens": data_mod.tokens_key(cfg), "seed": cfg.seed,
+                       "version": SCORES_VERSION})
     path = run / "tables" / f"behaviour_{name}_{key}.parquet"
     done = pd.read_parquet(path) if path.exists() else pd.DataFrame()
     have = set(done["step"]) if len(done) else set()

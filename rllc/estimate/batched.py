@@ -16,8 +16,9 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 from tqdm.auto import tqdm
 
-from .components import ParamMasks
-from .config import SamplerConfig
+from ..config import SamplerConfig
+from ..model.components import ParamMasks
+from .sgld import BatchFeed, LossFn, n_steps, sgld_proposal
 
 
 class _Bound(nn.Module):
@@ -28,15 +29,13 @@ class _Bound(nn.Module):
         object.__setattr__(self, "_model", model)
         object.__setattr__(self, "_tensors", tensors)
 
-    def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+    def forward(self, *args: object, **kwargs: object) -> torch.Tensor:
         return functional_call(self._model, self._tensors, args, kwargs)
 
 
-def run_chains_batched(model: nn.Module, masks: ParamMasks, feed, loss_fn, s: SamplerConfig,  # noqa: ANN001
+def run_chains_batched(model: nn.Module, masks: ParamMasks, feed: BatchFeed, loss_fn: LossFn, s: SamplerConfig,
                        device: torch.device, bar: tqdm | None = None) -> np.ndarray:
     """Loss traces [chains, steps] of ``s.chains`` chains run together from the model's weights."""
-    from .llc import n_steps, sgld_proposal
-
     params = dict(model.named_parameters())
     names = list(masks)
     fixed = {n: p.detach() for n, p in params.items() if n not in masks}

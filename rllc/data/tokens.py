@@ -21,9 +21,10 @@ import pandas as pd
 import torch
 from tokenizers import Tokenizer
 
-from . import corpus, paths
-from .config import Config, config_hash
-from .io import read_json, write_json
+from .. import paths
+from ..config import Config, config_hash
+from ..io import read_json, write_json
+from . import corpus
 from .tokenizer import bos_id, get_tokenizer, tokenizer_key
 
 
@@ -130,7 +131,8 @@ def _shuffle_documents(stream: np.ndarray, bos: int, seed: int) -> np.ndarray:
 def available_distributions(cfg: Config) -> list[str]:
     info = tokens_dir(cfg) / "info.json"
     if not info.exists():
-        raise FileNotFoundError(f"no token datasets for profile {cfg.profile!r} yet; run `rllc data --profile {cfg.profile}`")
+        raise FileNotFoundError(f"no token datasets for profile {cfg.profile!r} yet; "
+                                f"run `rllc data --profile {cfg.profile}`")
     return read_json(info)["splits"]
 
 
@@ -150,3 +152,9 @@ def sample_windows(cfg: Config, name: str, n: int, seed: int | None = None) -> t
     tokens = load_tokens(cfg, name)
     g = torch.Generator().manual_seed(cfg.seed if seed is None else seed)
     return tokens[torch.randperm(len(tokens), generator=g)[:n]]
+
+
+def held_in_windows(cfg: Config) -> torch.Tensor:
+    """The held-in training windows searched for tokens in context (02) and shown again (03):
+    ``classify.tic_samples`` windows of the training split drawn with the run's seed."""
+    return sample_windows(cfg, "train", cfg.classify.tic_samples)

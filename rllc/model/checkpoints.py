@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .io import atomic_write, read_json, write_json
+from ..io import atomic_write, read_json, write_json
 
 _STEP_RE = re.compile(r"step_(\d+)\.pt$")
 
@@ -27,7 +27,7 @@ class CheckpointStore:
     root: Path
 
     @classmethod
-    def for_model(cls, run_dir: str | Path, name: str) -> "CheckpointStore":
+    def for_model(cls, run_dir: str | Path, name: str) -> CheckpointStore:
         return cls(Path(run_dir) / "models" / name)
 
     @property
@@ -49,7 +49,7 @@ class CheckpointStore:
             old = read_json(path)
             if old != identity:
                 diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
-                raise RuntimeError(
+                raise IdentityMismatch(
                     f"{self.root} holds a model trained with other settings (differs in {diff}); "
                     "use another run directory or delete this one")
         else:
@@ -83,7 +83,7 @@ class CheckpointStore:
             step = available[-1]
         if int(step) not in available:
             raise FileNotFoundError(f"no checkpoint at step {step} in {self.ckpt_dir}; available: {available}")
-        return torch.load(self.path(int(step)), map_location="cpu", weights_only=True)
+        return _load(self.path(int(step)), weights_only=True)
 
     def save_resume(self, state: dict[str, Any]) -> None:
         atomic_write(self.resume_path, lambda p: torch.save(state, p))
@@ -91,4 +91,23 @@ class CheckpointStore:
     def load_resume(self) -> dict[str, Any] | None:
         if not self.resume_path.exists():
             return None
-        return torch.load(self.resume_path, map_location="cpu", weights_only=False)
+        return _load(self.resume_path, weights_only=False)
+
+
+class IdentityMismatch(RuntimeError):
+    """A checkpoint store holds a model trained with other settings than the ones asked for."""
+
+
+class CorruptCheckpoint(RuntimeError):
+    """A checkpoint file exists but cannot be read (truncated by a full disk, a copy, ...)."""
+
+
+def _load(path: Path, weights_only: bool) -> Any:
+    """``torch.load`` with one clear line (and the fix) instead of a zip-archive traceback."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CorruptCheckpoint(
+            f"{path} is truncated or corrupt ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
+            f"delete it and rerun `rllc train` with the same profile and run directory to rewrite it"
+        ) from None

@@ -18,8 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 from torch import nn
+
+from ..config import SamplerConfig
+from .llc import sample_llc
 
 
 def aoyagi_rrr(M: int, N: int, H: int, r: int) -> float:
@@ -86,7 +90,7 @@ class NormalCrossing(nn.Module):
     def truth(self) -> float:
         return normal_crossing_lambda(self.k)
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:  # noqa: ARG002 - a potential ignores data
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:  # a potential ignores the data
         powers = torch.tensor([2 * v for v in self.k], dtype=self.w.dtype)
         return torch.prod(self.w ** powers)
 
@@ -124,7 +128,7 @@ class ReducedRankRegression(nn.Module):
     def truth(self) -> float:
         return self.shape.truth
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:  # noqa: ARG002
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return 0.5 * (self.B @ self.A - self.W0).pow(2).sum()
 
 
@@ -171,9 +175,11 @@ def validation_cases() -> list[Case]:
         *[Case("normal crossing", f"k={k}", (lambda k=k: NormalCrossing(k)), nc, batched=True)
           for k in [(1, 2), (1, 3)]],
         *[Case("reduced-rank regression", f"M={s.M} N={s.N} H={s.H} r={s.r}",
-               (lambda s=s: ReducedRankRegression(s, seed=0)), rrr) for s in [RRRShape(3, 3, 3, 1), RRRShape(5, 3, 4, 2)]],
-        Case("restricted (A only) RRR", "M=4 N=3 H=3 r=1, B frozen", lambda: ReducedRankRegression(RRRShape(4, 3, 3, 1), seed=1),
-             {**rrr, "draws": 3000, "burnin": 500}, masks=("A",), truth_override=1 * 3 / 2),
+               (lambda s=s: ReducedRankRegression(s, seed=0)), rrr)
+          for s in [RRRShape(3, 3, 3, 1), RRRShape(5, 3, 4, 2)]],
+        Case("restricted (A only) RRR", "M=4 N=3 H=3 r=1, B frozen",
+             lambda: ReducedRankRegression(RRRShape(4, 3, 3, 1), seed=1), {**rrr, "draws": 3000, "burnin": 500},
+             masks=("A",), truth_override=1 * 3 / 2),
     ]
 
 
@@ -184,18 +190,13 @@ def tolerance(case: Case) -> float:
     return TOLERANCE.get(case.family, 0.10)
 
 
-def run_validation(scale: float = 1.0, progress: bool = False):  # noqa: ANN201 - returns a DataFrame
+def run_validation(scale: float = 1.0, progress: bool = False) -> pd.DataFrame:
     """Estimate every case; ``scale`` shrinks burn-in and draws (below 1 the tolerances do not apply)."""
-    import pandas as pd
-
     return pd.DataFrame([run_case(case, scale, progress) for case in validation_cases()])
 
 
 def run_case(case: Case, scale: float = 1.0, progress: bool = False) -> dict:
     """One known-answer estimate as a table row (truth, estimate, s.e., relative error, settings)."""
-    from .config import SamplerConfig
-    from .llc import sample_llc
-
     model = case.build()
     s = dict(case.settings)
     s["draws"] = max(10, int(s["draws"] * scale))

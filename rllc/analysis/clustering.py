@@ -19,6 +19,7 @@ split-diagram figure draws.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,8 +28,14 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import adjusted_rand_score
 
+with warnings.catch_warnings():  # tslearn warns on import that h5py (which nothing here needs) is absent
+    warnings.filterwarnings("ignore", message=".*h5py.*")
+    from tslearn.clustering import KShape
+    from tslearn.preprocessing import TimeSeriesScalerMeanVariance
+
 ALGORITHMS = ("kmeans", "ward", "kshape")
 VOTE_WEIGHTS = {"kmeans": 1.0, "ward": 1.0, "kshape": 2.0}
+KSHAPE_RESTARTS = 5  # k-shape is sensitive to its start: keep the tightest of this many
 
 
 def align_curves(table: pd.DataFrame, value: str = "llc_mean", index: str = "component",
@@ -66,11 +73,6 @@ def curves_matrix(table: pd.DataFrame, value: str = "llc_mean", refinement: str 
     return wide
 
 
-def _znorm(x: np.ndarray) -> np.ndarray:
-    std = x.std(axis=1, keepdims=True)
-    return (x - x.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)
-
-
 def cluster(x: np.ndarray, k: int, algorithm: str, seed: int = 0) -> np.ndarray:
     """Labels 0..k-1 of the rows of ``x`` under one algorithm."""
     if not 2 <= k <= len(x):
@@ -80,16 +82,8 @@ def cluster(x: np.ndarray, k: int, algorithm: str, seed: int = 0) -> np.ndarray:
     if algorithm == "ward":
         return AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(x)
     if algorithm == "kshape":
-        from tslearn.clustering import KShape
-
-        z = _znorm(x)[:, :, None]
-        best, best_inertia = None, np.inf
-        for s in range(5):  # KShape has no n_init: restart by hand and keep the tightest
-            model = KShape(n_clusters=k, random_state=seed + s, max_iter=100)
-            labels = model.fit_predict(z)
-            if np.isfinite(model.inertia_) and model.inertia_ < best_inertia:
-                best, best_inertia = labels, model.inertia_
-        return best if best is not None else labels
+        z = TimeSeriesScalerMeanVariance().fit_transform(x[:, :, None])  # per-curve z-normalisation
+        return KShape(n_clusters=k, n_init=KSHAPE_RESTARTS, random_state=seed, max_iter=100).fit_predict(z)
     raise ValueError(f"unknown algorithm {algorithm!r}; valid: {ALGORITHMS}")
 
 
@@ -119,7 +113,7 @@ def cluster_all(wide: pd.DataFrame, ks: Sequence[int] = range(2, 7), seed: int =
         labelings["consensus"] = consensus(labelings, k)
         for alg, labels in labelings.items():
             rows += [{"component": c, "k": k, "algorithm": alg, "cluster": int(lab)}
-                     for c, lab in zip(wide.index, labels)]
+                     for c, lab in zip(wide.index, labels, strict=True)]
     return pd.DataFrame(rows)
 
 
@@ -133,7 +127,7 @@ def aligned_labels(labels: pd.DataFrame) -> pd.DataFrame:
         if prev is not None:
             overlap = pd.crosstab(cur, prev.reindex(cur.index))
             rows, cols = linear_sum_assignment(-overlap.to_numpy())
-            mapping = {overlap.index[r]: overlap.columns[c] for r, c in zip(rows, cols)}
+            mapping = {overlap.index[r]: overlap.columns[c] for r, c in zip(rows, cols, strict=True)}
             fresh = iter(range(int(prev.max()) + 1, 10 * k))
             cur = pd.Series([mapping[c] if c in mapping else next(fresh) for c in cur], index=cur.index)
         g = g.copy()
@@ -153,3 +147,42 @@ def ari_table(labels: pd.DataFrame, types: pd.Series) -> pd.DataFrame:
             raise ValueError(f"no type for {truth[truth.isna()].index.tolist()}")
         rows.append({"k": k, "algorithm": alg, "ari": float(adjusted_rand_score(truth, g["cluster"]))})
     return pd.DataFrame(rows)
+
+
+def layer_of(components: pd.Series) -> pd.Series:
+    """The layer of head components named "L:H"."""
+    return components.str.split(":").str[0].astype(int)
+
+
+def cluster_layers(estimates: pd.DataFrame, types: pd.Series, max_k: int, seed: int = 0, min_step: int = 1,
+                   value: str = "llc_mean") -> tuple[pd.DataFrame, pd.DataFrame, dict[int, list]]:
+    """Cluster the per-head curves of each layer and score the clusterings against ``types``.
+
+    ``estimates``: tidy rows (component "L:H", data, step, ``value``) of one or several
+    distributions; several are concatenated per head (each block scaled by its spread). Steps
+    before ``min_step`` and steps where some curve has no value are left out (:func:`align_curves`).
+    Returns (labels: component, k, algorithm, cluster, layer — aligned across k for the split
+    diagrams; ari: k, algorithm, ari, layer, n_types, matches_types — True at k = the number of
+    types in the layer when it has two or more; dropped steps per layer)."""
+    heads = estimates[estimates["component"].str.fullmatch(r"\d+:\d+")]
+    labels_all, ari_all, dropped_by_layer = [], [], {}
+    for layer, sub in heads.groupby(layer_of(heads["component"])):
+        keyed = sub.assign(refinement=sub["data"], component=sub["component"] + "|" + sub["data"])
+        keyed, dropped = align_curves(keyed, value=value, min_step=min_step)
+        keyed = keyed.assign(component=keyed["component"].str.split("|").str[0])
+        wide = curves_matrix(keyed, value=value)
+        ks = range(2, min(max_k, len(wide) - 1) + 1)
+        lab = cluster_all(wide, ks, seed=seed)
+        if lab.empty:  # too few heads in the layer for two clusters and a spare
+            continue
+        lab = pd.concat([aligned_labels(g) for _, g in lab.groupby("algorithm", sort=False)], ignore_index=True)
+        ari = ari_table(lab, types)
+        n_types = int(types.reindex(wide.index).nunique())
+        ari["layer"], ari["n_types"] = int(layer), n_types
+        ari["matches_types"] = (ari["k"] == n_types) if n_types >= 2 else False
+        labels_all.append(lab.assign(layer=int(layer)))
+        ari_all.append(ari)
+        dropped_by_layer[int(layer)] = dropped
+    if not labels_all:
+        raise ValueError("no layer has enough heads to cluster (at least 3)")
+    return pd.concat(labels_all, ignore_index=True), pd.concat(ari_all, ignore_index=True), dropped_by_layer

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from . import paths
-from .config import TokenizerConfig, config_hash
-from .io import atomic_write
+from .. import paths
+from ..config import TokenizerConfig, config_hash
+from ..io import atomic_write
 
 BOS = "<|bos|>"
 

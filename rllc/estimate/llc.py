@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,12 +34,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .components import ParamMasks, component_masks, component_size, parse_head
-from .config import SamplerConfig
-from .fastforward import HeadLoss, model_logits, next_token_loss, supports
+from ..config import SamplerConfig
+from ..model.components import ParamMasks, component_masks, component_size, parse_head
+from ..model.fused import HeadLoss, model_logits, next_token_loss, supports
+from .batched import run_chains_batched
+from .sgld import ESTIMATOR_VERSION, BatchFeed, LossFn, n_steps, sgld_update
 
-# (model, tokens [batch, n_ctx]) -> mean per-token loss (a scalar tensor)
-LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+__all__ = ["ESTIMATOR_VERSION", "BatchFeed", "LLCResult", "LossFn", "estimate_llc", "generator_loss", "n_steps",
+           "sample_llc"]
 
 FLAG_DIVERGED = "diverged"
 FLAG_BELOW_INIT = "below_init"
@@ -69,39 +70,6 @@ def generator_loss(generator: nn.Module) -> LossFn:
         return -(target * logp).sum(-1).mean()
 
     return loss
-
-
-# ---------------------------------------------------------------------------------------------
-# Batches
-
-
-class BatchFeed:
-    """The batches every chain sees: a permutation under ``seed``, in full batches, cycled."""
-
-    def __init__(self, data: torch.Tensor, batch_size: int, seed: int) -> None:
-        if len(data) < batch_size:
-            raise ValueError(f"the dataset has {len(data)} rows, fewer than one batch of {batch_size}")
-        self.data = data
-        self.batch_size = batch_size
-        g = torch.Generator().manual_seed(seed)
-        # as torch's DataLoader(shuffle=True, generator=g) does (and hence devinterp): one draw
-        # for the workers' base seed, then the permutation
-        torch.empty((), dtype=torch.int64).random_(generator=g)
-        order = torch.randperm(len(data), generator=g)
-        n_batches = len(data) // batch_size
-        self.batches = order[: n_batches * batch_size].view(n_batches, batch_size)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.data[self.batches[i % len(self.batches)]]
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        i = 0
-        while True:
-            yield self[i]
-            i += 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +136,7 @@ def select_draws(traces: np.ndarray, burnin: int, every: int, draws: int) -> np.
 
 def summarize(per_chain: list[float], flags: list[list[str]]) -> tuple[float, float, float]:
     """Mean, std and standard error over the chains that carry no flag."""
-    ok = np.array([v for v, f in zip(per_chain, flags) if not f], dtype=float)
+    ok = np.array([v for v, f in zip(per_chain, flags, strict=True) if not f], dtype=float)
     if len(ok) == 0:
         return math.nan, math.nan, math.nan
     std = float(ok.std(ddof=1)) if len(ok) > 1 else math.nan
@@ -227,12 +195,9 @@ def _is_hooked(model: nn.Module) -> bool:
     return hasattr(model, "cfg") and hasattr(model.cfg, "n_heads")
 
 
-def n_steps(s: SamplerConfig) -> int:
-    return s.burnin + s.draws * s.steps_between_draws
-
-
 @torch.no_grad()
-def batch_losses(model: nn.Module, feed: BatchFeed, loss_fn: LossFn, n_batches: int, device: torch.device) -> np.ndarray:
+def batch_losses(model: nn.Module, feed: BatchFeed, loss_fn: LossFn, n_batches: int,
+                 device: torch.device) -> np.ndarray:
     """The loss at the model's current weights on each of the feed's first ``n_batches`` batches.
 
     At w* these are the paired reference of every SGLD step (every chain sees the same batches).
@@ -243,22 +208,6 @@ def batch_losses(model: nn.Module, feed: BatchFeed, loss_fn: LossFn, n_batches: 
 def init_loss(model: nn.Module, feed: BatchFeed, loss_fn: LossFn, n_batches: int, device: torch.device) -> float:
     """L(w*): the mean loss over the first ``n_batches`` batches of the feed."""
     return float(batch_losses(model, feed, loss_fn, n_batches, device).mean())
-
-
-def sgld_proposal(p: torch.Tensor, grad: torch.Tensor | None, anchor: torch.Tensor, noise: torch.Tensor,
-                  s: SamplerConfig) -> torch.Tensor:
-    """One unmasked SGLD step from ``p`` (the update of the module docstring); ``grad`` None is zero."""
-    drift = (grad * s.nbeta if grad is not None else torch.zeros_like(p)) + s.gamma * (p - anchor)
-    return p - 0.5 * s.epsilon * drift + math.sqrt(s.epsilon) * noise
-
-
-def _sgld_update(p: torch.Tensor, grad: torch.Tensor | None, anchor: torch.Tensor, mask: torch.Tensor | None,
-                 noise: torch.Tensor, s: SamplerConfig) -> None:
-    new = sgld_proposal(p, grad, anchor, noise, s)
-    if mask is None:
-        p.copy_(new)
-    else:
-        p.copy_(torch.where(mask, new, p))  # weights outside the component stay bit-identical
 
 
 def _chain_params(named: dict[str, nn.Parameter], masks: ParamMasks,
@@ -308,7 +257,7 @@ def _run_chain(model: nn.Module, params: list[tuple[torch.Tensor, torch.Tensor, 
         with torch.no_grad():
             for p, anchor, mask in params:
                 noise = torch.normal(0.0, 1.0, size=p.shape, generator=noise_gen, device=device, dtype=p.dtype)
-                _sgld_update(p.data, p.grad, anchor, mask, noise, s)
+                sgld_update(p.data, p.grad, anchor, mask, noise, s)
         if bar is not None:
             bar.update(1)
     for p, _, _ in params:
@@ -375,8 +324,6 @@ def sample_llc(
         bar = tqdm(total=total, desc=f"SGLD {component or 'model'}", disable=not progress, mininterval=1.0)
     try:
         if use_batched:
-            from .batched import run_chains_batched
-
             traces = run_chains_batched(work, masks, feed, loss_fn, settings, dev, bar)
         else:
             traces = np.stack([_run_chain(work, params, feed, loss_fn, settings, c, dev, bar)
@@ -400,7 +347,7 @@ def make_result(traces: np.ndarray, l0: float, settings: SamplerConfig, n_weight
     excess = excess_loss(traces, l0, baseline)
     draws = select_draws(excess, s.burnin, s.steps_between_draws, s.draws)
     per_chain = [float(s.nbeta * d.mean()) for d in draws]
-    flags = [chain_flags(t, d, 0.0, s.nbeta, n_weights, s.diverge_margin) for t, d in zip(excess, draws)]
+    flags = [chain_flags(t, d, 0.0, s.nbeta, n_weights, s.diverge_margin) for t, d in zip(excess, draws, strict=True)]
     mean, std, sem = summarize(per_chain, flags)
     return LLCResult(mean=mean, std=std, sem=sem, per_chain=per_chain, flags=flags, init_loss=l0,
                      traces=traces, settings=asdict(s), component=component, n_weights=n_weights, data=data,

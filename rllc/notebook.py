@@ -1,0 +1,85 @@
+"""The one setup call every notebook makes, and the helpers notebooks share.
+
+``nb = setup(profile, config, run_dir)`` sets the figure style, resolves the config, creates (or
+reuses) the run directory and returns a :class:`Session`: the config, the run, the sampler
+settings, and lazily the final L2 model and its head names. Tables go through the registry
+(``nb.write`` / ``nb.read``), figures through ``nb.savefig`` (stamped with what made them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
+from .config import Config, load_config
+from .data import tokens as data_mod
+from .model.components import head_names
+from .report import figures, tables
+from .run import Run, create_run
+
+
+@dataclass
+class Session:
+    """What a notebook works with: config, run directory, sampler settings, the final model."""
+
+    cfg: Config
+    run: Run
+    progress: bool = True
+    _extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The profile's SGLD settings as a plain dict (figures stamp them)."""
+        return dataclasses.asdict(self.cfg.sampler)
+
+    @cached_property
+    def final_model(self) -> HookedTransformer:
+        """The last checkpoint of L2 (needs 00_train)."""
+        return self.run.load_model("L2", "last")
+
+    @cached_property
+    def heads(self) -> list[str]:
+        """Every head of L2 as "layer:head"."""
+        m = self.final_model
+        return head_names(m.cfg.n_layers, m.cfg.n_heads)
+
+    def held_in_windows(self) -> torch.Tensor:
+        """The held-in windows of the tokens-in-context search (the same in 02 and 03)."""
+        return data_mod.held_in_windows(self.cfg)
+
+    def write(self, name: str, df: pd.DataFrame) -> Path:
+        return tables.write(self.path, name, df)
+
+    def read(self, name: str) -> pd.DataFrame:
+        return tables.read(self.path, name)
+
+    def read_optional(self, name: str) -> pd.DataFrame | None:
+        return tables.read_optional(self.path, name)
+
+    def savefig(self, fig: plt.Figure, name: str) -> Path:
+        return figures.savefig(fig, self.path, name)
+
+
+def setup(profile: str, config: dict[str, Any] | None = None, run_dir: str | None = None,
+          progress: bool = True, sampler_line: bool = True) -> Session:
+    """Style, config, run directory; prints where the run is (and the SGLD settings)."""
+    figures.style()
+    cfg = load_config(profile, config or {})
+    run = create_run(cfg, run_dir or None)
+    session = Session(cfg, run, progress)
+    print(f"profile {cfg.profile}; run directory {run.path}")
+    if sampler_line:
+        print(figures.sampler_stamp(session.settings))
+    return session

@@ -1,0 +1,152 @@
+"""The table registry: every table a run holds, its file, its columns and who writes it.
+
+Notebooks write and the scorecard reads only through :func:`write` and :func:`read`, by the
+registry name; a misspelt name fails at once instead of turning a claim into ``not computed``,
+and a table missing a declared column is refused when written. ``columns`` are the columns a
+reader may rely on (a table may carry more, e.g. one per score or sampler setting).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..io import write_table
+from ..run import find_run
+
+ESTIMATE_COLUMNS = ("model", "step", "component", "data", "llc_mean", "llc_std", "llc_sem", "n_chains", "n_ok",
+                    "n_diverged", "n_below_init", "init_loss", "n_weights", "key")
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    file: str  # relative to the run directory
+    columns: tuple[str, ...]
+    notebook: str  # the notebook that writes it ("rllc" when the package writes it itself)
+    doc: str
+
+
+def _t(name: str, file: str, columns: str | tuple[str, ...], notebook: str, doc: str) -> Table:
+    cols = tuple(columns.split()) if isinstance(columns, str) else columns
+    return Table(name, file, cols, notebook, doc)
+
+
+_ALL = (
+    # 00_train
+    _t("corpus_sources", "tables/corpus_sources.csv", "source kind registry package version status n_documents n_bytes",
+       "00_train", "registry sources of the training mixture and the held-out domains"),
+    _t("token_counts", "tables/token_counts.csv", "split source documents bytes tokens", "00_train",
+       "documents, bytes and tokens per split and source"),
+    _t("model_shapes", "tables/model_shapes.csv", "model n_layers d_model n_heads d_head n_ctx d_vocab parameters",
+       "00_train", "shapes and parameter counts of L0, L1, L2"),
+    _t("training_log", "tables/training_log.csv", "step split loss model", "00_train",
+       "train loss every log_every steps, test loss at checkpoints"),
+    _t("behaviour_L2", "tables/behaviour_L2.csv", "model step layer head component score value", "00_train",
+       "head scores and the ICL score (component 'model') at every checkpoint of L2"),
+    _t("head_types_by_score", "tables/head_types_by_score.csv", "component previous_token current_token induction type",
+       "00_train", "final scores and the score type of every head"),
+    _t("checks_00", "tables/00_checks.csv", "check value threshold pass", "00_train",
+       "the phenomena the profile should show (previous-token, induction heads, falling ICL score)"),
+    # 01_llc_theory
+    _t("llc_known", "tables/llc_known.csv", "family case truth estimate sem rel_error tolerance", "01_llc_theory",
+       "estimates on models with a known learning coefficient"),
+    _t("llc_calibration", "tables/llc_calibration.csv", "epsilon nbeta llc_mean llc_sem n_ok n_chains flags",
+       "01_llc_theory", "the step size x nbeta grid at the last checkpoint"),
+    _t("llc_full_L2", "tables/llc_full_L2.csv", ESTIMATE_COLUMNS, "01_llc_theory",
+       "the full-model LLC of L2 over training"),
+    _t("stages_L2", "tables/stages_L2.csv", "stage start end llc_start llc_end ends_at trend", "01_llc_theory",
+       "stages LM1..LMk between critical points of the full-model LLC curve"),
+    # 02_wrllc
+    _t("wrllc_L2", "tables/wrllc_L2.csv", ESTIMATE_COLUMNS, "02_wrllc",
+       "per-head wrLLC (and full model) over training"),
+    _t("score_thresholds", "tables/score_thresholds.csv", "score chance threshold max heads_above threshold_in_gap",
+       "02_wrllc", "the type thresholds against the score distribution"),
+    _t("tokens_in_context", "tables/tokens_in_context.parquet", "component rank sample pos delta_loss pattern",
+       "02_wrllc", "each head's tokens in context and their pattern"),
+    _t("head_types", "tables/head_types.csv", "component type final_wrllc n_multigrams top_pattern", "02_wrllc",
+       "each head's final type (Table 1 analogue)"),
+    _t("head_examples", "tables/head_examples.csv", "component rank pattern context next", "02_wrllc",
+       "top tokens in context per head type"),
+    _t("clusters_wr", "tables/clusters_wr.csv", "component k algorithm cluster layer", "02_wrllc",
+       "clusters of the wrLLC curves per layer and k"),
+    _t("clusters_ari_wr", "tables/clusters_ari_wr.csv", "k algorithm ari layer n_types matches_types", "02_wrllc",
+       "ARI of every wrLLC clustering against the head types"),
+    # 03_drllc
+    _t("dr_ratio_heads", "tables/dr_ratio_heads.csv", "component step wr dr data ratio", "03_drllc",
+       "drLLC / wrLLC per head, checkpoint and code distribution"),
+    _t("dr_ratio_by_type", "tables/dr_ratio_by_type.csv", "data window group n_heads mean_ratio candidates",
+       "03_drllc", "mean drLLC / wrLLC per head group, at the end and over the last third"),
+    _t("drllc_full_domains", "tables/drllc_full_domains.csv", ESTIMATE_COLUMNS, "03_drllc",
+       "the full-model LLC on every distribution"),
+    _t("drllc_domain_summary", "tables/drllc_domain_summary.csv", "data rank final_llc mean_offset shape_corr change",
+       "03_drllc", "how each domain moves the full-model curve"),
+    _t("icl_per_head", "tables/icl_per_head.csv", "component variant value step", "03_drllc",
+       "ICL score per induction head with the others ablated"),
+    _t("induction_timing", "tables/induction_timing.csv",
+       "component measure from_step steepest_step spacing candidates",
+       "03_drllc", "when each induction head's curves change fastest"),
+    _t("examples_induction_dyck", "tables/examples_induction_dyck.csv", "component rank pattern context next",
+       "03_drllc", "top tokens in context of the induction and Dyck heads"),
+    _t("clusters_ari_refined", "tables/clusters_ari_refined.csv", "k algorithm ari curves layer n_types matches_types",
+       "03_drllc", "ARI of clusterings of dr and wr+dr curves against the head types"),
+    # written by the package
+    _t("llc_estimates", "tables/llc_estimates.parquet", ESTIMATE_COLUMNS, "rllc",
+       "every cached LLC estimate of the run (rllc.estimate.sweep.collect)"),
+    _t("claims", "claims.csv", "claim status value threshold notebook", "rllc",
+       "the claims scorecard (rllc.report.claims)"),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in _ALL}
+
+
+class MissingTable(LookupError):
+    """A registered table has not been written yet (its notebook has not run)."""
+
+    def __init__(self, table: Table) -> None:
+        super().__init__(f"{table.file} has not been written yet; run notebook {table.notebook}")
+        self.table = table
+        self.file = Path(table.file).name
+
+
+def spec(name: str) -> Table:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"no table named {name!r} in the registry (rllc.report.tables); "
+                       f"registered: {sorted(TABLES)}") from None
+
+
+def path(run: str | Path, name: str) -> Path:
+    return find_run(run) / spec(name).file
+
+
+def exists(run: str | Path, name: str) -> bool:
+    return path(run, name).exists()
+
+
+def write(run: str | Path, name: str, df: pd.DataFrame) -> Path:
+    """Write table ``name`` of a run (atomically), refusing one that lacks a declared column."""
+    t = spec(name)
+    missing = [c for c in t.columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"table {name!r} lacks column(s) {missing}; the registry declares {list(t.columns)}")
+    return write_table(df, path(run, name))
+
+
+def read(run: str | Path, name: str) -> pd.DataFrame:
+    """Table ``name`` of a run; :class:`MissingTable` if it has not been written yet."""
+    p = path(run, name)
+    if not p.exists():
+        raise MissingTable(spec(name))
+    return pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+
+
+def read_optional(run: str | Path, name: str) -> pd.DataFrame | None:
+    """Table ``name``, or None when it has not been written yet."""
+    try:
+        return read(run, name)
+    except MissingTable:
+        return None
