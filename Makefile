@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 100000000000
 
-.PHONY: venv data train reproduce notebooks test unit bench clean
+.PHONY: venv data train reproduce notebooks test lint unit bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,12 +36,16 @@ reproduce: venv
 
 notebooks: reproduce
 
-# The test command: unit tests, then every notebook under Papermill with profiles/ci.yaml,
-# then nbval (lax) over the executed notebooks.
+# The test command: lint, unit tests (the import-layer test among them), then every notebook
+# under Papermill with profiles/ci.yaml, then nbval (lax) over the executed notebooks.
 test: venv
+	$(BIN)/ruff check rllc tests notebooks benchmarks
 	$(BIN)/python -m pytest tests
 	$(BIN)/rllc notebooks --profile ci --run-dir runs/ci-test --quiet
 	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider runs/ci-test/notebooks
+
+lint: venv
+	$(BIN)/ruff check rllc tests notebooks benchmarks
 
 unit: venv
 	$(BIN)/python -m pytest tests -m "not slow"

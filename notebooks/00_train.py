@@ -179,19 +179,15 @@ best = heads_only.groupby(["step", "score", "layer"])["value"].max().unstack(["s
 icl_curve = behaviour[behaviour["score"] == "icl"].set_index("step")["value"].sort_index()
 
 
-def first_step_above(series: pd.Series, threshold: float) -> str:
-    above = series[series > threshold]
-    return f"step {int(above.index[0]):,}" if len(above) else "never"
-
-
 lines = [f"- ICL score: {icl_curve.iloc[0]:+.3f} at step 0, {icl_curve.iloc[-1]:+.3f} at step {icl_curve.index[-1]:,} "
          f"(lowest {icl_curve.min():+.3f} at step {int(icl_curve.idxmin()):,})."]
 for score, lay in (("previous_token", 0), ("induction", 1), ("current_token", 0)):
     if (score, lay) in best:
         col = best[(score, lay)]
         t = ht.TYPE_THRESHOLDS[score]
+        first = scores.formation_step(behaviour, score, lay, t)
         lines.append(f"- best layer-{lay} {plot.SCORE_LABELS[score]}: {col.iloc[-1]:.3f} at the end; "
-                     f"first above {t} at {first_step_above(col, t)}.")
+                     f"first above {t} at {f'step {first:,}' if first is not None else 'no checkpoint'}.")
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]

@@ -104,12 +104,12 @@ fig = plot.head_llc_curves(ratios[ratios["data"] == code[0]].assign(llc_mean=lam
 nb.savefig(fig, "03_dr_wr_ratio")
 
 # %%
-by_type = refinement.ratio_by_type(ratios, {"induction": induction, "multigram": multigram})
+by_type = refinement.ratio_by_type(ratios, {ht.INDUCTION: induction, ht.MULTIGRAM: multigram})
 nb.write("dr_ratio_by_type", by_type.assign(candidates=candidates))
 wide_ratio = by_type.pivot_table(index=["data", "window"], columns="group", values="mean_ratio")
 display(wide_ratio.round(3))
-if {"induction", "multigram"} <= set(wide_ratio.columns):
-    gap = (wide_ratio["induction"] - wide_ratio["multigram"]).round(3)
+if {ht.INDUCTION, ht.MULTIGRAM} <= set(wide_ratio.columns):
+    gap = (wide_ratio[ht.INDUCTION] - wide_ratio[ht.MULTIGRAM]).round(3)
     display(Markdown(f"Induction{' candidates' if candidates else ''} minus multigram heads, mean drLLC/wrLLC: "
                      + "; ".join(f"{d}, {w}: {v:+.3f}" for (d, w), v in gap.items())))
 

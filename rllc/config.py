@@ -168,6 +168,17 @@ class ClassifyConfig:
 
 
 @dataclass(frozen=True)
+class CircuitConfig:
+    """The multigram circuit (notebook 04)."""
+
+    generator: str = "model:L1"  # the data source of the drLLC of Figure 5 (eq. 11): a model of the run
+    bracket_windows: int = 200  # windows of each bracket variant for path patching
+    coupling_from: float = 0.35  # "late in training" for the coupling statistic (the paper: 17.5k of 50k steps)
+    recovery_fraction: float = 0.2  # a K-composition minimum is a turnaround when this much of the fall is regained
+    smoothing: float = 1.0  # Gaussian smoothing (in checkpoints) of composition curves before finding minima
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str = "paper"
     seed: int = 1
@@ -182,6 +193,7 @@ class Config:
     sampler: SamplerConfig = SamplerConfig()
     llc: LLCConfig = LLCConfig()
     classify: ClassifyConfig = ClassifyConfig()
+    circuit: CircuitConfig = CircuitConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

@@ -305,3 +305,25 @@ def test_head_estimates_use_the_frozen_prefix_and_agree_with_the_plain_loss(trai
     plain = sample_llc(model, data, component_masks(model, "1:1"), s, next_token_loss, device="cpu", batched=False)
     np.testing.assert_allclose(fast.traces, plain.traces, rtol=0, atol=1e-4)
     assert fast.mean == pytest.approx(plain.mean, rel=1e-3)
+
+
+def test_generator_predictions_are_computed_once_per_batch_and_heads_agree_with_the_plain_loss(trained) -> None:
+    """drLLC with a generator (eq. 11): the generator runs once per distinct batch, and the
+    head-only path (frozen prefix + cached targets) gives the plain full-forward loss's traces."""
+    from rllc.model.fused import SoftTargets
+
+    model, data = trained
+    gen = tiny_model(seed=0, n_layers=1)
+    s = SamplerConfig(epsilon=1e-3, gamma=100.0, nbeta=10.0, chains=2, draws=20, burnin=5, batch_size=16,
+                      reference="paired")
+    targets = SoftTargets(gen)
+    fast = estimate_llc(model, "1:1", data, s, generator=targets, device="cpu")
+    distinct = min(s.burnin + s.draws, len(data) // s.batch_size)
+    assert targets.misses == distinct  # not chains x steps (+ the reference's) forward passes
+    plain = sample_llc(model, data, component_masks(model, "1:1"), s, generator_loss(gen), device="cpu",
+                       batched=False)
+    np.testing.assert_allclose(fast.traces, plain.traces, rtol=0, atol=1e-4)
+    again = estimate_llc(model, "0:0", data, s, generator=targets, device="cpu")  # another head, same batches
+    assert targets.misses == distinct and np.isfinite(again.traces).all()
+    small = SoftTargets(gen, max_bytes=1)  # nothing fits: recomputed every time, still correct
+    assert torch.equal(small(data[:4]), targets(data[:4])) and small.misses == 1 and not small._cache

@@ -157,3 +157,18 @@ def test_records_carry_provenance_and_a_version_bump_recomputes(trained_run, mon
     assert calls == ["1:0"]  # a new estimator version never reuses an old record
     assert table["estimator_version"].tolist() == [sgld.ESTIMATOR_VERSION]
     assert len(sweep.load_records(trained_run)) == 2
+
+
+def test_a_generator_trained_further_is_a_new_distribution(trained_run, tiny_cfg) -> None:
+    from rllc import config
+
+    jobs = dict(models=["L2"], steps=[24], components=["1:0"], datas=["model:L1"], settings=FAST, progress=False)
+    first = sweep.run_sweep(trained_run, **jobs)
+    longer = config.load_config("ci", {"train": {"steps": {"L0": 12, "L1": 20, "L2": 24},
+                                                 "checkpoints": [{"start": 0, "stop": 24, "every": 8}],
+                                                 "resume_every": 4, "log_every": 2}})
+    with pytest.warns(UserWarning, match="train.steps"):
+        train_model(longer, "L1", trained_run, progress=False)
+    second = sweep.run_sweep(trained_run, **jobs)  # "model:L1" now means L1 at step 20, not 12
+    assert first["key"].item() != second["key"].item()
+    assert len(sweep.load_records(trained_run)) == 2

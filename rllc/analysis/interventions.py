@@ -23,32 +23,34 @@ def z_hook_name(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
 
 
-def ablation_hooks(ablate: fused.Ablation) -> list[tuple[str, object]]:
-    """TransformerLens forward hooks on ``hook_z`` that apply a mean ablation (layer -> (heads, means))."""
-    def replace(hs: list[int], mean: torch.Tensor) -> Callable[[torch.Tensor, object], torch.Tensor]:
+def edit_hooks(edit: fused.ZEdit) -> list[tuple[str, object]]:
+    """The same edit as TransformerLens forward hooks on ``hook_z`` (which is laid out
+    [batch, pos, head, d_head]; the edit sees [batch, head, pos, d_head], as in the fused forward)."""
+    def hook_of(fn: fused.ZFn) -> Callable[[torch.Tensor, object], torch.Tensor]:
         def hook(z: torch.Tensor, hook: object) -> torch.Tensor:
-            z[:, :, hs] = mean[: z.shape[1], hs].to(z.dtype)
-            return z
+            return fn(z.transpose(1, 2)).transpose(1, 2)
         return hook
 
-    return [(z_hook_name(layer), replace(list(hs), mean)) for layer, (hs, mean) in ablate.items()]
+    return [(z_hook_name(layer), hook_of(fn)) for layer, fn in edit.items()]
 
 
 def token_losses(model: HookedTransformer, tokens: torch.Tensor, batch_size: int = 64,
-                 hooks: Sequence[tuple[str, object]] = (), ablate: fused.Ablation | None = None) -> torch.Tensor:
-    """Per-token next-token loss [n, n_ctx - 1], optionally with heads mean-ablated (``ablate``,
-    see :func:`ablation_spec`) or other forward hooks attached.
+                 hooks: Sequence[tuple[str, object]] = (), edit: fused.ZEdit | None = None) -> torch.Tensor:
+    """Per-token next-token loss [n, n_ctx - 1], optionally under an intervention on the heads'
+    z (``edit``: e.g. :func:`ablation_spec`, or a setter of ``rllc.model.fused``) or with other
+    forward hooks attached. An edit sees one batch of ``batch_size`` at a time (resampling draws
+    within it).
 
     Without ``hooks`` it runs the fused forward of ``rllc.model.fused`` (2.6x faster here than
     TransformerLens' hooked forward); with hooks, or for models it does not support, the model's own."""
     use_fused = not hooks and fused.supports(model)
-    if not use_fused and ablate:
-        hooks = [*hooks, *ablation_hooks(ablate)]
+    if not use_fused and edit:
+        hooks = [*hooks, *edit_hooks(edit)]
     out = []
     for i in range(0, len(tokens), batch_size):
         batch = tokens[i:i + batch_size].to(model.cfg.device)
         if use_fused:
-            loss = fused.per_token_ce(model, batch, ablate)
+            loss = fused.per_token_ce(model, batch, edit)
         else:
             loss = model.run_with_hooks(batch, return_type="loss", loss_per_token=True, fwd_hooks=list(hooks))
         out.append(loss.float().cpu())
@@ -56,9 +58,9 @@ def token_losses(model: HookedTransformer, tokens: torch.Tensor, batch_size: int
 
 
 def per_token_loss(model: HookedTransformer, tokens: torch.Tensor, batch_size: int,
-                   hooks: Sequence[tuple[str, object]] = (), ablate: fused.Ablation | None = None) -> torch.Tensor:
+                   hooks: Sequence[tuple[str, object]] = (), edit: fused.ZEdit | None = None) -> torch.Tensor:
     """Mean loss at each context position over ``tokens`` ([n, n_ctx] → [n_ctx - 1])."""
-    return token_losses(model, tokens, batch_size, hooks, ablate).mean(0)
+    return token_losses(model, tokens, batch_size, hooks, edit).mean(0)
 
 
 @torch.no_grad()
@@ -79,18 +81,67 @@ def mean_z(model: HookedTransformer, tokens: torch.Tensor, batch_size: int = 64)
     return {layer: s / len(tokens) for layer, s in sums.items()}
 
 
-def ablation_spec(heads: Sequence[str], means: dict[int, torch.Tensor]) -> fused.Ablation:
-    """The mean ablation of ``heads`` (names "L:H") as layer -> (heads, means), for ``token_losses``."""
+def heads_by_layer(heads: Sequence[str]) -> dict[int, list[int]]:
+    """Head names "L:H" grouped by layer: {L: [H, ...]}."""
     by_layer: dict[int, list[int]] = {}
     for name in heads:
         layer, head = parse_head(name)
         by_layer.setdefault(layer, []).append(head)
-    return {layer: (hs, means[layer]) for layer, hs in by_layer.items()}
+    return by_layer
+
+
+def ablation_spec(heads: Sequence[str], means: dict[int, torch.Tensor]) -> fused.ZEdit:
+    """The mean ablation of ``heads`` (names "L:H"), for ``token_losses(..., edit=)``."""
+    return fused.mean_ablation(heads_by_layer(heads), means)
 
 
 def mean_ablation_hooks(heads: Sequence[str], means: dict[int, torch.Tensor]) -> list[tuple[str, object]]:
     """TransformerLens forward hooks that mean-ablate each head in ``heads`` (names "L:H")."""
-    return ablation_hooks(ablation_spec(heads, means))
+    return edit_hooks(ablation_spec(heads, means))
+
+
+ABLATIONS = ("zero", "mean", "resample")
+
+
+def ablation_edit(kind: str, heads: Sequence[str], means: dict[int, torch.Tensor] | None = None) -> fused.ZEdit:
+    """Zero, mean (needs ``means``) or resample ablation of ``heads`` as an edit."""
+    by_layer = heads_by_layer(heads)
+    if kind == "zero":
+        return fused.zero_ablation(by_layer)
+    if kind == "mean":
+        if means is None:
+            raise ValueError("mean ablation needs the heads' means (mean_z)")
+        return fused.mean_ablation(by_layer, means)
+    if kind == "resample":
+        return fused.resample_ablation(by_layer)
+    raise ValueError(f"unknown ablation {kind!r}; valid: {ABLATIONS}")
+
+
+@torch.no_grad()
+def path_patch_losses(model: HookedTransformer, tokens: torch.Tensor, senders: Sequence[str], receiver: str,
+                      means: dict[int, torch.Tensor], batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Per-token losses [n, n_ctx - 1] of the clean model, with ``receiver`` mean-ablated, and with
+    ``senders`` mean-ablated only on their path into ``receiver`` (rLLC paper, Appendix E.2).
+
+    Path patching in two passes per batch: (1) the senders mean-ablated, the receiver's z kept;
+    (2) a clean pass in which only the receiver's z is replaced by the one from (1). The senders'
+    change thus reaches the output only through the receiver (all its inputs: queries, keys and
+    values); every other head and the direct path see the clean senders."""
+    if not fused.supports(model):
+        raise ValueError("path patching runs through the fused forward; this model is not supported")
+    r_layer, r_head = parse_head(receiver)
+    if any(parse_head(s)[0] >= r_layer for s in senders):
+        raise ValueError(f"senders {list(senders)} must all sit in layers before the receiver {receiver}")
+    corrupt = ablation_spec(senders, means)
+    out: dict[str, list[torch.Tensor]] = {"clean": [], "receiver_ablated": [], "path_patched": []}
+    for i in range(0, len(tokens), batch_size):
+        batch = tokens[i:i + batch_size].to(model.cfg.device)
+        _, zs = fused.run_heads(model, batch, corrupt, keep_z=True)
+        patched = fused.patch({r_layer: [r_head]}, {r_layer: zs[r_layer]})
+        out["clean"].append(fused.per_token_ce(model, batch).cpu())
+        out["receiver_ablated"].append(fused.per_token_ce(model, batch, ablation_spec([receiver], means)).cpu())
+        out["path_patched"].append(fused.per_token_ce(model, batch, patched).cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
 
 
 @torch.no_grad()
@@ -116,7 +167,7 @@ def tokens_in_context(model: HookedTransformer, tokens: torch.Tensor, heads: Seq
     rows = []
     for name in tqdm(list(heads), desc="tokens in context", disable=not progress):
         layer, head = parse_head(name)
-        delta = token_losses(model, tokens, batch_size, ablate=ablation_spec([name], means)) - clean
+        delta = token_losses(model, tokens, batch_size, edit=ablation_spec([name], means)) - clean
         top = torch.topk(delta.flatten(), min(k, delta.numel()))
         samples = (top.indices // delta.shape[1]).tolist()
         positions = (top.indices % delta.shape[1]).tolist()
@@ -136,5 +187,5 @@ def ablation_loss_increase(model: HookedTransformer, tokens: torch.Tensor, heads
     """Mean loss increase when each head alone is mean-ablated (one number per head)."""
     means = means if means is not None else mean_z(model, tokens, batch_size)
     clean = token_losses(model, tokens, batch_size).mean()
-    return pd.Series({h: float(token_losses(model, tokens, batch_size, ablate=ablation_spec([h], means)).mean() - clean)
+    return pd.Series({h: float(token_losses(model, tokens, batch_size, edit=ablation_spec([h], means)).mean() - clean)
                       for h in heads}, name="delta_loss")

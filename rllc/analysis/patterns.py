@@ -27,6 +27,7 @@ patterns per head.
 
 from __future__ import annotations
 
+import ast
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -238,3 +239,40 @@ def pattern_summary(classified: pd.DataFrame) -> pd.DataFrame:
         row["top_pattern"] = best if explained[best] > 0 else "unexplained"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def multigram_keys(classified: pd.DataFrame, head: str) -> set[str]:
+    """The distinct multigram keys (n-gram, skip n-gram and Dyck patterns) among a head's
+    classified tokens in context."""
+    rows = classified[(classified["component"] == head) & classified["pattern"].isin(MULTIGRAM_PATTERNS)]
+    return set(rows["key"])
+
+
+def key_text(key: str, decode: Decode) -> str:
+    """A multigram key as text: token ids decoded and joined; other keys as they are."""
+    try:
+        parts = ast.literal_eval(key)
+    except (ValueError, SyntaxError):
+        return key
+    if isinstance(parts, tuple) and parts and all(isinstance(p, int) for p in parts):
+        return "".join(decode(p) for p in parts)
+    return " … ".join(map(str, parts)) if isinstance(parts, tuple) else str(parts)
+
+
+def migration(before: pd.DataFrame, after: pd.DataFrame, sources: Sequence[str], destinations: Sequence[str],
+              n_examples: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Where each source head's multigrams at an earlier checkpoint (``before``) are held later
+    (``after``): rows src, n_mid (its distinct multigrams then), kept (still its own), n_moved
+    (now a destination's and not its own), top_dst (the destination holding most of them) and
+    n_top_dst; plus up to ``n_examples`` keys per source that moved to its top destination."""
+    later = {h: multigram_keys(after, h) for h in {*sources, *destinations}}
+    rows, examples = [], []
+    for src in sources:
+        mine = multigram_keys(before, src)
+        moved = {d: mine & later[d] for d in destinations if d != src}
+        top = max(moved, key=lambda d: len(moved[d])) if moved else ""
+        elsewhere = set().union(*moved.values()) if moved else set()
+        rows.append({"src": src, "n_mid": len(mine), "kept": len(mine & later[src]),
+                     "n_moved": len(elsewhere - later[src]), "top_dst": top, "n_top_dst": len(moved.get(top, ()))})
+        examples += [{"src": src, "dst": top, "key": k} for k in sorted(moved.get(top, ()))[:n_examples]]
+    return pd.DataFrame(rows), pd.DataFrame(examples, columns=["src", "dst", "key"])

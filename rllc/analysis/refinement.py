@@ -102,3 +102,29 @@ def timing(curves: pd.DataFrame, measure: str, direction: str, sigma: float = 1.
                      "first_critical_step": int(crit["step"].iloc[0]) if len(crit) else None,
                      "first_critical_kind": crit["kind"].iloc[0] if len(crit) else None})
     return pd.DataFrame(rows)
+
+
+def relative_gap(estimates: pd.DataFrame, dr_data: str, wr_data: str = "train") -> pd.DataFrame:
+    """Per (component, step): the wrLLC, the drLLC on ``dr_data`` (e.g. a generator model's
+    predictions, "model:L1") and the relative gap (wrLLC − drLLC) / wrLLC, defined where the
+    wrLLC is clearly positive."""
+    t = ratio_table(estimates, dr_data, wr_data)
+    t["gap"] = (t["wr"] - t["dr"]) / t["wr"].where(t["wr"] > 1e-6)
+    return t.drop(columns=["ratio"])
+
+
+def gap_before_after(gaps: pd.DataFrame, boundary: int, groups: dict[str, Sequence[str]],
+                     min_step: int = 1) -> pd.DataFrame:
+    """Mean relative gap of each group of heads before ``boundary`` (from ``min_step``) and from it
+    on, and the increase after − before."""
+    rows = []
+    for group, members in groups.items():
+        d = gaps[gaps["component"].isin(list(members)) & (gaps["step"] >= min_step)]
+        before = d[d["step"] < boundary]["gap"]
+        after = d[d["step"] >= boundary]["gap"]
+        rows.append({"group": group, "n_heads": len(set(members)), "boundary": int(boundary),
+                     "gap_before": float(before.mean()) if len(before) else float("nan"),
+                     "gap_after": float(after.mean()) if len(after) else float("nan")})
+    out = pd.DataFrame(rows)
+    out["increase"] = out["gap_after"] - out["gap_before"]
+    return out

@@ -18,7 +18,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from ..config import ScoreConfig
-from ..model.fused import Ablation
+from ..model.fused import ZEdit
 from .head_types import SCORE_TYPES, TYPE_THRESHOLDS
 from .interventions import ablation_spec, mean_z, per_token_loss
 
@@ -97,13 +97,13 @@ def icl_positions(n_ctx: int, cfg: ScoreConfig) -> tuple[int, int]:
 
 
 def icl_score(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfig,
-              hooks: Sequence[tuple[str, object]] = (), ablate: Ablation | None = None) -> float:
+              hooks: Sequence[tuple[str, object]] = (), edit: ZEdit | None = None) -> float:
     """Loss at the late position minus loss at the early position (negative = in-context learning).
 
     Each position's loss is averaged over ``icl_halfwidth`` neighbours on either side: a single
     position's mean loss over a few hundred windows has a standard error of ~0.1 nats."""
     early, late = icl_positions(model.cfg.n_ctx, cfg)
-    losses = per_token_loss(model, tokens[: cfg.icl_batches * cfg.batch_size], cfg.batch_size, hooks, ablate)
+    losses = per_token_loss(model, tokens[: cfg.icl_batches * cfg.batch_size], cfg.batch_size, hooks, edit)
     w = cfg.icl_halfwidth
 
     def around(p: int) -> torch.Tensor:
@@ -124,10 +124,10 @@ def per_head_icl(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfi
     rows = [{"component": "model", "variant": "none", "value": icl_score(model, ref, cfg)}]
     for h in heads:
         others = [o for o in heads if o != h]
-        only = icl_score(model, ref, cfg, ablate=ablation_spec(others, means)) if others else rows[0]["value"]
+        only = icl_score(model, ref, cfg, edit=ablation_spec(others, means)) if others else rows[0]["value"]
         rows.append({"component": h, "variant": "only", "value": only})
         rows.append({"component": h, "variant": "without",
-                     "value": icl_score(model, ref, cfg, ablate=ablation_spec([h], means))})
+                     "value": icl_score(model, ref, cfg, edit=ablation_spec([h], means))})
     return pd.DataFrame(rows)
 
 
@@ -160,3 +160,12 @@ def threshold_report(scores: pd.DataFrame, cfg: ScoreConfig,
                      "widest_gap_to": float(vals[i + 1]) if len(gaps) else float("nan"),
                      "threshold_in_gap": bool(len(gaps) and vals[i] < t <= vals[i + 1])})
     return pd.DataFrame(rows)
+
+
+def formation_step(behaviour: pd.DataFrame, score: str, layer: int, threshold: float) -> int | None:
+    """The first checkpoint at which the best head of ``layer`` scores above ``threshold`` on
+    ``score`` (tidy behaviour rows step, layer, score, value); None if none ever does."""
+    d = behaviour[(behaviour["score"] == score) & (behaviour["layer"] == layer)]
+    best = d.groupby("step")["value"].max().sort_index()
+    above = best[best > threshold]
+    return int(above.index[0]) if len(above) else None

@@ -77,3 +77,19 @@ def stages(steps: Sequence[int], values: Sequence[float], **kwargs: float) -> pd
     if len(out):
         out["trend"] = np.where(out["llc_end"] >= out["llc_start"], "rising", "falling")
     return out
+
+
+def stage_of(stages_table: pd.DataFrame, step: int) -> str | None:
+    """The name of the stage containing ``step`` (a boundary belongs to the stage it starts)."""
+    for row in stages_table.itertuples():
+        if row.start <= step < row.end or (step == row.end and row.Index == stages_table.index[-1]):
+            return str(row.stage)
+    return None
+
+
+def nearest_boundary(stages_table: pd.DataFrame, step: int) -> int | None:
+    """The stage boundary (a stage's end, not the last) closest to ``step``; None without one."""
+    inner = stages_table["end"].iloc[:-1].to_numpy() if len(stages_table) > 1 else np.array([])
+    if not len(inner):
+        return None
+    return int(inner[np.abs(np.log1p(inner) - np.log1p(step)).argmin()])

@@ -24,6 +24,7 @@ from tokenizers import Tokenizer
 from .. import paths
 from ..config import Config, config_hash
 from ..io import read_json, write_json
+from ..provenance import provenance
 from . import corpus
 from .tokenizer import bos_id, get_tokenizer, tokenizer_key
 
@@ -117,7 +118,8 @@ def prepare(cfg: Config, force: bool = False) -> Prepared:
     summary = pd.DataFrame(rows)
     summary.to_csv(out / "summary.csv", index=False)
     write_json(info_path, {"tokenizer_path": str(tok_path), "tokenizer_key": tokenizer_key(cfg.tokenizer, mix.train),
-                           "splits": sorted(splits), "n_ctx": cfg.model.n_ctx, "vocab_size": tok.get_vocab_size()})
+                           "splits": sorted(splits), "n_ctx": cfg.model.n_ctx, "vocab_size": tok.get_vocab_size(),
+                           "provenance": provenance()})
     return Prepared(tok, tok_path, out, summary)
 
 

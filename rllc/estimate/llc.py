@@ -30,13 +30,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import SamplerConfig
 from ..model.components import ParamMasks, component_masks, component_size, parse_head
-from ..model.fused import HeadLoss, model_logits, next_token_loss, supports
+from ..model.fused import HeadLoss, SoftTargets, model_logits, next_token_loss, soft_ce, supports
 from .batched import run_chains_batched
 from .sgld import ESTIMATOR_VERSION, BatchFeed, LossFn, n_steps, sgld_update
 
@@ -52,22 +51,18 @@ REFERENCES = ("init", "paired")
 # Losses (the data refinement)
 
 
-def generator_loss(generator: nn.Module) -> LossFn:
+def generator_loss(generator: nn.Module | SoftTargets) -> LossFn:
     """Cross-entropy from ``generator``'s next-token distribution to the model's (paper eq. 11).
 
-    The generator's predictions are computed on the same contexts, without gradients; its
-    entropy is a constant, so this differs from the KL divergence only by that constant, and
-    the LLC estimate (a difference of losses) is the same for both.
+    The generator's predictions are computed on the same contexts, without gradients, once per
+    distinct batch (``SoftTargets``); its entropy is a constant, so this differs from the KL
+    divergence only by that constant, and the LLC estimate (a difference of losses) is the same
+    for both.
     """
-    generator = generator.eval()
-    for p in generator.parameters():
-        p.requires_grad_(False)
+    targets = generator if isinstance(generator, SoftTargets) else SoftTargets(generator)
 
     def loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            target = F.softmax(model_logits(generator, tokens)[:, :-1].float(), dim=-1)
-        logp = F.log_softmax(model_logits(model, tokens)[:, :-1].float(), dim=-1)
-        return -(target * logp).sum(-1).mean()
+        return soft_ce(model_logits(model, tokens), targets(tokens))
 
     return loss
 
@@ -377,18 +372,21 @@ def estimate_llc(
     """The (weight- and data-refined) LLC of a named component of a language model.
 
     ``generator``: measure the loss as the cross-entropy from this model's predictions
-    (eq. 11) on the contexts in ``data``, instead of the next-token loss on ``data``.
+    (eq. 11) on the contexts in ``data``, instead of the next-token loss on ``data`` (a model, or
+    a ``SoftTargets`` of one to share its cached predictions between estimates).
     ``baseline``: the paired reference losses, if already computed (see ``sample_llc``).
     """
     masks = component_masks(model, component)
-    if generator is not None:
-        loss_fn = generator_loss(generator)
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    heads = head_list(component)
+    # heads alone, sampled chain after chain (the batched GPU path substitutes parameters
+    # functionally and uses the plain loss): compute the frozen part once per batch
+    fast = heads is not None and dev.type != "cuda" and supports(model)
+    targets = (generator if isinstance(generator, SoftTargets) else SoftTargets(generator)) \
+        if generator is not None else None
+    if fast:
+        loss_fn = HeadLoss(heads, targets=targets)
     else:
-        dev = torch.device(device) if device is not None else next(model.parameters()).device
-        heads = head_list(component)
-        # heads alone, sampled chain after chain (the batched GPU path substitutes parameters
-        # functionally and uses the plain loss): compute the frozen part once per batch
-        fast = heads is not None and dev.type != "cuda" and supports(model)
-        loss_fn = HeadLoss(heads) if fast else next_token_loss
+        loss_fn = generator_loss(targets) if targets is not None else next_token_loss
     return sample_llc(model, data, masks, settings, loss_fn, device=device, progress=progress,
                       component=component, data_name=data_name, bar=bar, baseline=baseline)

@@ -36,7 +36,7 @@ from ..data import tokens as data_mod
 from ..io import read_json, write_json, write_table
 from ..model.build import resolve_device
 from ..model.checkpoints import CheckpointStore
-from ..model.fused import next_token_loss
+from ..model.fused import SoftTargets, next_token_loss
 from ..run import find_run, identity, load_model, require_run, run_config
 from . import sgld
 from .llc import LLCResult, batch_losses, estimate_llc, generator_loss
@@ -95,12 +95,21 @@ def strided_steps(run: Path, model: str, stride: int = 1, n: int = 0) -> list[in
     return steps
 
 
-def record_key(cfg: Config, job: Job, settings: SamplerConfig) -> str:
-    gen = parse_generator(job.data)
+def _generator_key(run: Path, cfg: Config, data: str) -> dict[str, Any] | None:
+    """What a generator distribution depends on: the generator's identity and its checkpoint
+    ("model:L1" means its last one, resolved here so that training it further changes the key)."""
+    gen = parse_generator(data)
+    if gen is None:
+        return None
+    (step,) = resolve_steps(run, gen[0], [gen[1]])
+    return {"identity": identity(cfg, gen[0]), "step": step}
+
+
+def record_key(cfg: Config, job: Job, settings: SamplerConfig, run: Path) -> str:
     return config_hash({
         "identity": identity(cfg, job.model), "step": job.step, "component": job.component.replace(" ", "").lower(),
         "data": job.data, "tokens": data_mod.tokens_key(cfg),
-        "generator": None if gen is None else identity(cfg, gen[0]),
+        "generator": _generator_key(run, cfg, job.data),
         "sampler": dataclasses.asdict(settings), "estimator": sgld.ESTIMATOR_VERSION,
     }, n=16)
 
@@ -113,12 +122,11 @@ def baselines_dir(run: Path) -> Path:
     return run / "llc" / "baselines"
 
 
-def baseline_key(cfg: Config, job: Job, settings: SamplerConfig) -> str:
+def baseline_key(cfg: Config, job: Job, settings: SamplerConfig, run: Path) -> str:
     """What the paired reference depends on: the model and checkpoint, the data and its batches."""
-    gen = parse_generator(job.data)
     return config_hash({
         "identity": identity(cfg, job.model), "step": job.step, "data": job.data, "tokens": data_mod.tokens_key(cfg),
-        "generator": None if gen is None else identity(cfg, gen[0]),
+        "generator": _generator_key(run, cfg, job.data),
         "batch_size": settings.batch_size, "seed": settings.seed, "steps": n_steps(settings),
         "estimator": sgld.ESTIMATOR_VERSION,
     }, n=16)
@@ -134,7 +142,7 @@ def paired_baseline(run: Path, cfg: Config, job: Job, settings: SamplerConfig, d
     None when the sampler uses another reference."""
     if settings.reference != "paired":
         return None
-    path = baselines_dir(run) / f"{baseline_key(cfg, job, settings)}.json"
+    path = baselines_dir(run) / f"{baseline_key(cfg, job, settings, run)}.json"
     if path.exists():
         return np.asarray(read_json(path)["losses"], dtype=float)
     model = _model(run, job, dev, state)
@@ -147,8 +155,9 @@ def paired_baseline(run: Path, cfg: Config, job: Job, settings: SamplerConfig, d
 
 
 def _data_tensor(cfg: Config, run: Path, data: str, dev: torch.device,
-                 cache: dict[str, Any]) -> tuple[torch.Tensor, torch.nn.Module | None]:
-    """(token windows, generator model on ``dev`` or None) of a distribution; ``cache`` keeps both."""
+                 cache: dict[str, Any]) -> tuple[torch.Tensor, SoftTargets | None]:
+    """(token windows, the generator's cached predictions or None) of a distribution; ``cache``
+    keeps both, so a generator's prediction on a batch is computed once per sweep (process)."""
     gen = parse_generator(data)
     split = "train" if gen is not None else data
     if split not in cache:
@@ -159,7 +168,7 @@ def _data_tensor(cfg: Config, run: Path, data: str, dev: torch.device,
     generator = None
     if gen is not None:
         if ("gen", gen) not in cache:
-            cache[("gen", gen)] = load_model(run, gen[0], gen[1], device=dev)
+            cache[("gen", gen)] = SoftTargets(load_model(run, gen[0], gen[1], device=dev))
         generator = cache[("gen", gen)]
     return cache[split], generator
 
@@ -193,7 +202,7 @@ def run_sweep(
     jobs = [Job(m, s, c, d) for m in models for s, c, d in
             itertools.product(resolve_steps(run, m, steps), components, datas)]
     out_dir = records_dir(run)
-    keys = {job: record_key(cfg, job, settings) for job in jobs}
+    keys = {job: record_key(cfg, job, settings, run) for job in jobs}
     todo = [job for job in jobs if not (out_dir / f"{keys[job]}.json").exists()]
     per_job = settings.chains * n_steps(settings)
     with tqdm(total=len(todo) * per_job, desc=f"LLC sweep ({len(todo)} of {len(jobs)} estimates to do)",
@@ -228,7 +237,7 @@ def _run_job(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: tor
     tokens, generator = _data_tensor(cfg, run, job.data, dev, state.setdefault("data", {}))
     result = estimate_llc(model, job.component, tokens, settings, generator=generator,
                           data_name=job.data, device=dev, bar=bar, baseline=baseline)
-    key = record_key(cfg, job, settings)
+    key = record_key(cfg, job, settings, run)
     write_json(records_dir(run) / f"{key}.json", _record(job, result, key, dev))
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -101,27 +101,83 @@ def logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     return _unembed(model, resid)
 
 
-# Mean ablation by layer: layer -> (heads, their mean ``hook_z`` [n_ctx, n_heads, d_head]);
-# see rllc.analysis.interventions.
-Ablation = Mapping[int, tuple[Sequence[int], torch.Tensor]]
+# ---------------------------------------------------------------------------------------------
+# Interventions on the heads' outputs before W_O (TransformerLens' ``hook_z``)
+#
+# One mechanism: an edit maps a layer to a function z -> z on that layer's z, laid out
+# [batch, head, pos, d_head]. Mean, zero and resample ablation and the patching step of path
+# patching are small setters of it. The same edit runs in the fused forward (``run_heads``) and,
+# through ``rllc.analysis.interventions.edit_hooks``, as TransformerLens hooks (tests compare them).
+
+ZFn = Callable[[torch.Tensor], torch.Tensor]
+ZEdit = Mapping[int, ZFn]
+
+
+def replace_heads(heads: Sequence[int], new_of: Callable[[torch.Tensor], torch.Tensor]) -> ZFn:
+    """The generic setter: z -> z with the listed heads' z replaced by ``new_of(z)``, a tensor
+    shaped like ``z[:, heads]`` computed from the layer's unedited z."""
+    hs = list(heads)
+
+    def edit(z: torch.Tensor) -> torch.Tensor:
+        z = z.clone()
+        z[:, hs] = new_of(z).to(z.dtype)
+        return z
+
+    return edit
+
+
+def mean_ablation(heads_by_layer: Mapping[int, Sequence[int]], means: Mapping[int, torch.Tensor]) -> ZEdit:
+    """Each listed head's z replaced by its mean, position by position (``means[layer]``:
+    [n_ctx, n_heads, d_head], e.g. from ``rllc.analysis.interventions.mean_z``)."""
+    def of(layer: int, hs: list[int]) -> ZFn:
+        m = means[layer]
+        return replace_heads(hs, lambda z: m[: z.shape[2], hs].transpose(0, 1)[None].expand(z.shape[0], -1, -1, -1))
+
+    return {layer: of(layer, list(hs)) for layer, hs in heads_by_layer.items()}
+
+
+def zero_ablation(heads_by_layer: Mapping[int, Sequence[int]]) -> ZEdit:
+    """Each listed head's z set to zero."""
+    return {layer: replace_heads(hs, lambda z, hs=list(hs): torch.zeros_like(z[:, hs]))
+            for layer, hs in heads_by_layer.items()}
+
+
+def resample_ablation(heads_by_layer: Mapping[int, Sequence[int]], shift: int = 1) -> ZEdit:
+    """Each listed head's z taken from another sequence of the batch at the same position: sequence
+    i gets the z of sequence (i - shift) mod batch (from the same, otherwise clean, forward pass)."""
+    return {layer: replace_heads(hs, lambda z, hs=list(hs): z[:, hs].roll(shift, dims=0))
+            for layer, hs in heads_by_layer.items()}
+
+
+def patch(heads_by_layer: Mapping[int, Sequence[int]], saved: Mapping[int, torch.Tensor]) -> ZEdit:
+    """Each listed head's z replaced by its z from another pass on the same tokens (``saved[layer]``:
+    [batch, head, pos, d_head], all heads of the layer, e.g. ``run_heads(..., keep_z=True)``)."""
+    return {layer: replace_heads(hs, lambda z, zs=saved[layer], hs=list(hs): zs[:, hs])
+            for layer, hs in heads_by_layer.items()}
+
+
+def combine(*edits: ZEdit) -> ZEdit:
+    """Several edits applied in order (within a layer, the first edit's output feeds the next)."""
+    out: dict[int, ZFn] = {}
+    for e in edits:
+        for layer, fn in e.items():
+            prev = out.get(layer)
+            out[layer] = fn if prev is None else (lambda z, f=fn, g=prev: f(g(z)))
+    return out
 
 
 @torch.no_grad()
-def run_heads(model: nn.Module, tokens: torch.Tensor, ablate: Ablation | None = None,
+def run_heads(model: nn.Module, tokens: torch.Tensor, edit: ZEdit | None = None,
               keep_z: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(logits, per-layer ``z`` [batch, head, pos, d_head] if ``keep_z``) without gradients.
-
-    ``ablate`` replaces the named heads' ``z`` by the given means, position by position, as
-    TransformerLens hooks on ``hook_z`` would (a test checks that both agree)."""
+    """(logits, per-layer ``z`` [batch, head, pos, d_head] if ``keep_z``, after any edit) without
+    gradients; ``edit`` changes the heads' z layer by layer (see the setters above)."""
     resid, pos = _embed(model, tokens)
     zs = []
     for layer in range(len(model.blocks)):
         x, qk_in = _attn_inputs(model, layer, resid, pos)
         z = _heads_z(model, layer, x, qk_in)
-        if ablate and layer in ablate:
-            heads, mean = ablate[layer]
-            heads = list(heads)
-            z[:, heads] = mean[: z.shape[2], heads].transpose(0, 1).to(z.dtype)
+        if edit and layer in edit:
+            z = edit[layer](z)
         if keep_z:
             zs.append(z)
         resid = resid + torch.einsum("bhpe,hed->bpd", z, model.blocks[layer].attn.W_O) + model.blocks[layer].attn.b_O
@@ -129,9 +185,9 @@ def run_heads(model: nn.Module, tokens: torch.Tensor, ablate: Ablation | None = 
 
 
 @torch.no_grad()
-def per_token_ce(model: nn.Module, tokens: torch.Tensor, ablate: Ablation | None = None) -> torch.Tensor:
-    """Per-token next-token loss [batch, pos - 1], optionally with heads mean-ablated."""
-    out, _ = run_heads(model, tokens, ablate)
+def per_token_ce(model: nn.Module, tokens: torch.Tensor, edit: ZEdit | None = None) -> torch.Tensor:
+    """Per-token next-token loss [batch, pos - 1], optionally under an edit of the heads' z."""
+    out, _ = run_heads(model, tokens, edit)
     return F.cross_entropy(out[:, :-1].transpose(1, 2).float(), tokens[:, 1:], reduction="none")
 
 
@@ -152,6 +208,56 @@ def next_token_loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     return _next_token_ce(model_logits(model, tokens), tokens)
 
 
+def batch_key(tokens: torch.Tensor) -> tuple:
+    """A key for a batch of token windows (its shape, dtype and a hash of its contents)."""
+    digest = hashlib.blake2b(tokens.detach().cpu().numpy().tobytes(), digest_size=16).hexdigest()
+    return tuple(tokens.shape), str(tokens.dtype), digest
+
+
+def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy from ``target`` distributions [batch, pos - 1, vocab] to the model's
+    next-token predictions (``logits`` [batch, pos, vocab]): the loss of a data-refined estimate
+    whose targets come from a generator model (the paper's eq. 11)."""
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    return -(target * logp).sum(-1).mean()
+
+
+class SoftTargets:
+    """A generator model's next-token distributions on a batch, computed once per distinct batch.
+
+    Every chain, every component and every checkpoint of a sweep sees the same batches, and the
+    generator is frozen, so its predictions on a batch never change: they are kept (up to
+    ``max_bytes``, least recently used dropped first) instead of recomputed at every SGLD step.
+    ``misses`` counts the generator forward passes actually run."""
+
+    def __init__(self, generator: nn.Module, max_bytes: int = 2 * 1024**3) -> None:
+        self.generator = generator.eval()
+        for p in self.generator.parameters():
+            p.requires_grad_(False)
+        self.max_bytes = max_bytes
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._bytes = 0
+        self.misses = 0
+
+    @torch.no_grad()
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        key = batch_key(tokens)
+        target = self._cache.get(key)
+        if target is None:
+            self.misses += 1
+            target = F.softmax(model_logits(self.generator, tokens)[:, :-1].float(), dim=-1)
+            size = target.numel() * target.element_size()
+            if size <= self.max_bytes:
+                self._cache[key] = target
+                self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, old = self._cache.popitem(last=False)
+                self._bytes -= old.numel() * old.element_size()
+        else:
+            self._cache.move_to_end(key)
+        return target
+
+
 class HeadLoss:
     """``next_token_loss`` for SGLD on attention heads only, with the frozen part computed once per batch.
 
@@ -166,9 +272,11 @@ class HeadLoss:
     after the frozen weights changed in place, is not allowed (``sample_llc`` never does either).
     """
 
-    def __init__(self, heads: Sequence[tuple[int, int]], max_batches: int = 512) -> None:
+    def __init__(self, heads: Sequence[tuple[int, int]], max_batches: int = 512,
+                 targets: SoftTargets | None = None) -> None:
         if not heads:
             raise ValueError("HeadLoss needs at least one (layer, head)")
+        self.targets = targets  # a generator's predictions replace the next tokens (eq. 11)
         self.heads = sorted(set((int(a), int(b)) for a, b in heads))
         self.layer = self.heads[0][0]
         self.moving = [h for (layer, h) in self.heads if layer == self.layer]  # moving heads of the first layer
@@ -177,8 +285,7 @@ class HeadLoss:
         self._model_id: int | None = None
 
     def _key(self, tokens: torch.Tensor) -> tuple:
-        digest = hashlib.blake2b(tokens.detach().cpu().numpy().tobytes(), digest_size=16).hexdigest()
-        return tuple(tokens.shape), str(tokens.dtype), digest
+        return batch_key(tokens)
 
     @torch.no_grad()
     def _frozen(self, model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -212,4 +319,6 @@ class HeadLoss:
         resid = rest + _heads_out(model, self.layer, x, qk_in, moving)
         for layer in range(self.layer + 1, len(model.blocks)):
             resid = _block(model, layer, resid, pos)
+        if self.targets is not None:
+            return soft_ce(_unembed(model, resid), self.targets(tokens))
         return _next_token_ce(_unembed(model, resid), tokens)

@@ -26,6 +26,12 @@ COLUMNS = ["claim", "status", "value", "threshold", "notebook"]
 
 MIN_STAGES = 4
 MIN_ARI = 0.5
+# claim 7 (K-composition turnaround and coupling): most pairs turn around, their minima fall within
+# one stage of each other, and a sender composes about equally with every receiver. The paper's
+# run (Hoogland et al.'s checkpoints): 27 of 30 pairs have their minimum at 7.6k-9.6k, inside
+# LM3/LM4, and the late spread across receivers is ~1/20 of that across senders.
+MIN_TURNING = 2 / 3
+MAX_COUPLING_RATIO = 0.5
 
 
 @dataclass(frozen=True)
@@ -81,9 +87,10 @@ def check_code_ratio(run: Path, data: str = "python_tests") -> tuple[str, str, s
     if "candidates" in t and t["candidates"].any():
         return UNDEFINED, "the run has no induction head (only candidates were followed)", threshold
     wide = t.pivot_table(index="window", columns="group", values="mean_ratio")
-    if "induction" not in wide or "multigram" not in wide or wide[["induction", "multigram"]].isna().any().any():
+    groups = [ht.INDUCTION, ht.MULTIGRAM]  # the group names 03 writes (multigram: every multigram type)
+    if any(g not in wide for g in groups) or wide[groups].isna().any().any():
         return UNDEFINED, "no induction head (or no multigram head) with a ratio", threshold
-    diff = wide["induction"] - wide["multigram"]
+    diff = wide[ht.INDUCTION] - wide[ht.MULTIGRAM]
     value = "; ".join(f"{w} {d:+.3f}" for w, d in diff.items())
     return (PASS if bool((diff > 0).all()) else FAIL), value, threshold
 
@@ -107,6 +114,51 @@ def check_induction_timing(run: Path) -> tuple[str, str, str]:
     return (PASS if all(verdicts) else FAIL), "; ".join(parts), threshold
 
 
+def _candidates_note(t: pd.DataFrame) -> str | None:
+    if "candidates" in t and t["candidates"].any():
+        return "the run has no layer-0 multigram head (only candidates were followed)"
+    return None
+
+
+def check_l1_generator(run: Path) -> tuple[str, str, str]:
+    t = _table(run, "l1_gap_by_type").set_index("group")
+    threshold = ("relative gap (wrLLC − drLLC_L1)/wrLLC grows after the previous-token boundary over all heads, "
+                 "and more for previous-/current-token, induction and layer-0 multigram heads than for "
+                 "layer-1 multigram heads")
+    need = {"all", "named", "layer-1 multigram"}
+    if not need <= set(t.index) or t.loc[list(need), "increase"].isna().any():
+        return UNDEFINED, "a head group is missing or has no estimates on both sides of the boundary", threshold
+    inc = t["increase"]
+    value = (f"increase all {inc['all']:+.3f}; named {inc['named']:+.3f}; layer-1 multigram "
+             f"{inc['layer-1 multigram']:+.3f} (boundary {int(t['boundary'].iloc[0])})")
+    note = _candidates_note(t.reset_index())
+    if note:
+        return UNDEFINED, f"{note}: {value}", threshold
+    ok = inc["all"] > 0 and inc["named"] > inc["layer-1 multigram"]
+    return (PASS if ok else FAIL), value, threshold
+
+
+def check_composition_turnaround(run: Path) -> tuple[str, str, str]:
+    turn = _table(run, "composition_turnaround")
+    coup = _table(run, "composition_coupling")
+    threshold = (f">= {MIN_TURNING:.0%} of (L0 multigram, L1 multigram) pairs turn around, their minima within one "
+                 f"stage of each other, coupling ratio <= {MAX_COUPLING_RATIO}")
+    if turn.empty or coup.empty:
+        return UNDEFINED, "no (layer-0 multigram, layer-1 multigram) pair", threshold
+    frac = float(turn["turns"].mean())
+    stage_numbers = sorted({int(str(s)[2:]) for s in turn.loc[turn["turns"], "stage"].dropna()})
+    within_one = bool(stage_numbers) and stage_numbers[-1] - stage_numbers[0] <= 1
+    ratio = float(coup["ratio"].iloc[0])
+    value = (f"{int(turn['turns'].sum())}/{len(turn)} pairs turn; minima at "
+             f"{int(turn['min_step'].min())}–{int(turn['min_step'].max())} in "
+             f"{', '.join(f'LM{n}' for n in stage_numbers) or 'no stage'}; coupling ratio {ratio:.2f}")
+    note = _candidates_note(turn)
+    if note:
+        return UNDEFINED, f"{note}: {value}", threshold
+    ok = frac >= MIN_TURNING and within_one and ratio <= MAX_COUPLING_RATIO
+    return (PASS if ok else FAIL), value, threshold
+
+
 CLAIMS: tuple[Claim, ...] = (
     Claim("1. Full-model LLC critical points split training into stages", "01_llc_theory", check_stages,
           ("stages_L2",)),
@@ -118,8 +170,10 @@ CLAIMS: tuple[Claim, ...] = (
           ("dr_ratio_by_type",)),
     Claim("5. The induction heads form at different times", "03_drllc", check_induction_timing,
           ("induction_timing",)),
-    Claim("6. drLLC with an L1 generator tracks the wrLLC until LM3, then diverges", "04_multigram", None),
-    Claim("7. K-composition of L0 into L1 multigram heads turns around at LM3/LM4", "04_multigram", None),
+    Claim("6. drLLC with an L1 generator tracks the wrLLC until LM3, then diverges", "04_multigram_circuit",
+          check_l1_generator, ("l1_gap_by_type",)),
+    Claim("7. K-composition of L0 into L1 multigram heads turns around at LM3/LM4", "04_multigram_circuit",
+          check_composition_turnaround, ("composition_turnaround", "composition_coupling")),
     Claim("8. Hessian trace partly tracks the rLLC", "05_hessian_ablation", None),
     Claim("9. Ablation scores order heads like the final rLLC", "05_hessian_ablation", None),
     Claim("10. Clusters fit on one seed transfer to other seeds", "06_seeds", None),

@@ -1,5 +1,6 @@
 """Mean ablation and tokens in context on a tiny model."""
 
+import pytest
 import torch
 from _models import markov_data, tiny_model
 
@@ -81,7 +82,78 @@ def test_fused_ablation_matches_transformer_lens_hooks():
         assert torch.allclose(means[layer], cache[heads.z_hook_name(layer)].mean(0), atol=1e-6)
     for names in (["1:0"], ["0:1", "1:1"]):
         spec = ablation.ablation_spec(names, means)
-        fused = heads.token_losses(model, tokens, 5, ablate=spec)
+        fused = heads.token_losses(model, tokens, 5, edit=spec)
         hooked = heads.token_losses(model, tokens, 5, hooks=ablation.mean_ablation_hooks(names, means))
         assert torch.allclose(fused, hooked, atol=1e-5)
         assert (fused - heads.token_losses(model, tokens, 5)).abs().max() > 1e-4  # the ablation did something
+
+
+@pytest.mark.parametrize("kind", ["zero", "mean", "resample"])
+def test_every_ablation_matches_transformer_lens_hooks(kind):
+    """One edit, two forwards: the fused forward and TransformerLens' own with hand-written
+    hook_z hooks (the oracle: written here from the definition, not from the package)."""
+    model = tiny_model(seed=3)
+    tokens = markov_data(10, seed=2)
+    means = ablation.mean_z(model, tokens, batch_size=10)
+    edit = ablation.ablation_edit(kind, ["0:1", "1:0"], means)
+    fused_loss = ablation.token_losses(model, tokens, 10, edit=edit)
+
+    def oracle(layer: int, head: int):
+        def hook(z, hook):  # z: [batch, pos, head, d_head]
+            z = z.clone()
+            if kind == "zero":
+                z[:, :, head] = 0.0
+            elif kind == "mean":
+                z[:, :, head] = means[layer][: z.shape[1], head]
+            else:
+                z[:, :, head] = z[:, :, head].roll(1, dims=0)
+            return z
+        return hook
+
+    hooks = [("blocks.0.attn.hook_z", oracle(0, 1)), ("blocks.1.attn.hook_z", oracle(1, 0))]
+    hooked = model.run_with_hooks(tokens, return_type="loss", loss_per_token=True, fwd_hooks=hooks)
+    torch.testing.assert_close(fused_loss, hooked.float(), atol=1e-5, rtol=1e-5)
+    assert (fused_loss - ablation.token_losses(model, tokens, 10)).abs().max() > 1e-4
+
+
+def test_path_patching_matches_a_two_pass_transformer_lens_recipe():
+    model = tiny_model(seed=4)
+    tokens = markov_data(8, seed=5)
+    means = ablation.mean_z(model, tokens, batch_size=8)
+    out = ablation.path_patch_losses(model, tokens, ["0:0", "0:1"], "1:1", means, batch_size=8)
+
+    def set_mean(layer, heads):
+        def hook(z, hook):
+            z = z.clone()
+            z[:, :, heads] = means[layer][: z.shape[1], heads]
+            return z
+        return hook
+
+    saved = {}
+
+    def keep(z, hook):
+        saved["z"] = z[:, :, 1].clone()
+        return z
+
+    model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_z", set_mean(0, [0, 1])),
+                                            ("blocks.1.attn.hook_z", keep)])
+
+    def put(z, hook):
+        z = z.clone()
+        z[:, :, 1] = saved["z"]
+        return z
+
+    patched = model.run_with_hooks(tokens, return_type="loss", loss_per_token=True,
+                                   fwd_hooks=[("blocks.1.attn.hook_z", put)])
+    ablated = model.run_with_hooks(tokens, return_type="loss", loss_per_token=True,
+                                   fwd_hooks=[("blocks.1.attn.hook_z", set_mean(1, [1]))])
+    clean = model(tokens, return_type="loss", loss_per_token=True)
+    torch.testing.assert_close(out["path_patched"], patched.float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["receiver_ablated"], ablated.float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["clean"], clean.float(), atol=1e-5, rtol=1e-5)
+    # the path matters and differs from ablating the senders everywhere
+    everywhere = ablation.token_losses(model, tokens, 8, edit=ablation.ablation_spec(["0:0", "0:1"], means))
+    assert (out["path_patched"] - out["clean"]).abs().max() > 1e-4
+    assert (out["path_patched"] - everywhere).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="layers before the receiver"):
+        ablation.path_patch_losses(model, tokens, ["1:0"], "1:1", means)
