@@ -50,11 +50,14 @@ lint: venv
 unit: venv
 	$(BIN)/python -m pytest tests -m "not slow"
 
-# SGLD speed against a training step and against devinterp (prints two ratios; not a test)
+# SGLD speed against a training step and devinterp; what caching a generator's predictions saves
+# (prints ratios; not a test)
 bench: venv
 	$(BIN)/python benchmarks/sgld_speed.py --profile $(PROFILE) --component 0:1
 	$(BIN)/python benchmarks/sgld_speed.py --profile $(PROFILE) --component 1:0
 	$(BIN)/python benchmarks/sgld_speed.py --profile $(PROFILE) --component full
+	$(BIN)/python benchmarks/generator_cache.py --profile $(PROFILE) --component 0:1
+	$(BIN)/python benchmarks/generator_cache.py --profile $(PROFILE) --component 1:0
 
 clean:
 	rm -rf runs/ci-test runs/ci

@@ -237,7 +237,8 @@ fig = plot.test_loss_pair(log, ("L1", "L2"), stage_table)
 nb.savefig(fig, "04_test_loss_L1_L2")
 
 # %%
-test = log[log["split"] == "test"].pivot_table(index="step", columns="model", values="loss").dropna()
+test = log[(log["split"] == "test") & log["model"].isin(["L1", "L2"])].pivot_table(index="step", columns="model",
+                                                                                   values="loss").dropna()
 diff = (test["L1"] - test["L2"]) if {"L1", "L2"} <= set(test.columns) else pd.Series(dtype=float)
 b = by_type.set_index("group")
 lines = [f"- Boundary: step {boundary:,} (best layer-0 previous-token score first above "

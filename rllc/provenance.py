@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import platform
 import subprocess
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from . import paths
@@ -46,6 +48,19 @@ def short_commit() -> str:
     return commit[:8] + ("+dirty" if dirty else "")
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The processor's model name (floating-point kernels, and so trained weights, can differ
+    between processors: a run is deterministic on one machine, not across machines)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(device: str | None = None) -> dict[str, Any]:
     """Versions and the commit, for a record or an artifact (plus the device when given)."""
     import torch  # imported here: provenance is cheap to import for modules that need no torch
@@ -56,6 +71,7 @@ def provenance(device: str | None = None) -> dict[str, Any]:
         "git_commit": commit,
         "git_dirty": dirty,
         "torch": str(torch.__version__),  # a TorchVersion (a str subclass) that YAML cannot write
+        "cpu": cpu_model(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if device is not None:

@@ -149,9 +149,10 @@ def check_composition_turnaround(run: Path) -> tuple[str, str, str]:
     stage_numbers = sorted({int(str(s)[2:]) for s in turn.loc[turn["turns"], "stage"].dropna()})
     within_one = bool(stage_numbers) and stage_numbers[-1] - stage_numbers[0] <= 1
     ratio = float(coup["ratio"].iloc[0])
+    minima_stages = sorted({str(s) for s in turn["stage"].dropna()}, key=lambda s: int(s[2:]))
     value = (f"{int(turn['turns'].sum())}/{len(turn)} pairs turn; minima at "
-             f"{int(turn['min_step'].min())}–{int(turn['min_step'].max())} in "
-             f"{', '.join(f'LM{n}' for n in stage_numbers) or 'no stage'}; coupling ratio {ratio:.2f}")
+             f"{int(turn['min_step'].min())}–{int(turn['min_step'].max())} "
+             f"({', '.join(minima_stages) or 'no stage table'}); coupling ratio {ratio:.2f}")
     note = _candidates_note(turn)
     if note:
         return UNDEFINED, f"{note}: {value}", threshold

@@ -42,7 +42,9 @@ def savefig(fig: plt.Figure, run_dir: str | Path, name: str) -> Path:
     lines = [provenance.stamp_line(profile, str(run))]
     if getattr(fig, _SAMPLER_ATTR, None):
         lines.insert(0, getattr(fig, _SAMPLER_ATTR))
-    fig.text(0.01, -0.02, "\n".join(lines), fontsize=7, color="0.35", ha="left", va="top")
+    # below everything already drawn (legends and notes placed under the axes included)
+    bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()
+    fig.text(0.01, min(bottom, 0.0) - 0.01, "\n".join(lines), fontsize=7, color="0.35", ha="left", va="top")
     path = run / "figures" / f"{name}.png"
     return atomic_write(path, lambda p: fig.savefig(p, format="png", bbox_inches="tight"))
 
@@ -483,7 +485,7 @@ def composition_curves(scores: pd.DataFrame, types: pd.Series, baselines: dict[s
     for ax in axes[-1]:
         ax.set_xlabel("training step")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7, bbox_to_anchor=(0.5, -0.06), frameon=False)
+    fig.legend(handles, labels, loc="upper center", ncol=5, fontsize=7, bbox_to_anchor=(0.5, 0.0), frameon=False)
     if title:
         fig.suptitle(title, y=1.0)
     fig.tight_layout()
