@@ -156,7 +156,7 @@ with pd.option_context("display.max_colwidth", 60):
 # ## 3. The wrLLC curves, coloured by type (Figure 2 analogue)
 
 # %%
-stage_table = nb.read_optional("stages_L2")
+stage_table = nb.stages
 fig = plot.head_llc_curves(head_wr, types, settings, stage_table, title=f"wrLLC per head — profile {cfg.profile}")
 nb.savefig(fig, "02_wrllc_heads")
 

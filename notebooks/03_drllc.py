@@ -52,9 +52,7 @@ from rllc.report import figures as plot
 nb = setup(profile, config, run_dir, progress)
 cfg, run, settings = nb.cfg, nb.path, nb.settings
 final_model, HEADS = nb.final_model, nb.heads
-head_table = nb.read("head_types")
-types = head_table.set_index("component")["type"]
-stage_table = nb.read_optional("stages_L2")
+head_table, types, stage_table = nb.read("head_types"), nb.head_types, nb.stages
 
 # %% [markdown]
 # ## 1. Which heads are the induction heads?

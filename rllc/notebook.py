@@ -55,6 +55,16 @@ class Session:
         m = self.final_model
         return head_names(m.cfg.n_layers, m.cfg.n_heads)
 
+    @property
+    def head_types(self) -> pd.Series:
+        """Each head's final type, from 02's head table (needs 02_wrllc)."""
+        return self.read("head_types").set_index("component")["type"]
+
+    @property
+    def stages(self) -> pd.DataFrame | None:
+        """The stages of the full-model LLC curve (01), or None before 01 has run."""
+        return self.read_optional("stages_L2")
+
     def held_in_windows(self) -> torch.Tensor:
         """The held-in windows of the tokens-in-context search (the same in 02 and 03)."""
         return data_mod.held_in_windows(self.cfg)

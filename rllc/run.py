@@ -141,6 +141,11 @@ def changed_settings(old: Config, new: Config) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def run_path(cfg: Config, run_dir: str | Path | None = None) -> Path:
+    """Where ``create_run`` puts a config's run directory (computes, never writes)."""
+    return resolve_path(run_dir) if run_dir else paths.default_run_dir(cfg.profile)
+
+
 def create_run(cfg: Config, run_dir: str | Path | None = None) -> Run:
     """The run directory for ``cfg`` (``runs/<profile>`` by default), with ``config.yaml`` written.
 
@@ -148,7 +153,7 @@ def create_run(cfg: Config, run_dir: str | Path | None = None) -> Run:
     same profile and other settings (overrides) is reused with a warning naming what changed.
     Models trained with settings their weights depend on are guarded separately (identity.json).
     """
-    out = resolve_path(run_dir) if run_dir else paths.default_run_dir(cfg.profile)
+    out = run_path(cfg, run_dir)
     existing = out / "config.yaml"
     if existing.exists():
         old = run_config(out)

@@ -24,7 +24,7 @@ from .io import write_table
 from .model.build import build_model, resolve_device
 from .model.checkpoints import CheckpointStore
 from .model.fused import next_token_loss
-from .run import create_run, identity
+from .run import create_run, identity, run_path
 
 
 class BatchOrder:
@@ -82,6 +82,8 @@ def train_model(
     """
     if name not in MODEL_NAMES:
         raise KeyError(f"unknown model {name!r}; valid: {list(MODEL_NAMES)}")
+    # refuse weights of other settings before anything is written (config.yaml included)
+    CheckpointStore.for_model(run_path(cfg, run_dir), name).verify_identity(identity(cfg, name))
     run = create_run(cfg, run_dir).path
     prepared = data_mod.prepare(cfg)
     store = CheckpointStore.for_model(run, name)

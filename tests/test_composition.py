@@ -56,6 +56,6 @@ def test_the_ln_folded_variant_reads_the_residual_through_layer_norm():
                 key = (mode, f"0:{a}", f"1:{b}")
                 assert folded[key] == pytest.approx(direct(model, mode, a, b, fold=True), rel=1e-4)
     assert not np.allclose(raw.to_numpy(), folded.to_numpy(), rtol=1e-3)
-    assert float(model.blocks[1].ln1.w[0]) == pytest.approx(0.2)  # the model itself is not changed
+    assert model.blocks[1].ln1.w[0].item() == pytest.approx(0.2)  # the model itself is not changed
     with pytest.raises(ValueError, match="unknown variant"):
         composition.composition_scores(model, "folded")

@@ -104,8 +104,10 @@ def test_run_refuses_a_model_trained_with_other_settings(tiny_cfg, ci_prepared, 
     from rllc import config
     train.train_model(tiny_cfg, "L0", tmp_path, progress=False)
     other = config.load_config("ci", {"train": {"steps": {"L0": 12}, "lr": 0.01}})
+    before = (tmp_path / "config.yaml").read_text()
     with pytest.raises(RuntimeError, match="other settings"):
         train.train_model(other, "L0", tmp_path, progress=False)
+    assert (tmp_path / "config.yaml").read_text() == before  # refused before anything was written
 
 
 def test_load_model_returns_any_checkpoint(tiny_cfg, ci_prepared, tmp_path):

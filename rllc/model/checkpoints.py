@@ -42,8 +42,8 @@ class CheckpointStore:
     def log_path(self) -> Path:
         return self.root / "log.csv"
 
-    def check_identity(self, identity: dict[str, Any]) -> None:
-        """Record what the weights depend on; refuse to mix runs with different settings."""
+    def verify_identity(self, identity: dict[str, Any]) -> None:
+        """Refuse (without writing anything) when the store holds weights of other settings."""
         path = self.root / "identity.json"
         if path.exists():
             old = read_json(path)
@@ -52,7 +52,12 @@ class CheckpointStore:
                 raise IdentityMismatch(
                     f"{self.root} holds a model trained with other settings (differs in {diff}); "
                     "use another run directory or delete this one")
-        else:
+
+    def check_identity(self, identity: dict[str, Any]) -> None:
+        """Record what the weights depend on; refuse to mix runs with different settings."""
+        self.verify_identity(identity)
+        path = self.root / "identity.json"
+        if not path.exists():
             write_json(path, identity)
 
     def remove_stale_temporaries(self) -> list[Path]:
