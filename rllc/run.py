@@ -88,9 +88,6 @@ class Run:
     def __fspath__(self) -> str:
         return str(self.path)
 
-    def __truediv__(self, other: str) -> Path:
-        return self.path / other
-
 
 def find_run(profile_or_run_dir: str | Path) -> Path:
     """A run directory as given (an existing directory), else the default run directory of a

@@ -21,13 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from ..config import config_hash
-from ..io import write_table
 from ..run import checkpoint_steps, identity, load_model, run_config
 from .stages import smooth
+from .trajectory import cached_by_step
 
 MODES = ("Q", "K", "V")
 VARIANTS = ("raw", "ln_folded")
@@ -88,20 +87,13 @@ def composition_over_training(run_dir: str | Path, name: str = "L2", steps: list
     cfg = run_config(run)
     key = config_hash({"identity": identity(cfg, name), "variants": list(variants), "version": COMPOSITION_VERSION})
     path = run / "tables" / f"composition_{name}_{key}.parquet"
-    done = pd.read_parquet(path) if path.exists() else pd.DataFrame()
-    have = set(done["step"]) if len(done) else set()
-    todo = [s for s in (steps or checkpoint_steps(run, name)) if s not in have]
-    parts = [done] if len(done) else []
-    for step in tqdm(todo, desc=f"composition {name}", disable=not progress):
-        model = load_model(run, name, step)
-        parts.append(pd.concat([composition_scores(model, v) for v in variants], ignore_index=True)
-                     .assign(step=step))
-        done = pd.concat(parts, ignore_index=True)
-        write_table(done, path)
-    wanted = set(steps) if steps else None
-    out = done if wanted is None else done[done["step"].isin(wanted)]
-    return out.sort_values(["variant", "mode", "src", "dst", "step"]).reset_index(drop=True)
 
+    def compute(step: int) -> pd.DataFrame:
+        model = load_model(run, name, step)
+        return pd.concat([composition_scores(model, v) for v in variants], ignore_index=True).assign(step=step)
+
+    out = cached_by_step(path, steps or checkpoint_steps(run, name), compute, f"composition {name}", progress)
+    return out.sort_values(["variant", "mode", "src", "dst", "step"]).reset_index(drop=True)
 
 def turnaround(curves: pd.DataFrame, min_step: int = 1, sigma: float = 1.0,
                recovery_fraction: float = 0.2) -> pd.DataFrame:

@@ -133,13 +133,14 @@ def path_patch_losses(model: HookedTransformer, tokens: torch.Tensor, senders: S
     if any(parse_head(s)[0] >= r_layer for s in senders):
         raise ValueError(f"senders {list(senders)} must all sit in layers before the receiver {receiver}")
     corrupt = ablation_spec(senders, means)
+    receiver_ablated = ablation_spec([receiver], means)
     out: dict[str, list[torch.Tensor]] = {"clean": [], "receiver_ablated": [], "path_patched": []}
     for i in range(0, len(tokens), batch_size):
         batch = tokens[i:i + batch_size].to(model.cfg.device)
         _, zs = fused.run_heads(model, batch, corrupt, keep_z=True)
         patched = fused.patch({r_layer: [r_head]}, {r_layer: zs[r_layer]})
         out["clean"].append(fused.per_token_ce(model, batch).cpu())
-        out["receiver_ablated"].append(fused.per_token_ce(model, batch, ablation_spec([receiver], means)).cpu())
+        out["receiver_ablated"].append(fused.per_token_ce(model, batch, receiver_ablated).cpu())
         out["path_patched"].append(fused.per_token_ce(model, batch, patched).cpu())
     return {k: torch.cat(v) for k, v in out.items()}
 

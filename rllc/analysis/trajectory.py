@@ -8,6 +8,7 @@ computation killed midway keeps what it finished
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -29,25 +30,35 @@ def behaviour_over_training(cfg: Config, run_dir: str | Path, name: str = "L2",
     key = config_hash({"scores": cfg.scores, "tokens": data_mod.tokens_key(cfg), "seed": cfg.seed,
                        "version": SCORES_VERSION})
     path = run / "tables" / f"behaviour_{name}_{key}.parquet"
+    state: dict = {}
+
+    def compute(step: int) -> pd.DataFrame:
+        if not state:  # data for the scores, loaded only when a checkpoint is missing
+            state["bos"] = bos_id(data_mod.prepare(cfg).tokenizer)
+            state["test"] = data_mod.load_tokens(cfg, "test")
+        model = load_model(run, name, step)
+        sc = head_scores(model, cfg.scores, bos=state["bos"], seed=cfg.seed)
+        icl = pd.DataFrame([{"layer": -1, "head": -1, "component": "model", "score": "icl",
+                             "value": icl_score(model, state["test"], cfg.scores)}])
+        part = pd.concat([sc, icl], ignore_index=True)
+        part.insert(0, "step", step)
+        part.insert(0, "model", name)
+        return part
+
+    out = cached_by_step(path, steps or checkpoint_steps(run, name), compute, f"scores {name}", progress)
+    return out.sort_values(["step", "score", "component"]).reset_index(drop=True)
+
+
+def cached_by_step(path: Path, steps: list[int], compute: Callable[[int], pd.DataFrame], desc: str,
+                   progress: bool = True) -> pd.DataFrame:
+    """Rows of ``steps`` from the table cached at ``path`` (a ``step`` column), computing the
+    missing checkpoints with ``compute(step)`` one by one and rewriting the cache atomically after
+    each, so a computation killed midway keeps what it finished."""
     done = pd.read_parquet(path) if path.exists() else pd.DataFrame()
     have = set(done["step"]) if len(done) else set()
-    todo = [s for s in (steps or checkpoint_steps(run, name)) if s not in have]
-    if todo:
-        prepared = data_mod.prepare(cfg)
-        bos = bos_id(prepared.tokenizer)
-        test = data_mod.load_tokens(cfg, "test")
-        parts = [done] if len(done) else []
-        for step in tqdm(todo, desc=f"scores {name}", disable=not progress):
-            model = load_model(run, name, step)
-            sc = head_scores(model, cfg.scores, bos=bos, seed=cfg.seed)
-            icl = pd.DataFrame([{"layer": -1, "head": -1, "component": "model", "score": "icl",
-                                 "value": icl_score(model, test, cfg.scores)}])
-            part = pd.concat([sc, icl], ignore_index=True)
-            part.insert(0, "step", step)
-            part.insert(0, "model", name)
-            parts.append(part)
-            done = pd.concat(parts, ignore_index=True)
-            write_table(done, path)
-    wanted = set(steps) if steps else None
-    out = done if wanted is None else done[done["step"].isin(wanted)]
-    return out.sort_values(["step", "score", "component"]).reset_index(drop=True)
+    parts = [done] if len(done) else []
+    for step in tqdm([s for s in steps if s not in have], desc=desc, disable=not progress):
+        parts.append(compute(step))
+        done = pd.concat(parts, ignore_index=True)
+        write_table(done, path)
+    return done[done["step"].isin(set(steps))]

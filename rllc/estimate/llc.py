@@ -59,7 +59,7 @@ def generator_loss(generator: nn.Module | SoftTargets) -> LossFn:
     divergence only by that constant, and the LLC estimate (a difference of losses) is the same
     for both.
     """
-    targets = generator if isinstance(generator, SoftTargets) else SoftTargets(generator)
+    targets = SoftTargets.of(generator)
 
     def loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         return soft_ce(model_logits(model, tokens), targets(tokens))
@@ -382,8 +382,7 @@ def estimate_llc(
     # heads alone, sampled chain after chain (the batched GPU path substitutes parameters
     # functionally and uses the plain loss): compute the frozen part once per batch
     fast = heads is not None and dev.type != "cuda" and supports(model)
-    targets = (generator if isinstance(generator, SoftTargets) else SoftTargets(generator)) \
-        if generator is not None else None
+    targets = SoftTargets.of(generator) if generator is not None else None
     if fast:
         loss_fn = HeadLoss(heads, targets=targets)
     else:

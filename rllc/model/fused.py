@@ -239,6 +239,11 @@ class SoftTargets:
         self._bytes = 0
         self.misses = 0
 
+    @classmethod
+    def of(cls, generator: nn.Module | SoftTargets) -> SoftTargets:
+        """``generator``'s cached predictions (itself if it already is a ``SoftTargets``)."""
+        return generator if isinstance(generator, SoftTargets) else cls(generator)
+
     @torch.no_grad()
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         key = batch_key(tokens)

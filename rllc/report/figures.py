@@ -18,6 +18,7 @@ from matplotlib import ticker
 
 from .. import provenance
 from ..analysis import head_types as ht
+from ..analysis.clustering import layer_of
 from ..analysis.patterns import PATTERNS
 from ..io import atomic_write
 from ..run import find_run, run_config
@@ -268,7 +269,7 @@ def head_llc_curves(estimates: pd.DataFrame, types: pd.Series, settings: dict, s
         heads = heads[heads["step"] >= min_step]
     else:
         omitted = []
-    heads["layer"] = heads["component"].str.split(":").str[0].astype(int)
+    heads["layer"] = layer_of(heads["component"])
     layers = sorted(heads["layer"].unique())
     fig, axes = plt.subplots(1, len(layers), figsize=(5.4 * len(layers), 4.6), squeeze=False)
     for ax, layer in zip(axes[0], layers, strict=True):
