@@ -58,6 +58,9 @@ bench: venv
 	$(BIN)/python benchmarks/sgld_speed.py --profile $(PROFILE) --component full
 	$(BIN)/python benchmarks/generator_cache.py --profile $(PROFILE) --component 0:1
 	$(BIN)/python benchmarks/generator_cache.py --profile $(PROFILE) --component 1:0
+	$(BIN)/python benchmarks/curvature_cost.py --profile $(PROFILE) --component 0:1
+	$(BIN)/python benchmarks/curvature_cost.py --profile $(PROFILE) --component 1:0
+	$(BIN)/python benchmarks/curvature_cost.py --profile $(PROFILE) --component full
 
 clean:
 	rm -rf runs/ci-test runs/ci

@@ -179,6 +179,33 @@ class CircuitConfig:
 
 
 @dataclass(frozen=True)
+class CurvatureConfig:
+    """Hessian trace, Fisher trace, Hessian rank and ablation scores (notebook 05; paper App. D, E)."""
+
+    curve_checkpoints: int = 0  # per-head curves: this many of the per-head (02) checkpoints (0: all of them)
+    trace_windows: int = 100  # windows ("dataset samples") the Hessian is taken on (the paper: 100)
+    trace_probes: int = 50  # Hutchinson probes per trace (the paper: 50)
+    trace_data: tuple[str, ...] = ("train", "python_tests")  # the training distribution, held-out code
+    batch_size: int = 8  # windows per Hessian-vector product chunk (memory, not numbers)
+    fim_samples: int = 30  # sequences sampled from the model at each checkpoint (the paper: 30)
+    fim_probes: int = 5  # the paper: 5
+    fim_temperature: float = 1.0
+    fim_checkpoints: int = 0  # the Fisher trace at this many of the curves' checkpoints (0: all)
+    rank_windows: int = 3  # the paper: 3 dataset samples, 1 probe, degree 100
+    rank_probes: int = 1
+    rank_degree: int = 100
+    rank_interval: tuple[float, float] = (-1000.0, 6000.0)  # the fixed method's range (the paper's)
+    rank_threshold: float = 500.0  # the fixed method's threshold (the paper's)
+    rank_fraction: float = 500.0 / 6000.0  # adaptive: threshold as a fraction of |lambda|max (reconstructed)
+    rank_margin: float = 0.05  # adaptive: the interval is +-(1 + margin) |lambda|max
+    rank_checkpoints: int = 0  # the rank at this many of the curves' checkpoints (0: all)
+    lanczos_tol: float = 1e-2  # relative tolerance of the extreme eigenvalues
+    ablation_windows: int = 100  # held-out windows for ablation scores
+    ablation_batch: int = 16  # resampling draws from the other windows of a batch of this size
+    seed: int = 0  # probes and windows
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str = "paper"
     seed: int = 1
@@ -194,6 +221,7 @@ class Config:
     llc: LLCConfig = LLCConfig()
     classify: ClassifyConfig = ClassifyConfig()
     circuit: CircuitConfig = CircuitConfig()
+    curvature: CurvatureConfig = CurvatureConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

@@ -70,3 +70,26 @@ def test_threshold_report_finds_the_gap_and_chance():
     r = scores.threshold_report(table, cfg, {"previous_token": 0.2}).iloc[0]
     assert r["heads_above"] == "0:3"
     assert (r["widest_gap_from"], r["widest_gap_to"]) == (0.06, 0.35) and r["threshold_in_gap"]
+
+
+def test_claims_8_and_9_from_the_agreement_tables(tmp_path):
+    from rllc.analysis import agreement
+
+    _write(tmp_path, "measure_tracking.csv", pd.DataFrame({
+        "measure": [agreement.HESSIAN_TRACE] * 3 + [agreement.RESAMPLE], "component": ["0:0", "0:1", "1:0", "0:0"],
+        "rho": [0.8, 0.6, 0.2, 0.9], "n_steps": [10] * 4, "null_median": [0.3, 0.4, 0.1, 0.0], "null_max": [0.5] * 4}))
+    _write(tmp_path, "measure_agreement.csv", pd.DataFrame({
+        "measure": [agreement.HESSIAN_TRACE, agreement.RESAMPLE, agreement.RESAMPLE],
+        "reference": ["wrLLC"] * 3, "scope": ["all", "all", "layer 0"], "rho": [0.7, 0.55, 0.9],
+        "p_value": [0.01, 0.03, 0.1], "n_heads": [16, 16, 8]}))
+    status = dict(zip(*[claims.scorecard(tmp_path)[k] for k in ("claim", "status")], strict=True))
+    assert status["8. Hessian trace partly tracks the rLLC"] == "pass"  # median 0.6 >= 0.5, above 0.3
+    assert status["9. Ablation scores order heads like the final rLLC"] == "fail"  # 0.55 < 0.6
+    card = claims.scorecard(tmp_path).set_index("claim")
+    assert "layer 0 0.90" in card.loc["9. Ablation scores order heads like the final rLLC", "value"]
+    # tracking no better than the other heads fails, however high
+    _write(tmp_path, "measure_tracking.csv", pd.DataFrame({
+        "measure": [agreement.HESSIAN_TRACE] * 2, "component": ["0:0", "0:1"], "rho": [0.8, 0.8],
+        "n_steps": [10, 10], "null_median": [0.9, 0.85], "null_max": [0.9, 0.9]}))
+    status = dict(zip(*[claims.scorecard(tmp_path)[k] for k in ("claim", "status")], strict=True))
+    assert status["8. Hessian trace partly tracks the rLLC"] == "fail"

@@ -88,7 +88,13 @@ def strided_steps(run: Path, model: str, stride: int = 1, n: int = 0) -> list[in
     have = CheckpointStore.for_model(run, model).steps()
     if not have:
         raise FileNotFoundError(f"no checkpoints of {model} in {run}; train it first")
-    steps = sorted(set(have[:: max(1, stride)]) | {have[0], have[-1]})
+    return spread(sorted(set(have[:: max(1, stride)]) | {have[0], have[-1]}), n)
+
+
+def spread(steps: Sequence[int], n: int = 0) -> list[int]:
+    """``n`` of ``steps`` spread evenly by index, first and last kept (all of them when ``n`` is 0
+    or at least their number)."""
+    steps = list(steps)
     if 0 < n < len(steps):
         idx = np.unique(np.round(np.linspace(0, len(steps) - 1, n)).astype(int))
         steps = [steps[i] for i in idx]

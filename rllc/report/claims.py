@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from ..analysis import agreement
 from ..analysis import head_types as ht
 from ..analysis.clustering import layer_of
 from . import tables
@@ -32,6 +34,13 @@ MIN_ARI = 0.5
 # LM3/LM4, and the late spread across receivers is ~1/20 of that across senders.
 MIN_TURNING = 2 / 3
 MAX_COUPLING_RATIO = 0.5
+# claim 8 (the Hessian trace partly tracks the rLLC): the typical head's Hessian-trace curve rises
+# and falls with its own wrLLC curve (median Spearman rho across checkpoints >= 0.5) and more than
+# with the curves of the other heads of its layer, which share only the common trend of training.
+MIN_TRACKING_RHO = 0.5
+# claim 9 (ablation order ~ rLLC order): Spearman rho between final resample-ablation scores and
+# final wrLLCs over all heads (the threshold; the paper gives no number).
+MIN_ORDER_RHO = 0.6
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,35 @@ def check_composition_turnaround(run: Path) -> tuple[str, str, str]:
     return (PASS if ok else FAIL), value, threshold
 
 
+def check_hessian_tracking(run: Path) -> tuple[str, str, str]:
+    track = _table(run, "measure_tracking")
+    track = track[track["measure"] == agreement.HESSIAN_TRACE]
+    order = _table(run, "measure_agreement")
+    order = order[(order["measure"] == agreement.HESSIAN_TRACE) & (order["scope"] == "all")]
+    threshold = (f"median over heads of Spearman rho (Hessian trace vs own wrLLC, across checkpoints) >= "
+                 f"{MIN_TRACKING_RHO} and above the median with other heads of the layer")
+    if track.empty or track["rho"].isna().all():
+        return UNDEFINED, "no head has both curves", threshold
+    med, null = float(track["rho"].median()), float(track["null_median"].median())
+    final = f"; final-order rho {float(order['rho'].iloc[0]):.2f}" if len(order) else ""
+    value = f"median rho {med:.2f} over {len(track)} heads (other heads: {null:.2f}){final}"
+    ok = med >= MIN_TRACKING_RHO and med > null
+    return (PASS if ok else FAIL), value, threshold
+
+
+def check_ablation_order(run: Path) -> tuple[str, str, str]:
+    order = _table(run, "measure_agreement")
+    order = order[order["measure"] == agreement.RESAMPLE].set_index("scope")
+    threshold = f"Spearman rho (final resample-ablation score vs final wrLLC) >= {MIN_ORDER_RHO} over all heads"
+    if "all" not in order.index or np.isnan(order.loc["all", "rho"]):
+        return UNDEFINED, "fewer than three heads with both values", threshold
+    rho = float(order.loc["all", "rho"])
+    per_layer = "; ".join(f"{s} {r:.2f}" for s, r in order["rho"].items() if s != "all")
+    value = (f"rho {rho:.2f} (p {float(order.loc['all', 'p_value']):.2g}) over {int(order.loc['all', 'n_heads'])} "
+             f"heads; {per_layer}")
+    return (PASS if rho >= MIN_ORDER_RHO else FAIL), value, threshold
+
+
 CLAIMS: tuple[Claim, ...] = (
     Claim("1. Full-model LLC critical points split training into stages", "01_llc_theory", check_stages,
           ("stages_L2",)),
@@ -175,8 +213,10 @@ CLAIMS: tuple[Claim, ...] = (
           check_l1_generator, ("l1_gap_by_type",)),
     Claim("7. K-composition of L0 into L1 multigram heads turns around at LM3/LM4", "04_multigram_circuit",
           check_composition_turnaround, ("composition_turnaround", "composition_coupling")),
-    Claim("8. Hessian trace partly tracks the rLLC", "05_hessian_ablation", None),
-    Claim("9. Ablation scores order heads like the final rLLC", "05_hessian_ablation", None),
+    Claim("8. Hessian trace partly tracks the rLLC", "05_curvature_ablation", check_hessian_tracking,
+          ("measure_tracking", "measure_agreement")),
+    Claim("9. Ablation scores order heads like the final rLLC", "05_curvature_ablation", check_ablation_order,
+          ("measure_agreement",)),
     Claim("10. Clusters fit on one seed transfer to other seeds", "06_seeds", None),
 )
 

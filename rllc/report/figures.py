@@ -545,3 +545,71 @@ def test_loss_pair(log: pd.DataFrame, models: Sequence[str] = ("L1", "L2"),
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def head_measure_grid(panels: dict[str, pd.DataFrame], types: pd.Series, stages: pd.DataFrame | None = None,
+                      title: str = "", min_step: int = 1) -> plt.Figure:
+    """Figures 14 and 17 analogue: one row per measure (``panels``: a label → rows step, component,
+    value and optionally se), one column per layer, one line per head coloured by behavioural type
+    (the line styles of ``head_llc_curves``), ± one standard error shaded, stage bands behind.
+    Checkpoints before ``min_step`` (the initialisation) are left out, as in ``head_llc_curves``."""
+    frames = {k: v[v["component"].str.contains(":") & (v["step"] >= min_step)] for k, v in panels.items()}
+    layers = sorted({int(layer) for f in frames.values() for layer in layer_of(f["component"])})
+    fig, axes = plt.subplots(len(frames), len(layers), figsize=(5.2 * len(layers), 2.9 * len(frames)),
+                             sharex=True, squeeze=False)
+    for row, (label, frame) in enumerate(frames.items()):
+        lay = layer_of(frame["component"])
+        for col, layer in enumerate(layers):
+            ax = axes[row, col]
+            sub = frame[lay == layer]
+            comps = sorted(sub["component"].unique(), key=lambda c: int(c.split(":")[1]))
+            ls = _type_linestyles(comps, types)
+            for c in comps:
+                d = sub[sub["component"] == c].sort_values("step")
+                color = TYPE_COLORS.get(types.get(c, ht.MULTIGRAM), "0.4")
+                ax.plot(d["step"], d["value"], color=color, linestyle=ls[c], linewidth=1.3,
+                        label=f"{c} {types.get(c, '')}")
+                if "se" in d and d["se"].notna().any():
+                    ax.fill_between(d["step"], d["value"] - d["se"], d["value"] + d["se"], color=color, alpha=0.12)
+            log_steps(ax)
+            if len(sub):
+                ax.set_xlim(float(sub["step"].min()) / 1.25, float(sub["step"].max()) * 1.25)
+            if stages is not None and len(stages):
+                stage_bands(ax, stages, label=row == 0)
+            ax.set_ylabel(label if col == 0 else "")
+            if row == 0:
+                ax.set_title(f"layer {layer}", pad=14)
+            if row == len(frames) - 1:
+                ax.set_xlabel("training step")
+                ax.legend(fontsize=6.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
+    if title:
+        fig.suptitle(title, y=1.0)
+    fig.tight_layout()
+    return fig
+
+
+def full_model_measures(panels: dict[str, pd.DataFrame], stages: pd.DataFrame | None = None,
+                        title: str = "") -> plt.Figure:
+    """Figures 14 (full model), 15 and 16 analogue: one panel per measure (``panels``: a label →
+    rows step, series, value and optionally se), one line per series, ± one standard error shaded,
+    stage bands behind."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), squeeze=False)
+    for ax, (label, frame) in zip(axes[0], panels.items(), strict=True):
+        frame = frame[frame["step"] >= 1]
+        for (series, d), color in zip(frame.groupby("series", sort=False), sns.color_palette("deep"), strict=False):
+            d = d.sort_values("step")
+            ax.plot(d["step"], d["value"], marker=".", color=color, linewidth=1.3, label=series)
+            if "se" in d and d["se"].notna().any():
+                ax.fill_between(d["step"], d["value"] - d["se"], d["value"] + d["se"], color=color, alpha=0.15)
+        log_steps(ax)
+        if len(frame):
+            ax.set_xlim(float(frame["step"].min()) / 1.25, float(frame["step"].max()) * 1.25)
+        if stages is not None and len(stages):
+            stage_bands(ax, stages)
+        ax.set_title(label, pad=14)
+        ax.set_xlabel("training step")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    if title:
+        fig.suptitle(title, y=1.02)
+    fig.tight_layout()
+    return fig

@@ -19,6 +19,8 @@ from ..run import find_run
 ESTIMATE_COLUMNS = ("model", "step", "component", "data", "llc_mean", "llc_std", "llc_sem", "n_chains", "n_ok",
                     "n_diverged", "n_below_init", "init_loss", "n_weights", "key")
 
+CURVATURE_COLUMNS = ("step", "measure", "data", "component", "value", "se", "n_probes", "products", "seconds")
+
 
 @dataclass(frozen=True)
 class Table:
@@ -110,6 +112,24 @@ _ALL = (
        "04_multigram_circuit", "bracket losses: clean, receiver ablated, senders ablated on the path only"),
     _t("multigram_migration", "tables/multigram_migration.csv", "src mid_step n_mid kept n_moved top_dst",
        "04_multigram_circuit", "where a layer-0 head's multigrams at mid-training are held at the end"),
+    # 05_curvature_ablation
+    _t("hessian_trace_L2", "tables/hessian_trace_L2.csv", CURVATURE_COLUMNS, "05_curvature_ablation",
+       "Hutchinson traces of the loss Hessian per head and for the full model, on training data and held-out code"),
+    _t("fisher_trace_L2", "tables/fisher_trace_L2.csv", CURVATURE_COLUMNS, "05_curvature_ablation",
+       "the full model's Fisher information trace on its own samples (Hutchinson and gradient identity)"),
+    _t("hessian_rank_L2", "tables/hessian_rank_L2.csv", (*CURVATURE_COLUMNS, "covers"), "05_curvature_ablation",
+       "the full model's Hessian rank (fixed and adaptive Chebyshev counts) and the ends of its spectrum"),
+    _t("ablation_L2", "tables/ablation_L2.csv", "step component kind clean ablated score se", "05_curvature_ablation",
+       "loss increase under zero, mean and resample ablation of each head alone"),
+    _t("trace_precision", "tables/trace_precision.csv", "data scope probes windows median_se median_rel_se",
+       "05_curvature_ablation", "standard error of the Hutchinson traces at the chosen settings"),
+    _t("measure_agreement", "tables/measure_agreement.csv", "measure reference scope rho p_value n_heads",
+       "05_curvature_ablation", "Spearman's rho between final per-head values of each measure and the wrLLC"),
+    _t("measure_tracking", "tables/measure_tracking.csv", "measure component rho n_steps null_median null_max",
+       "05_curvature_ablation", "per-head correlation across checkpoints of each measure with the head's wrLLC"),
+    _t("measure_critical_points", "tables/measure_critical_points.csv",
+       "measure component step kind nearest_reference offset_decades", "05_curvature_ablation",
+       "critical points of each measure's curves and their distance to the wrLLC's"),
     # written by the package
     _t("llc_estimates", "tables/llc_estimates.parquet", ESTIMATE_COLUMNS, "rllc",
        "every cached LLC estimate of the run (rllc.estimate.sweep.collect)"),
