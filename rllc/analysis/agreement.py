@@ -43,11 +43,18 @@ def _rho(a: pd.Series, b: pd.Series) -> tuple[float, float, int]:
 
 
 def final_order(measure: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
-    """Rows (scope, rho, p_value, n_heads): Spearman's ρ between the two measures' values at their
-    last checkpoint, over all heads ("all") and within each layer ("layer L")."""
+    """Rows (scope, rho, p_value, n_heads, layers_only): Spearman's ρ between the two measures'
+    values at their last checkpoint, over all heads ("all") and within each layer ("layer L").
+
+    ``layers_only`` (on the "all" row): the ρ a measure that knew nothing but each head's layer
+    would reach — the reference against its own per-layer means. When the layers differ in
+    level, most of an all-heads ρ can come from the layer split alone; the per-layer rows say
+    whether the order *within* a layer agrees."""
     a, b = _final(measure), _final(reference)
     a, b = a[a.index.str.contains(":")], b[b.index.str.contains(":")]
-    rows = [{"scope": "all", **dict(zip(("rho", "p_value", "n_heads"), _rho(a, b), strict=True))}]
+    layer_means = b.groupby(np.asarray(layer_of(pd.Series(b.index)))).transform("mean")
+    rows = [{"scope": "all", **dict(zip(("rho", "p_value", "n_heads"), _rho(a, b), strict=True)),
+             "layers_only": _rho(layer_means, b)[0]}]
     layers = layer_of(pd.Series(a.index))
     for layer in sorted(set(layers)):
         idx = a.index[np.asarray(layers == layer)]

@@ -179,7 +179,8 @@ def check_hessian_tracking(run: Path) -> tuple[str, str, str]:
     if track.empty or track["rho"].isna().all():
         return UNDEFINED, "no head has both curves", threshold
     med, null = float(track["rho"].median()), float(track["null_median"].median())
-    final = f"; final-order rho {float(order['rho'].iloc[0]):.2f}" if len(order) else ""
+    final = (f"; final-order rho {float(order['rho'].iloc[0]):.2f} (layer split alone "
+             f"{float(order['layers_only'].iloc[0]):.2f})" if len(order) and "layers_only" in order else "")
     value = f"median rho {med:.2f} over {len(track)} heads (other heads: {null:.2f}){final}"
     ok = med >= MIN_TRACKING_RHO and med > null
     return (PASS if ok else FAIL), value, threshold
@@ -193,8 +194,9 @@ def check_ablation_order(run: Path) -> tuple[str, str, str]:
         return UNDEFINED, "fewer than three heads with both values", threshold
     rho = float(order.loc["all", "rho"])
     per_layer = "; ".join(f"{s} {r:.2f}" for s, r in order["rho"].items() if s != "all")
+    layers = order.loc["all", "layers_only"] if "layers_only" in order else float("nan")
     value = (f"rho {rho:.2f} (p {float(order.loc['all', 'p_value']):.2g}) over {int(order.loc['all', 'n_heads'])} "
-             f"heads; {per_layer}")
+             f"heads (the layer split alone: {layers:.2f}); within layers: {per_layer}")
     return (PASS if rho >= MIN_ORDER_RHO else FAIL), value, threshold
 
 
