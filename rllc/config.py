@@ -121,6 +121,9 @@ class SamplerConfig:
     Both estimate the same quantity; pairing removes the batch-to-batch variation of the loss,
     which otherwise swamps small components (one head moves the loss by ~1e-3 nats, while batch
     losses vary by ~1e-1) and is shared by every estimate that sees the same batches.
+
+    ``batch_order`` says which batches each chain sees (below); with ``"per_chain"`` (the default)
+    each chain has its own paired reference (or its own L(w*) under ``"init"``).
     """
 
     epsilon: float = 1e-3  # step size
@@ -139,6 +142,13 @@ class SamplerConfig:
     # significantly below L(w*), a sign that w* is not a local minimum.
     diverge_margin: float | None = None
     reference: str = "init"  # "init" or "paired" (see above)
+    # "per_chain": chain c sees its own batch order (a permutation under seed + c), so chains are
+    # independent replicates of the whole estimate and the standard error across them covers the
+    # batch order as well as the chain noise. "shared": every chain sees the same batches (the
+    # order of seed), devinterp's convention; chains then differ only by their noise, and an
+    # offset between the draws' batches and the reference's is shared by all chains and invisible
+    # in their spread (under "init" it can exceed the reported error ten-fold).
+    batch_order: str = "per_chain"
 
 
 @dataclass(frozen=True)
@@ -154,6 +164,8 @@ class LLCConfig:
     head_checkpoints: int = 0  # per-head (rLLC) sweeps: this many checkpoints spread over the strided ones (0: all)
     head_dr_data: tuple[str, ...] = ("python_tests", "rust_stdlib")  # per-head drLLCs (03): held-out code
     workers: int = 1  # sweeps on CPU: estimates run in this many processes (threads shared among them)
+    rerun_component: str = "1:0"  # 01: the estimate rerun with several seeds to check its standard error
+    rerun_seeds: int = 8  # 01: how many reruns (per reference and batch order)
 
 
 @dataclass(frozen=True)

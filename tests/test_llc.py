@@ -164,14 +164,16 @@ def test_bad_settings_are_refused(trained) -> None:
 
 def test_paired_reference_removes_the_batch_offset(trained) -> None:
     """A chain that barely moves has LLC ~0 under the paired reference; under the init reference
-    its estimate is nbeta times the gap between the draws' batches and the init batches."""
+    its estimate is nbeta times the gap between the draws' batches and the init batches (shared by
+    every chain when they share one batch order)."""
     model, data = trained
-    base = SamplerConfig(epsilon=1e-12, gamma=1.0, nbeta=30.0, chains=2, draws=20, batch_size=8, init_loss_batches=2)
+    base = SamplerConfig(epsilon=1e-12, gamma=1.0, nbeta=30.0, chains=2, draws=20, batch_size=8, init_loss_batches=2,
+                         batch_order="shared")
     init = sample_llc(model, data, None, base)
     paired = sample_llc(model, data, None, dataclasses.replace(base, reference="paired"))
     assert abs(paired.mean) < 1e-3
     assert abs(init.mean) > 10 * abs(paired.mean)  # batch losses differ: the init reference is off
-    assert paired.baseline is not None and paired.baseline.shape == (20,)
+    assert paired.baseline is not None and paired.baseline.shape == (2, 20)
     assert init.mean - paired.mean == pytest.approx(30.0 * (paired.baseline.mean() - init.init_loss), abs=1e-6)
 
 
@@ -318,8 +320,10 @@ def test_generator_predictions_are_computed_once_per_batch_and_heads_agree_with_
                       reference="paired")
     targets = SoftTargets(gen)
     fast = estimate_llc(model, "1:1", data, s, generator=targets, device="cpu")
-    distinct = min(s.burnin + s.draws, len(data) // s.batch_size)
-    assert targets.misses == distinct  # not chains x steps (+ the reference's) forward passes
+    # each chain has its own batch order: chains x steps distinct batches, each predicted once (not
+    # again for the paired reference, nor for the next head)
+    distinct = s.chains * min(s.burnin + s.draws, len(data) // s.batch_size)
+    assert targets.misses == distinct
     plain = sample_llc(model, data, component_masks(model, "1:1"), s, generator_loss(gen), device="cpu",
                        batched=False)
     np.testing.assert_allclose(fast.traces, plain.traces, rtol=0, atol=1e-4)

@@ -73,7 +73,7 @@ def test_devinterp_agreement(trained, component: str) -> None:
     # init loss over the whole dataset and draws over whole epochs: the estimates then differ
     # between seeds only by chain noise, which is what the standard errors measure
     s = SamplerConfig(epsilon=1e-3, gamma=100, nbeta=30, chains=4, draws=96, burnin=0, batch_size=32,
-                      init_loss_batches=32, seed=100)
+                      init_loss_batches=32, seed=100, batch_order="shared")  # devinterp's convention
     dv_trace, dv_mean, dv_sem = _devinterp(model, data, masks, s)
     same = sample_llc(model, data, masks, s)
     np.testing.assert_allclose(same.traces, dv_trace, rtol=0, atol=1e-4)

@@ -6,5 +6,7 @@ Inner order (each depends only on the ones above it):
   llc        losses, chain diagnostics, sample_llc, estimate_llc, LLCResult
   known      models with a closed-form learning coefficient (validation)
   calibrate  step size x nbeta grids
+  reruns     seed-to-seed spread against the reported standard errors (calibration)
   sweep      cached, resumable estimates over checkpoints x components x distributions
+  curvature  Hessian-vector products, Hutchinson traces, eigenvalue counts, Fisher trace
 """

@@ -33,9 +33,10 @@ class _Bound(nn.Module):
         return functional_call(self._model, self._tensors, args, kwargs)
 
 
-def run_chains_batched(model: nn.Module, masks: ParamMasks, feed: BatchFeed, loss_fn: LossFn, s: SamplerConfig,
-                       device: torch.device, bar: tqdm | None = None) -> np.ndarray:
-    """Loss traces [chains, steps] of ``s.chains`` chains run together from the model's weights."""
+def run_chains_batched(model: nn.Module, masks: ParamMasks, feeds: list[BatchFeed], loss_fn: LossFn,
+                       s: SamplerConfig, device: torch.device, bar: tqdm | None = None) -> np.ndarray:
+    """Loss traces [chains, steps] of ``s.chains`` chains run together from the model's weights;
+    chain c takes its batches from ``feeds[c]`` (one object for all: a shared batch order)."""
     params = dict(model.named_parameters())
     names = list(masks)
     fixed = {n: p.detach() for n, p in params.items() if n not in masks}
@@ -49,12 +50,14 @@ def run_chains_batched(model: nn.Module, masks: ParamMasks, feed: BatchFeed, los
     def loss_of(sampled: dict[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
         return loss_fn(_Bound(model, {**fixed, **sampled}), tokens)
 
-    step_fn = vmap(grad_and_value(loss_of), in_dims=(0, None))
+    shared = all(f is feeds[0] for f in feeds)
+    step_fn = vmap(grad_and_value(loss_of), in_dims=(0, None if shared else 0))
     total = n_steps(s)
     traces = np.full((C, total), math.nan)
     alive = torch.ones(C, dtype=torch.bool)
     for step in range(total):
-        grads, values = step_fn(state, feed[step].to(device))
+        batch = feeds[0][step] if shared else torch.stack([f[step] for f in feeds])
+        grads, values = step_fn(state, batch.to(device))
         vals = values.detach().double().cpu().numpy()
         traces[alive.numpy(), step] = vals[alive.numpy()]
         alive &= torch.from_numpy(np.isfinite(vals))

@@ -12,12 +12,14 @@ from w*, and the estimate is  lambda_hat = nbeta * (mean over draws and chains o
   it is the cross-entropy from the generator's next-token distribution to the model's on the
   same contexts (the paper's eq. 11).
 
-Conventions match devinterp 2.0.1 (``devinterp.slt.sampling.sample`` with ``sgmcmc_sgld``): the
-loss is recorded before each update; every chain sees the same batches, in the order of
-``randperm(n, generator=seed)`` cycled; chain c draws its noise from a generator seeded with
-``seed + c``, one ``N(0, 1)`` tensor of each parameter's full shape, in mask order; L(w*) is the
-mean over the first ``init_loss_batches`` batches. With equal settings and seeds the two give the
-same loss traces (a test checks it).
+Conventions match devinterp 2.0.1 (``devinterp.slt.sampling.sample`` with ``sgmcmc_sgld``) under
+``batch_order="shared"``: the loss is recorded before each update; every chain sees the same
+batches, in the order of ``randperm(n, generator=seed)`` cycled; chain c draws its noise from a
+generator seeded with ``seed + c``, one ``N(0, 1)`` tensor of each parameter's full shape, in mask
+order; L(w*) is the mean over the first ``init_loss_batches`` batches. With equal settings and
+seeds the two give the same loss traces (a test checks it). The default, ``batch_order=
+"per_chain"``, gives chain c its own order (seed + c) and its own reference, so the chains are
+independent replicates and their spread covers the batch order too.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from ..config import SamplerConfig
 from ..model.components import ParamMasks, component_masks, component_size, parse_head
 from ..model.fused import HeadLoss, SoftTargets, model_logits, next_token_loss, soft_ce, supports
 from .batched import run_chains_batched
-from .sgld import ESTIMATOR_VERSION, BatchFeed, LossFn, n_steps, sgld_update
+from .sgld import BATCH_ORDERS, ESTIMATOR_VERSION, BatchFeed, LossFn, chain_feeds, n_steps, sgld_update
 
 __all__ = ["ESTIMATOR_VERSION", "BatchFeed", "LLCResult", "LossFn", "estimate_llc", "generator_loss", "n_steps",
            "sample_llc"]
@@ -87,7 +89,8 @@ class LLCResult:
     n_weights: int = 0
     data: str = ""
     seconds: float = 0.0
-    baseline: np.ndarray | None = None  # [steps] loss at w* on each step's batch (reference "paired")
+    baseline: np.ndarray | None = None  # [chains, steps] loss at w* on each step's batch (reference "paired")
+    chain_init_loss: np.ndarray | None = None  # [chains] each chain's L(w*) (reference "init"; equal if shared)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -97,7 +100,8 @@ class LLCResult:
     @property
     def excess(self) -> np.ndarray:
         """Each step's loss above the reference L(w*): [chains, steps]."""
-        return excess_loss(self.traces, self.init_loss, self.baseline)
+        l0 = self.chain_init_loss if self.chain_init_loss is not None else self.init_loss
+        return excess_loss(self.traces, l0, self.baseline)
 
     @property
     def excess_draws(self) -> np.ndarray:
@@ -107,7 +111,7 @@ class LLCResult:
 
     def to_dict(self, traces: bool = False) -> dict[str, Any]:
         out = {
-            "mean": self.mean, "std": self.std, "sem": self.sem, "n_ok": self.n_ok,
+            "mean": self.mean, "std": self.std, "sem": self.sem, "se_kind": se_kind(self.settings), "n_ok": self.n_ok,
             "per_chain": self.per_chain, "flags": self.flags, "init_loss": self.init_loss,
             "component": self.component, "n_weights": self.n_weights, "data": self.data,
             "seconds": self.seconds, "settings": self.settings, **self.meta,
@@ -119,9 +123,21 @@ class LLCResult:
         return out
 
 
-def excess_loss(traces: np.ndarray, l0: float, baseline: np.ndarray | None = None) -> np.ndarray:
-    """Loss above the reference: the loss at w* on the same batch (``baseline``), else ``l0``."""
-    return traces - (baseline[None, :] if baseline is not None else l0)
+def se_kind(settings: SamplerConfig | dict[str, Any]) -> str:
+    """What an estimate's standard error covers, from its sampler settings."""
+    order = settings["batch_order"] if isinstance(settings, dict) else settings.batch_order
+    if order == "per_chain":
+        return "chains with their own batch orders (chain noise and batch order)"
+    return "chains on one shared batch order (chain noise only)"
+
+
+def excess_loss(traces: np.ndarray, l0: float | np.ndarray, baseline: np.ndarray | None = None) -> np.ndarray:
+    """Loss above the reference: the loss at w* on the same batch (``baseline``: [steps] shared by
+    every chain, or [chains, steps]), else ``l0`` (one value, or one per chain)."""
+    if baseline is not None:
+        b = np.asarray(baseline, dtype=float)
+        return traces - (b[None, :] if b.ndim == 1 else b)
+    return traces - np.asarray(l0, dtype=float).reshape(-1, 1)
 
 
 def select_draws(traces: np.ndarray, burnin: int, every: int, draws: int) -> np.ndarray:
@@ -182,6 +198,8 @@ def _check_settings(s: SamplerConfig) -> None:
         problems.append(f"burnin must be >= 0 (got {s.burnin})")
     if s.reference not in REFERENCES:
         problems.append(f"reference must be one of {REFERENCES} (got {s.reference!r})")
+    if s.batch_order not in BATCH_ORDERS:
+        problems.append(f"batch_order must be one of {BATCH_ORDERS} (got {s.batch_order!r})")
     if problems:
         raise ValueError("bad sampler settings: " + "; ".join(problems))
 
@@ -228,6 +246,17 @@ def sgld_chain(model: nn.Module, masks: ParamMasks, feed: BatchFeed, loss_fn: Lo
     finally:
         for n, p in named.items():
             p.requires_grad_(before[n])
+
+
+def paired_baselines(model: nn.Module, feeds: list[BatchFeed], loss_fn: LossFn, steps: int,
+                     device: torch.device) -> np.ndarray:
+    """The paired reference of every chain: [chains, steps] losses at w* on each chain's batches
+    (computed once per distinct feed: once in all with a shared batch order)."""
+    done: dict[int, np.ndarray] = {}
+    for f in feeds:
+        if id(f) not in done:
+            done[id(f)] = batch_losses(model, f, loss_fn, steps, device)
+    return np.stack([done[id(f)] for f in feeds])
 
 
 def _run_chain(model: nn.Module, params: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
@@ -280,9 +309,10 @@ def sample_llc(
     selects the weights that move (``None``: all). The model itself is not changed: chains run
     on a copy. ``batched`` runs all chains at once with ``torch.func`` (default: on a GPU only).
     ``bar``: an outer progress bar to advance (one unit per chain-step) instead of a new one.
-    ``baseline``: with the paired reference, the loss at w* on each step's batch when the caller
-    already has it (it depends on the model, data and sampler settings, not on the component:
-    sweeps compute it once per checkpoint and distribution); otherwise it is computed here.
+    ``baseline``: with the paired reference, the loss at w* on each chain's batch at each step
+    ([chains, steps]; [steps] is accepted with a shared batch order) when the caller already has
+    it (it depends on the model, data and sampler settings, not on the component: sweeps compute
+    it once per checkpoint and distribution); otherwise it is computed here.
     """
     _check_settings(settings)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
@@ -299,19 +329,27 @@ def sample_llc(
     params = _chain_params(named, masks, dev)
     n_weights = component_size(work, masks)
 
-    feed = BatchFeed(data, settings.batch_size, settings.seed)
+    feeds = chain_feeds(data, settings)
     start = time.perf_counter()
+    chain_l0 = None
     if settings.reference == "paired":
+        shape = (settings.chains, n_steps(settings))
         if baseline is None:
-            baseline = batch_losses(work, feed, loss_fn, n_steps(settings), dev)
-        elif np.shape(baseline) != (n_steps(settings),):
-            raise ValueError(f"baseline has shape {np.shape(baseline)}; the sampler takes {n_steps(settings)} steps")
+            baseline = paired_baselines(work, feeds, loss_fn, n_steps(settings), dev)
         baseline = np.asarray(baseline, dtype=float)
-        l0 = float(select_draws(baseline[None, :], settings.burnin, settings.steps_between_draws,
-                                settings.draws).mean())
+        if baseline.shape == shape[1:] and settings.batch_order == "shared":
+            baseline = np.broadcast_to(baseline, shape).copy()
+        if baseline.shape != shape:
+            raise ValueError(f"baseline has shape {baseline.shape}; the sampler needs {shape} (chains, steps)")
+        l0 = float(select_draws(baseline, settings.burnin, settings.steps_between_draws, settings.draws).mean())
     else:
         baseline = None
-        l0 = init_loss(work, feed, loss_fn, settings.init_loss_batches, dev)
+        firsts: dict[int, float] = {}
+        for f in feeds:
+            if id(f) not in firsts:
+                firsts[id(f)] = init_loss(work, f, loss_fn, settings.init_loss_batches, dev)
+        chain_l0 = np.array([firsts[id(f)] for f in feeds])
+        l0 = float(chain_l0.mean())
     use_batched = batched if batched is not None else dev.type == "cuda"
     total = settings.chains * n_steps(settings)
     own_bar = bar is None
@@ -319,34 +357,38 @@ def sample_llc(
         bar = tqdm(total=total, desc=f"SGLD {component or 'model'}", disable=not progress, mininterval=1.0)
     try:
         if use_batched:
-            traces = run_chains_batched(work, masks, feed, loss_fn, settings, dev, bar)
+            traces = run_chains_batched(work, masks, feeds, loss_fn, settings, dev, bar)
         else:
-            traces = np.stack([_run_chain(work, params, feed, loss_fn, settings, c, dev, bar)
+            traces = np.stack([_run_chain(work, params, feeds[c], loss_fn, settings, c, dev, bar)
                                for c in range(settings.chains)])
     finally:
         if own_bar:
             bar.close()
     seconds = time.perf_counter() - start
-    return make_result(traces, l0, settings, n_weights, component=component, data=data_name, seconds=seconds,
-                       baseline=baseline)
+    return make_result(traces, chain_l0 if chain_l0 is not None else l0, settings, n_weights, component=component,
+                       data=data_name, seconds=seconds, baseline=baseline)
 
 
-def make_result(traces: np.ndarray, l0: float, settings: SamplerConfig, n_weights: int, component: str = "",
-                data: str = "", seconds: float = 0.0, baseline: np.ndarray | None = None) -> LLCResult:
+def make_result(traces: np.ndarray, l0: float | np.ndarray, settings: SamplerConfig, n_weights: int,
+                component: str = "", data: str = "", seconds: float = 0.0,
+                baseline: np.ndarray | None = None) -> LLCResult:
     """Per-chain estimates, flags and the summary from loss traces.
 
-    With a ``baseline`` (the loss at w* on each step's batch) every draw is compared with the
-    baseline of its own batch; otherwise with ``l0``.
+    With a ``baseline`` (the loss at w* on each step's batch, [steps] or [chains, steps]) every
+    draw is compared with the baseline of its own batch; otherwise with ``l0`` (one L(w*), or one
+    per chain).
     """
     s = settings
     excess = excess_loss(traces, l0, baseline)
+    chain_l0 = np.asarray(l0, dtype=float).reshape(-1) if baseline is None and np.ndim(l0) else None
+    l0 = float(np.mean(l0))
     draws = select_draws(excess, s.burnin, s.steps_between_draws, s.draws)
     per_chain = [float(s.nbeta * d.mean()) for d in draws]
     flags = [chain_flags(t, d, 0.0, s.nbeta, n_weights, s.diverge_margin) for t, d in zip(excess, draws, strict=True)]
     mean, std, sem = summarize(per_chain, flags)
     return LLCResult(mean=mean, std=std, sem=sem, per_chain=per_chain, flags=flags, init_loss=l0,
                      traces=traces, settings=asdict(s), component=component, n_weights=n_weights, data=data,
-                     seconds=seconds, baseline=baseline)
+                     seconds=seconds, baseline=baseline, chain_init_loss=chain_l0)
 
 
 def head_list(component: str) -> list[tuple[int, int]] | None:
@@ -384,7 +426,10 @@ def estimate_llc(
     fast = heads is not None and dev.type != "cuda" and supports(model)
     targets = SoftTargets.of(generator) if generator is not None else None
     if fast:
-        loss_fn = HeadLoss(heads, targets=targets)
+        # with a shared order every chain revisits the same batches: keep their frozen prefixes;
+        # with per-chain orders no batch comes back within an estimate, so keep none
+        keep = n_steps(settings) if settings.batch_order == "shared" else 0
+        loss_fn = HeadLoss(heads, targets=targets, max_batches=keep)
     else:
         loss_fn = generator_loss(targets) if targets is not None else next_token_loss
     return sample_llc(model, data, masks, settings, loss_fn, device=device, progress=progress,

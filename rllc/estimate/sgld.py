@@ -19,7 +19,8 @@ from torch import nn
 
 from ..config import SamplerConfig
 
-ESTIMATOR_VERSION = 2  # 1: every record written before versions were recorded
+ESTIMATOR_VERSION = 3  # 1: records before versions; 2: all chains on one batch order; 3: per-chain orders
+BATCH_ORDERS = ("per_chain", "shared")
 
 # (model, tokens [batch, n_ctx]) -> mean per-token loss (a scalar tensor)
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -52,6 +53,20 @@ class BatchFeed:
         while True:
             yield self[i]
             i += 1
+
+
+def feed_seeds(s: SamplerConfig) -> list[int]:
+    """The batch-order seed of each chain: seed + c with ``per_chain`` orders, else seed for all."""
+    return [s.seed + c if s.batch_order == "per_chain" else s.seed for c in range(s.chains)]
+
+
+def chain_feeds(data: torch.Tensor, s: SamplerConfig) -> list[BatchFeed]:
+    """One feed per chain (the same object for every chain with ``shared`` orders)."""
+    feeds: dict[int, BatchFeed] = {}
+    for seed in feed_seeds(s):
+        if seed not in feeds:
+            feeds[seed] = BatchFeed(data, s.batch_size, seed)
+    return [feeds[seed] for seed in feed_seeds(s)]
 
 
 def n_steps(s: SamplerConfig) -> int:

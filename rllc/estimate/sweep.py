@@ -39,8 +39,8 @@ from ..model.checkpoints import CheckpointStore
 from ..model.fused import SoftTargets, next_token_loss
 from ..run import find_run, identity, load_model, require_run, run_config
 from . import sgld
-from .llc import LLCResult, batch_losses, estimate_llc, generator_loss
-from .sgld import BatchFeed, n_steps
+from .llc import LLCResult, estimate_llc, generator_loss, paired_baselines
+from .sgld import n_steps
 
 GENERATOR_PREFIX = "model:"
 
@@ -133,28 +133,29 @@ def baseline_key(cfg: Config, job: Job, settings: SamplerConfig, run: Path) -> s
     return config_hash({
         "identity": identity(cfg, job.model), "step": job.step, "data": job.data, "tokens": data_mod.tokens_key(cfg),
         "generator": _generator_key(run, cfg, job.data),
-        "batch_size": settings.batch_size, "seed": settings.seed, "steps": n_steps(settings),
+        "batch_size": settings.batch_size, "feeds": sgld.feed_seeds(settings), "steps": n_steps(settings),
         "estimator": sgld.ESTIMATOR_VERSION,
     }, n=16)
 
 
 def paired_baseline(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: torch.device,
                     state: dict[Any, Any]) -> np.ndarray | None:
-    """The loss at w* on every SGLD step's batch (the paired reference), shared by all components.
+    """The loss at w* on every chain's batch at every SGLD step ([chains, steps], the paired
+    reference), shared by all components.
 
     Every component at one checkpoint sees the same batches, so this is computed once per
-    (model, checkpoint, distribution, batches) with the model's plain loss and cached under
+    (model, checkpoint, distribution, batch orders) with the model's plain loss and cached under
     ``<run>/llc/baselines/``; a head's own fused loss equals it up to float summation order.
     None when the sampler uses another reference."""
     if settings.reference != "paired":
         return None
     path = baselines_dir(run) / f"{baseline_key(cfg, job, settings, run)}.json"
     if path.exists():
-        return np.asarray(read_json(path)["losses"], dtype=float)
+        return np.asarray(read_json(path)["losses"], dtype=float).reshape(settings.chains, -1)
     model = _model(run, job, dev, state)
     tokens, generator = _data_tensor(cfg, run, job.data, dev, state.setdefault("data", {}))
     loss_fn = generator_loss(generator) if generator is not None else next_token_loss
-    losses = batch_losses(model, BatchFeed(tokens, settings.batch_size, settings.seed), loss_fn, n_steps(settings), dev)
+    losses = paired_baselines(model, sgld.chain_feeds(tokens, settings), loss_fn, n_steps(settings), dev)
     write_json(path, {"model": job.model, "step": job.step, "data": job.data, "losses": losses.tolist(),
                       "estimator_version": sgld.ESTIMATOR_VERSION, "provenance": provenance.provenance(dev)})
     return losses
@@ -315,7 +316,8 @@ def _tables(run: Path, records: list[dict[str, Any]], write: bool) -> pd.DataFra
         flags = r["flags"]
         rows.append({
             "model": r["model"], "step": r["step"], "component": r["component"], "data": r["data"],
-            "llc_mean": r["mean"], "llc_std": r["std"], "llc_sem": r["sem"], "n_chains": len(flags),
+            "llc_mean": r["mean"], "llc_std": r["std"], "llc_sem": r["sem"],
+            "se_kind": r.get("se_kind", "chains on one shared batch order (chain noise only)"), "n_chains": len(flags),
             "n_ok": r["n_ok"], "n_diverged": sum("diverged" in f for f in flags),
             "n_below_init": sum("below_init" in f for f in flags), "init_loss": r["init_loss"],
             "n_weights": r["n_weights"], "seconds": r["seconds"], **{f"sampler_{k}": v for k, v in s.items()},

@@ -129,7 +129,14 @@ def sampler_stamp(settings: dict) -> str:
     """One line naming the SGLD settings of an estimate (stamped on every LLC figure)."""
     s = settings
     return (f"SGLD ε={s['epsilon']:g}, γ={s['gamma']:g}, nβ={s['nbeta']:g}, {s['chains']} chains × {s['draws']} draws, "
-            f"burn-in {s['burnin']}, batch {s['batch_size']}, {_reference(s)}, seed {s['seed']}")
+            f"burn-in {s['burnin']}, batch {s['batch_size']}, {_order(s)}, {_reference(s)}, seed {s['seed']}")
+
+
+def _order(s: dict) -> str:
+    """How the chains' batches were drawn: what their spread covers."""
+    if s.get("batch_order", "shared") == "per_chain":
+        return "each chain its own batch order"
+    return "one batch order shared by all chains"
 
 
 def _reference(s: dict) -> str:
@@ -163,7 +170,7 @@ def llc_curve(estimates: pd.DataFrame, settings: dict, stages: pd.DataFrame | No
     x = d["step"].clip(lower=1)
     ax.plot(x, d["llc_mean"], marker="o", markersize=3, color="C0", label="LLC (healthy chains)")
     ax.fill_between(x, d["llc_mean"] - d["llc_std"], d["llc_mean"] + d["llc_std"], color="C0", alpha=0.2,
-                    label="± std across chains")
+                    label=f"± std across chains ({_order(settings)})")
     bad = d[d["n_ok"] < d["n_chains"]]
     if len(bad):
         ax.scatter(bad["step"].clip(lower=1), bad["llc_mean"], marker="x", color="C3", zorder=5,

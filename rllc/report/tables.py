@@ -16,8 +16,8 @@ import pandas as pd
 from ..io import write_table
 from ..run import find_run
 
-ESTIMATE_COLUMNS = ("model", "step", "component", "data", "llc_mean", "llc_std", "llc_sem", "n_chains", "n_ok",
-                    "n_diverged", "n_below_init", "init_loss", "n_weights", "key")
+ESTIMATE_COLUMNS = ("model", "step", "component", "data", "llc_mean", "llc_std", "llc_sem", "se_kind", "n_chains",
+                    "n_ok", "n_diverged", "n_below_init", "init_loss", "n_weights", "key")
 
 CURVATURE_COLUMNS = ("step", "measure", "data", "component", "value", "se", "n_probes", "products", "seconds")
 
@@ -59,6 +59,9 @@ _ALL = (
        "01_llc_theory", "the step size x nbeta grid at the last checkpoint"),
     _t("llc_full_L2", "tables/llc_full_L2.csv", ESTIMATE_COLUMNS, "01_llc_theory",
        "the full-model LLC of L2 over training"),
+    _t("llc_rerun_spread", "tables/llc_rerun_spread.csv",
+       "component step reference batch_order n mean sd_means rms_se variance_ratio ratio_lo ratio_hi calibrated",
+       "01_llc_theory", "one estimate rerun with several seeds: spread of the means against the reported errors"),
     _t("stages_L2", "tables/stages_L2.csv", "stage start end llc_start llc_end ends_at trend", "01_llc_theory",
        "stages LM1..LMk between critical points of the full-model LLC curve"),
     # 02_wrllc
@@ -123,7 +126,7 @@ _ALL = (
        "loss increase under zero, mean and resample ablation of each head alone"),
     _t("trace_precision", "tables/trace_precision.csv", "data scope probes windows median_se median_rel_se",
        "05_curvature_ablation", "standard error of the Hutchinson traces at the chosen settings"),
-    _t("measure_agreement", "tables/measure_agreement.csv", "measure reference scope rho p_value n_heads",
+    _t("measure_agreement", "tables/measure_agreement.csv", "measure reference scope rho p_value n_heads layers_only",
        "05_curvature_ablation", "Spearman's rho between final per-head values of each measure and the wrLLC"),
     _t("measure_tracking", "tables/measure_tracking.csv", "measure component rho n_steps null_median null_max",
        "05_curvature_ablation", "per-head correlation across checkpoints of each measure with the head's wrLLC"),
