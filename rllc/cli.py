@@ -56,11 +56,14 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from .config import load_config
-    from .train import train_model
+    from .train import start_from, train_model
 
     cfg = load_config(_profile(args))
     run = _run_dir(args, cfg)
     for name in args.models:
+        if args.start_from:
+            step = start_from(cfg, name, args.start_from, run)
+            print(f"{name}: starting from {args.start_from} at step {step}")
         result = train_model(cfg, name, run, progress=not args.quiet)
         last = result.log[result.log["split"] == "test"].iloc[-1]
         print(f"{name}: {result.steps} steps, {result.seconds / 60:.1f} min of training, "
@@ -146,7 +149,7 @@ def cmd_describe(args: argparse.Namespace) -> None:
 def _user_errors() -> tuple[type[Exception], ...]:
     from .model.checkpoints import CorruptCheckpoint, IdentityMismatch
 
-    return (KeyError, ValueError, FileNotFoundError, CorruptCheckpoint, IdentityMismatch)
+    return (KeyError, ValueError, FileNotFoundError, FileExistsError, CorruptCheckpoint, IdentityMismatch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="train (or resume) the L0, L1 and L2 models of a profile")
     common(sp)
     sp.add_argument("--models", nargs="+", default=["L0", "L1", "L2"], choices=["L0", "L1", "L2"])
+    sp.add_argument("--start-from", default=None, metavar="RUN_DIR",
+                    help="begin each model with this run's checkpoints (same weights, e.g. cpu for cpu-long)")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("notebooks", help="execute every notebook with a profile into the run directory")

@@ -319,11 +319,25 @@ def profile_path(profile: str | Path) -> Path:
     return path
 
 
+def profile_settings(profile: str | Path, seen: tuple[str, ...] = ()) -> tuple[str, dict[str, Any]]:
+    """(name, ``config`` mapping) of a profile file. A profile may start from another with
+    ``extends: <profile>``: its ``config`` is then merged over that profile's (lists replace)."""
+    path = profile_path(profile).resolve()
+    if str(path) in seen:
+        raise ValueError(f"profile {path.stem!r} extends itself: {' -> '.join(Path(p).stem for p in (*seen, path))}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    name = raw.get("profile", path.stem)
+    settings = raw.get("config", {}) or {}
+    base = raw.get("extends")
+    if base:
+        settings = deep_merge(profile_settings(base, (*seen, str(path)))[1], settings)
+    return name, settings
+
+
 def load_config(profile: str | Path = "cpu", overrides: dict[str, Any] | None = None) -> Config:
     """Resolve a profile (and optional overrides of its ``config`` mapping) to a ``Config``."""
-    raw = yaml.safe_load(profile_path(profile).read_text()) or {}
-    name = raw.get("profile", Path(str(profile)).stem)
-    return from_dict(name, deep_merge(raw.get("config", {}), overrides or {}))
+    name, settings = profile_settings(profile)
+    return from_dict(name, deep_merge(settings, overrides or {}))
 
 
 def from_dict(profile: str, settings: dict[str, Any]) -> Config:

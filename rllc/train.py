@@ -8,6 +8,7 @@ resumed run bit-identical to an uninterrupted one on CPU.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -102,6 +103,31 @@ def train_model(
     with deterministic_algorithms(cfg.train.deterministic):
         return _train_loop(cfg, name, run, store, model, opt, train_tokens, eval_tokens, order, schedule,
                            device, progress, on_step)
+
+
+def start_from(cfg: Config, name: str, source: str | Path, run_dir: str | Path | None = None) -> int:
+    """Begin model ``name`` of a run with another run's checkpoints, log and resume state (e.g.
+    ``cpu-long`` from ``cpu``: same weights, more steps), so that training continues from the
+    source's last step instead of repeating it. The source must hold weights of the same identity
+    (everything the weights depend on but the number of steps), and the run must have none of
+    its own yet. Returns the step training will resume from."""
+    src = CheckpointStore.for_model(source, name)
+    if not src.steps() or not src.resume_path.exists():
+        raise FileNotFoundError(f"{src.root} holds no checkpoints and resume state of {name} to start from")
+    src.verify_identity(identity(cfg, name))
+    if not (src.root / "identity.json").exists():
+        raise FileNotFoundError(f"{src.root} records no identity; cannot tell whether its weights fit this profile")
+    dst = CheckpointStore.for_model(run_path(cfg, run_dir), name)
+    if dst.steps():
+        raise FileExistsError(f"{dst.root} already has checkpoints; start_from only begins an empty run")
+    create_run(cfg, run_dir)
+    tmp = dst.root.with_name(dst.root.name + ".copying")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src.root, tmp)
+    if dst.root.exists():
+        shutil.rmtree(dst.root)
+    tmp.rename(dst.root)
+    return int(dst.load_resume()["step"])
 
 
 @contextlib.contextmanager

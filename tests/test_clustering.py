@@ -136,3 +136,25 @@ def test_cluster_layers_scores_each_layer_against_its_types():
     assert set(at_types["layer"]) == {0, 1}
     assert at_types["ari"].tolist() == pytest.approx([1.0, 1.0])
     assert (at_types["k"] == at_types["n_types"]).all()
+
+
+def test_ari_null_has_mean_zero_by_exhaustive_enumeration():
+    """Oracle: every relabelling of a small clustering, enumerated; the ARI's expectation under
+    permutation is exactly 0, and the sampled null matches the enumerated distribution."""
+    import itertools
+
+    from sklearn.metrics import adjusted_rand_score
+
+    from rllc.analysis.clustering import ari_against_null, ari_null
+
+    types = ["a", "a", "a", "b", "b", "c"]
+    clusters = [0, 0, 1, 1, 2, 2]
+    exact = [adjusted_rand_score(types, [clusters[i] for i in perm]) for perm in itertools.permutations(range(6))]
+    assert np.mean(exact) == pytest.approx(0.0, abs=1e-12)
+    sampled = ari_null(types, clusters, n=4000, seed=1)
+    assert sampled.mean() == pytest.approx(0.0, abs=0.03)
+    assert np.quantile(sampled, 0.95) == pytest.approx(np.quantile(exact, 0.95), abs=0.05)
+    out = ari_against_null(types, [0, 0, 0, 1, 1, 2], n=2000)
+    assert out["ari"] == 1.0 and out["p_value"] < 0.05 and out["null_q95"] < 1.0
+    with pytest.raises(ValueError, match="cluster labels"):
+        ari_null(types, [0, 1])

@@ -49,3 +49,18 @@ def test_config_hash_is_stable_and_sensitive():
     a = config.load_config("ci")
     assert config.config_hash(a.model) == config.config_hash(config.load_config("ci").model)
     assert config.config_hash(a.model) != config.config_hash(config.load_config("cpu").model)
+
+
+def test_a_profile_extends_another(tmp_path):
+    from rllc import config
+    from rllc.run import identity
+
+    base, longer = config.load_config("cpu"), config.load_config("cpu-long")
+    assert longer.profile == "cpu-long" and longer.train.steps["L2"] == 3 * base.train.steps["L2"]
+    assert longer.sampler == base.sampler and longer.model == base.model
+    assert identity(base, "L2") == identity(longer, "L2")  # its first 12k steps are the cpu run's
+    assert set(base.checkpoint_steps("L2")) <= set(longer.checkpoint_steps("L2"))
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("profile: loop\nextends: " + str(loop) + "\nconfig: {}\n")
+    with pytest.raises(ValueError, match="extends itself"):
+        config.load_config(loop)

@@ -86,3 +86,17 @@ def test_candidate_induction_heads_leave_the_claims_undefined(tmp_path):
                  ).to_csv(tmp_path / "tables" / "induction_timing.csv", index=False)
     card = claims.scorecard(tmp_path)
     assert set(card[card["claim"].str.match(r"[45]\.")]["status"]) == {"undefined"}
+
+
+def test_steepest_change_interval_widens_with_noise_and_holds_the_truth():
+    import numpy as np
+
+    from rllc.analysis.refinement import steepest_change_interval
+
+    steps = np.arange(0, 12_001, 250)
+    x = np.log10(steps + 250.0)
+    values = 1 / (1 + np.exp(-(x - np.log10(4250.0)) * 12))  # a sigmoid rising fastest at ~4k
+    when, lo, hi = steepest_change_interval(steps, values, 1e-4, sigma=0.0)
+    assert when == lo == hi and abs(when - 4000) <= 250
+    when, lo, hi = steepest_change_interval(steps, values, 0.05, sigma=1.0)
+    assert lo <= when <= hi and lo < hi and lo <= 4250 <= hi

@@ -65,6 +65,30 @@ def test_interrupted_training_resumes_to_identical_weights(tiny_cfg, ci_prepared
     assert train_rows(resumed.log).equals(train_rows(ref.log))
 
 
+def test_a_longer_run_starts_from_a_shorter_one(tiny_cfg, ci_prepared, tmp_path):
+    """cpu-long from cpu: the same weights trained further; starting from the short run's
+    checkpoints gives what training the long run from scratch gives, bit for bit."""
+    from rllc.config import load_config
+
+    longer = load_config("ci", {"train": {"steps": {"L0": 12, "L1": 12, "L2": 40},
+                                          "checkpoints": [{"start": 0, "stop": 40, "every": 8}],
+                                          "resume_every": 4, "log_every": 2}})
+    train.train_model(tiny_cfg, "L2", tmp_path / "short", progress=False)
+    ref = train.train_model(longer, "L2", tmp_path / "ref", progress=False)
+    assert train.start_from(longer, "L2", tmp_path / "short", tmp_path / "long") == 24
+    resumed = train.train_model(longer, "L2", tmp_path / "long", progress=False)
+    assert resumed.store.steps() == ref.store.steps() == [0, 8, 16, 24, 32, 40]
+    for step in ref.store.steps():
+        _assert_identical(_weights(ref.store, step), _weights(resumed.store, step))
+    with pytest.raises(FileExistsError, match="already has checkpoints"):
+        train.start_from(longer, "L2", tmp_path / "short", tmp_path / "long")
+    other = load_config("ci", {"seed": 2, "train": {"steps": {"L0": 12, "L1": 12, "L2": 40}}})
+    with pytest.raises(checkpoints.IdentityMismatch):
+        train.start_from(other, "L2", tmp_path / "short", tmp_path / "other")
+    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+        train.start_from(longer, "L2", tmp_path / "nowhere", tmp_path / "other")
+
+
 def _train_cmd(profile_yaml: Path, run: Path) -> list[str]:
     return [sys.executable, "-m", "rllc.cli", "train", "--profile", str(profile_yaml), "--run-dir", str(run),
             "--models", "L2", "--quiet"]

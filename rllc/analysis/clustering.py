@@ -149,6 +149,27 @@ def ari_table(labels: pd.DataFrame, types: pd.Series) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ari_null(types: Sequence, clusters: Sequence, n: int = 5000, seed: int = 0) -> np.ndarray:
+    """The ARI of ``clusters`` against ``types`` when the cluster labels are shuffled over the
+    heads (``n`` draws): the null of a clustering with the same cluster sizes that knows nothing
+    of the types. Its mean is 0 by construction of the ARI; its spread says how large an ARI
+    chance reaches with so few heads."""
+    truth, labels = np.asarray(types), np.asarray(clusters)
+    if len(truth) != len(labels):
+        raise ValueError(f"{len(truth)} types but {len(labels)} cluster labels")
+    rng = np.random.default_rng(seed)
+    return np.array([adjusted_rand_score(truth, rng.permutation(labels)) for _ in range(n)])
+
+
+def ari_against_null(types: Sequence, clusters: Sequence, n: int = 5000, seed: int = 0) -> dict[str, float]:
+    """The observed ARI, the null's 95% and 99% quantiles, and the p-value (the share of null
+    draws at or above the observed ARI)."""
+    observed = float(adjusted_rand_score(np.asarray(types), np.asarray(clusters)))
+    null = ari_null(types, clusters, n, seed)
+    return {"ari": observed, "null_q95": float(np.quantile(null, 0.95)), "null_q99": float(np.quantile(null, 0.99)),
+            "p_value": float((null >= observed - 1e-12).mean())}
+
+
 def layer_of(components: pd.Series) -> pd.Series:
     """The layer of head components named "L:H"."""
     return components.str.split(":").str[0].astype(int)

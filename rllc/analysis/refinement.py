@@ -79,6 +79,23 @@ def steepest_change(steps: Sequence[int], values: Sequence[float], sigma: float 
     return int(steps[i])
 
 
+def steepest_change_interval(steps: Sequence[int], values: Sequence[float], se: Sequence[float] | float,
+                             sigma: float = 1.0, direction: str = "up", level: float = 0.9, n_sim: int = 500,
+                             seed: int = 0) -> tuple[int, int, int]:
+    """(steepest-change step, low, high): where the curve changes fastest, and the ``level``
+    interval of that step when the curve is redrawn with its estimates' noise (N(0, se) per
+    checkpoint, ``n_sim`` times). Two curves' timings are resolved when their intervals do not
+    overlap; the interval's width is the smallest timing difference the checkpoint grid and the
+    noise together can detect."""
+    steps_a = np.asarray(steps)
+    v = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    scale = np.broadcast_to(np.asarray(se, dtype=float), v.shape)
+    draws = [steepest_change(steps_a, v + rng.normal(0.0, scale), sigma, direction) for _ in range(n_sim)]
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], method="nearest")
+    return steepest_change(steps_a, v, sigma, direction), int(lo), int(hi)
+
+
 def timing(curves: pd.DataFrame, measure: str, direction: str, sigma: float = 1.0,
            min_step: int = 0) -> pd.DataFrame:
     """Per component of ``curves`` (component, step, value): the step of steepest change, the

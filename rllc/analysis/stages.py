@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter1d
+from scipy.signal import find_peaks
 
 
 def smooth(values: Sequence[float], sigma: float) -> np.ndarray:
@@ -58,12 +59,88 @@ def critical_points(steps: Sequence[int], values: Sequence[float], sigma: float 
                          "value": [float(y[i]) for i, _ in kept]})
 
 
-def stages(steps: Sequence[int], values: Sequence[float], **kwargs: float) -> pd.DataFrame:
+def noise_thresholds(x: np.ndarray, se: Sequence[float] | float, sigma: float, level: float = 0.95,
+                     n_sim: int = 400, seed: int = 0) -> tuple[float, float]:
+    """What noise alone produces on a curve sampled at log steps ``x`` with standard errors
+    ``se``, smoothed with ``sigma``: the ``level`` quantiles of the largest peak prominence and of
+    the largest absolute slope over the whole curve, from ``n_sim`` simulated noise-only curves
+    (a family-wise threshold: a pure-noise curve crosses it with probability 1 − ``level``)."""
+    rng = np.random.default_rng(seed)
+    scale = np.broadcast_to(np.asarray(se, dtype=float), x.shape)
+    proms, slopes = np.empty(n_sim), np.empty(n_sim)
+    for k in range(n_sim):
+        y = smooth(rng.normal(0.0, scale), sigma)
+        p = [find_peaks(sign * y, prominence=0.0)[1]["prominences"] for sign in (1.0, -1.0)]
+        proms[k] = max((float(q.max()) for q in p if len(q)), default=0.0)
+        slopes[k] = float(np.abs(np.gradient(y, x))[1:-1].max())
+    return float(np.quantile(proms, level)), float(np.quantile(slopes, level))
+
+
+def robust_critical_points(steps: Sequence[int], values: Sequence[float], se: Sequence[float] | float,
+                           sigma: float = 1.0, level: float = 0.95, min_gap: int = 2, window: float = 0.2,
+                           seed: int = 0) -> pd.DataFrame:
+    """Critical points that stand out of the estimates' noise (Hoogland et al. 2024 place stage
+    boundaries at extrema and plateaus of the smoothed LLC against log step).
+
+    The thresholds come from the estimates' standard errors ``se``, through ``noise_thresholds``:
+    curves of pure noise with those errors, sampled and smoothed the same way, cross them anywhere
+    with probability 1 − ``level``.
+
+    * **extrema**: ``scipy.signal.find_peaks`` of the smoothed curve (and of its negative) with a
+      prominence above the noise threshold;
+    * **plateaus**: where the curve has moved by more than the threshold over the last ``window``
+      decades of steps and then stays within half of it over the next ``window`` decades (at
+      least ``min_gap`` checkpoints), more than ``min_gap`` checkpoints from any extremum and with
+      none in the next 2·``window`` decades (a rise flattening into a peak is not a plateau); the
+      first checkpoint of such a run.
+
+    Rows: step, kind (maximum, minimum, plateau), value (smoothed), prominence (in units of the
+    threshold; NaN for plateaus). Points within ``min_gap`` checkpoints of either end are dropped."""
+    steps_a = np.asarray(steps, dtype=float)
+    y_raw = np.asarray(values, dtype=float)
+    if len(steps_a) != len(y_raw):
+        raise ValueError(f"{len(steps_a)} steps but {len(y_raw)} values")
+    columns = ["step", "kind", "value", "prominence"]
+    if len(steps_a) < 2 * min_gap + 2:
+        return pd.DataFrame(columns=columns)
+    if not np.all(np.asarray(se, dtype=float) > 0):
+        raise ValueError("the standard errors must be positive to tell a critical point from noise")
+    x = np.log10(steps_a + max(1.0, steps_a[steps_a > 0].min() if (steps_a > 0).any() else 1.0))
+    y = smooth(y_raw, sigma)
+    prom_thr, _ = noise_thresholds(x, se, sigma, level, seed=seed)
+    found: list[tuple[int, str, float]] = []
+    for sign, kind in ((1.0, "maximum"), (-1.0, "minimum")):
+        idx, props = find_peaks(sign * y, prominence=prom_thr)
+        found += [(int(i), kind, float(p) / prom_thr) for i, p in zip(idx, props["prominences"], strict=True)]
+    extrema = [i for i, _, _ in found]
+    # a plateau begins where the curve has moved by more than noise can over the last ``window``
+    # decades of steps and then stays within noise over the next ``window`` decades
+    plateau_run = False
+    for i in range(1, len(y) - 1):
+        since = max([j for j, _, _ in found if j < i], default=0)  # a new point needs a new move
+        before = y[i] - y[max(int(np.searchsorted(x, x[i] - window)), since)]
+        ahead = np.abs(y[(x > x[i]) & (x <= x[i] + window)] - y[i])
+        is_onset = abs(before) > prom_thr and len(ahead) >= min_gap and ahead.max() < prom_thr / 2
+        clear = all(abs(i - j) > min_gap and not 0 < x[j] - x[i] <= 2 * window for j in extrema)
+        if is_onset and not plateau_run and clear:
+            found.append((i, "plateau", float("nan")))
+        plateau_run = is_onset or (plateau_run and len(ahead) > 0 and ahead.max() < prom_thr / 2)
+    found = sorted(f for f in found if min_gap <= f[0] <= len(y) - 1 - min_gap)
+    return pd.DataFrame({"step": [int(steps_a[i]) for i, _, _ in found], "kind": [k for _, k, _ in found],
+                         "value": [float(y[i]) for i, _, _ in found], "prominence": [p for _, _, p in found]},
+                        columns=columns)
+
+
+def stages(steps: Sequence[int], values: Sequence[float], se: Sequence[float] | None = None,
+           **kwargs: float) -> pd.DataFrame:
     """Stages LM1..LMk: start and end step, the LLC at both ends (smoothed), and the kind of the
-    critical point that ends each stage."""
+    critical point that ends each stage. With the estimates' standard errors ``se`` the
+    boundaries are ``robust_critical_points`` (extrema and plateaus that stand out of the noise);
+    without, the slope-sign rule of ``critical_points``."""
     steps = list(int(s) for s in steps)
-    points = critical_points(steps, values, **kwargs)
-    y = smooth(values, kwargs.get("sigma", 1.5))
+    points = (robust_critical_points(steps, values, se, **kwargs) if se is not None
+              else critical_points(steps, values, **kwargs))
+    y = smooth(values, kwargs.get("sigma", 1.0 if se is not None else 1.5))
     bounds = [steps[0], *points["step"].tolist(), steps[-1]]
     ends = [*points["kind"].tolist(), "end"]
     rows = []

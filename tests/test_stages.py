@@ -1,0 +1,83 @@
+"""Robust critical points: synthetic curves with known extrema and a plateau, under noise of the
+size the estimates report (no spurious stages), against the slope-sign rule (which finds them)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rllc.analysis.stages import critical_points, noise_thresholds, robust_critical_points, stages
+
+# the cpu profile's 54 checkpoints: dense early, sparse late
+STEPS = np.array([*range(0, 501, 50), *range(600, 2001, 100), *range(2250, 6001, 250), *range(6500, 12001, 500)])
+SE = 0.05
+
+
+def curve() -> np.ndarray:
+    """Rise to a maximum at 1k, fall to a minimum at 3.5k, rise, then flat from 8k."""
+    x = np.log10(STEPS + 50.0)
+    peak, trough, flat = np.log10([1050.0, 3550.0, 8050.0])
+    y = np.interp(x, [x[0], peak, trough, flat, x[-1]], [0.0, 1.0, 0.4, 1.2, 1.2])
+    return y
+
+
+def kinds_near(points, kind: str, step: int, tol: int) -> int:
+    sel = points[points["kind"] == kind]
+    return int((np.abs(np.log10(sel["step"] + 50.0) - np.log10(step + 50.0)) <= np.log10(1 + tol)).sum())
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_robust_points_find_the_true_ones_and_nothing_else_at_the_reported_noise(seed):
+    rng = np.random.default_rng(seed)
+    noisy = curve() + rng.normal(0, SE, len(STEPS))
+    points = robust_critical_points(STEPS, noisy, SE)
+    assert kinds_near(points, "maximum", 1000, 0.3) == 1, points
+    assert kinds_near(points, "minimum", 3500, 0.3) == 1, points
+    assert (points["kind"] == "maximum").sum() == 1 and (points["kind"] == "minimum").sum() == 1, points
+    assert (points["kind"] == "plateau").sum() <= 1, points
+
+
+def test_the_slope_sign_rule_finds_spurious_points_at_the_same_noise():
+    """Why the robust rule exists: the old rule turns every wiggle of the noise into a stage."""
+    counts = [len(critical_points(STEPS, curve() + np.random.default_rng(s).normal(0, SE, len(STEPS)), sigma=1.0))
+              for s in range(10)]
+    robust = [len(robust_critical_points(STEPS, curve() + np.random.default_rng(s).normal(0, SE, len(STEPS)), SE))
+              for s in range(10)]
+    assert np.mean(counts) > np.mean(robust) + 1, (counts, robust)
+
+
+def test_noise_alone_rarely_has_critical_points():
+    """At level 0.95 a pure-noise curve shows a point with probability about 0.05 (extrema; the
+    plateau rule needs a move above the same threshold first)."""
+    hits = sum(not robust_critical_points(STEPS, 2.0 + np.random.default_rng(100 + s).normal(0, SE, len(STEPS)),
+                                          SE).empty for s in range(40))
+    assert hits <= 5, hits
+
+
+def test_a_bump_counts_only_when_it_stands_out_of_the_noise():
+    x = np.log10(STEPS + 50.0)
+    shape = np.exp(-((x - np.log10(2050.0)) ** 2) / 0.01)
+    noise = np.random.default_rng(0).normal(0, SE, len(STEPS))
+    small = robust_critical_points(STEPS, 0.5 * SE * shape + noise, SE)
+    big = robust_critical_points(STEPS, 20 * SE * shape + noise, SE)
+    assert small.empty
+    assert kinds_near(big, "maximum", 2000, 0.3) == 1 and big["prominence"].dropna().min() >= 1
+
+
+def test_a_clean_plateau_is_found():
+    x = np.log10(STEPS + 50.0)
+    y = np.clip((x - x[0]) / (np.log10(4050.0) - x[0]), 0, 1)  # rises, flat from 4k on
+    points = robust_critical_points(STEPS, y, SE / 10)
+    plateaus = points[points["kind"] == "plateau"]
+    assert len(plateaus) == 1 and 3000 <= plateaus["step"].iloc[0] <= 6000, points
+
+
+def test_stages_use_the_robust_rule_when_given_errors():
+    rng = np.random.default_rng(3)
+    noisy = curve() + rng.normal(0, SE, len(STEPS))
+    table = stages(STEPS, noisy, se=np.full(len(STEPS), SE))
+    assert 3 <= len(table) <= 4 and table["start"].iloc[0] == 0 and table["end"].iloc[-1] == STEPS[-1]
+    x = np.log10(STEPS + 50.0)
+    assert noise_thresholds(x, SE, 2.0)[0] < noise_thresholds(x, SE, 0.0)[0]  # smoothing lowers the noise
+    with pytest.raises(ValueError, match="positive"):
+        robust_critical_points(STEPS, noisy, 0.0)
