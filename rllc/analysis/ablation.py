@@ -53,8 +53,13 @@ def ablation_scores(model: HookedTransformer, windows: torch.Tensor, heads: Sequ
     return pd.DataFrame(rows)
 
 
+def windows_digest(windows: torch.Tensor) -> str:
+    """A short digest of a tensor of token windows (part of the cache keys here and in ``curvature``)."""
+    return hashlib.blake2b(windows.numpy().tobytes(), digest_size=8).hexdigest()
+
+
 def windows_key(windows: torch.Tensor) -> str:
-    return hashlib.blake2b(windows.numpy().tobytes(), digest_size=8).hexdigest() + f"x{tuple(windows.shape)}"
+    return windows_digest(windows) + f"x{tuple(windows.shape)}"
 
 
 def ablations_over_training(run_dir: str | Path, windows: torch.Tensor, steps: Sequence[int], heads: Sequence[str],

@@ -10,7 +10,6 @@ standard error over probes (and, for the gradient form of the Fisher trace, over
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..data.tokenizer import bos_id
 from ..estimate import curvature as cv
 from ..model.components import component_masks
 from ..run import identity, load_model, run_config
+from .ablation import windows_digest
 from .trajectory import cached_by_step
 
 COLUMNS = ["step", "measure", "data", "component", "value", "se", "n_probes", "products", "seconds"]
@@ -34,7 +34,7 @@ def _key(cfg: Config, name: str, **parts: object) -> str:
 
 
 def _windows_key(windows: Mapping[str, torch.Tensor]) -> dict[str, str]:
-    return {k: hashlib.blake2b(w.numpy().tobytes(), digest_size=8).hexdigest() for k, w in windows.items()}
+    return {k: windows_digest(w) for k, w in windows.items()}
 
 
 def curvature_windows(cfg: Config, data: Sequence[str], n: int, seed: int) -> dict[str, torch.Tensor]:
@@ -145,7 +145,7 @@ def hessian_ranks(run_dir: str | Path, windows: torch.Tensor, steps: Sequence[in
         out = pd.DataFrame(rows, columns=COLUMNS)
         # does the interval contain the whole spectrum? (outside it the count is meaningless)
         a, b = c.rank_interval
-        out["covers"] = [True, True, bool(a <= lo and hi <= b), True]
+        out["covers"] = out["measure"].ne("rank_fixed") | bool(a <= lo and hi <= b)
         return out
 
     return cached_by_step(path, list(steps), compute, f"Hessian rank {name}", progress).reset_index(drop=True)

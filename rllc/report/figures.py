@@ -554,6 +554,13 @@ def test_loss_pair(log: pd.DataFrame, models: Sequence[str] = ("L1", "L2"),
     return fig
 
 
+def _line_with_se(ax: plt.Axes, d: pd.DataFrame, color: object, **kw: object) -> None:
+    """``d``'s value against step, ± its ``se`` shaded when it has one."""
+    ax.plot(d["step"], d["value"], color=color, **kw)
+    if "se" in d and d["se"].notna().any():
+        ax.fill_between(d["step"], d["value"] - d["se"], d["value"] + d["se"], color=color, alpha=0.12)
+
+
 def head_measure_grid(panels: dict[str, pd.DataFrame], types: pd.Series, stages: pd.DataFrame | None = None,
                       title: str = "", min_step: int = 1) -> plt.Figure:
     """Figures 14 and 17 analogue: one row per measure (``panels``: a label → rows step, component,
@@ -574,10 +581,7 @@ def head_measure_grid(panels: dict[str, pd.DataFrame], types: pd.Series, stages:
             for c in comps:
                 d = sub[sub["component"] == c].sort_values("step")
                 color = TYPE_COLORS.get(types.get(c, ht.MULTIGRAM), "0.4")
-                ax.plot(d["step"], d["value"], color=color, linestyle=ls[c], linewidth=1.3,
-                        label=f"{c} {types.get(c, '')}")
-                if "se" in d and d["se"].notna().any():
-                    ax.fill_between(d["step"], d["value"] - d["se"], d["value"] + d["se"], color=color, alpha=0.12)
+                _line_with_se(ax, d, color, linestyle=ls[c], linewidth=1.3, label=f"{c} {types.get(c, '')}")
             log_steps(ax)
             if len(sub):
                 ax.set_xlim(float(sub["step"].min()) / 1.25, float(sub["step"].max()) * 1.25)
@@ -604,10 +608,7 @@ def full_model_measures(panels: dict[str, pd.DataFrame], stages: pd.DataFrame | 
     for ax, (label, frame) in zip(axes[0], panels.items(), strict=True):
         frame = frame[frame["step"] >= 1]
         for (series, d), color in zip(frame.groupby("series", sort=False), sns.color_palette("deep"), strict=False):
-            d = d.sort_values("step")
-            ax.plot(d["step"], d["value"], marker=".", color=color, linewidth=1.3, label=series)
-            if "se" in d and d["se"].notna().any():
-                ax.fill_between(d["step"], d["value"] - d["se"], d["value"] + d["se"], color=color, alpha=0.15)
+            _line_with_se(ax, d.sort_values("step"), color, marker=".", linewidth=1.3, label=series)
         log_steps(ax)
         if len(frame):
             ax.set_xlim(float(frame["step"].min()) / 1.25, float(frame["step"].max()) * 1.25)
