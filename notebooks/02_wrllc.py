@@ -38,13 +38,13 @@ progress: bool = True  # show progress bars
 import pandas as pd
 from IPython.display import Markdown, display
 
-from rllc.analysis import clustering, interventions, patterns, scores
+from rllc.analysis import clustering, interventions, noise, patterns, scores
 from rllc.analysis import head_types as ht
 from rllc.data import tokens as data
 from rllc.data.tokenizer import token_decoder
 from rllc.estimate import sweep
 from rllc.notebook import setup
-from rllc.report import claims, viewer
+from rllc.report import claims, diagnoses, viewer
 from rllc.report import figures as plot
 
 nb = setup(profile, config, run_dir, progress)
@@ -216,6 +216,66 @@ display(Markdown("Consensus ARI at k = the number of types: " + (
     "; ".join(f"layer {r.layer}: {r.ari:.2f} (k = {r.k})" for r in at_types.itertuples())
     if len(at_types) else "no layer has two or more types")
     + f". Over every k and algorithm the ARI lies in {ari_wr['ari'].min():.2f} … {ari_wr['ari'].max():.2f}."))
+
+# %% [markdown]
+# ### 4a. Is an ARI distinguishable from chance here?
+#
+# With eight heads and two to four types, chance alone reaches sizeable ARIs. Each variant the
+# paper uses — k-means, Ward, shape-based and the consensus; raw curves and curves standardised
+# per checkpoint across the layer's heads — at k = the number of types, beside the ARI of the
+# same clustering with its labels shuffled over the heads (5,000 times: the null keeps the
+# cluster sizes and knows nothing of the types). `p` is the share of shuffles at or above the
+# observed ARI.
+
+# %%
+variants = clustering.ari_variants(head_wr, types, "wr", cfg.classify.max_k, seed=cfg.seed, min_step=1)
+nb.write("clusters_ari_variants", variants)
+display(variants.round(3))
+
+# %% [markdown]
+# ### 4b. Can the estimates tell the heads of a layer apart?
+#
+# At each checkpoint, the spread (sd) of a layer's wrLLCs against the typical standard error of one
+# head's estimate: a ratio near 1 means the heads' differences are mostly noise, and no clustering
+# of the curves can recover types from them.
+
+# %%
+between = noise.between_heads(head_wr.rename(columns={"llc_mean": "value", "llc_sem": "se"}))
+between = between[between["step"] > 0]
+budget_heads = noise.budget("3", noise.summary(between=between), seconds=float(head_wr["seconds"].sum()))
+nb.write("noise_budget_heads", budget_heads)
+display(budget_heads.round(3))
+
+# %% [markdown]
+# ### 4c. What separates the types when whole curves do not?
+#
+# Simple features of each head's wrLLC curve (final level, mean level, the log step of its peak,
+# its rise from its lowest point, its change over the first and second halves of training), and
+# for each the share of its variance that lies between the layer's types (η²) against a
+# permutation null (types shuffled over the heads). `p_bonferroni` corrects for the number of
+# features tried.
+
+# %%
+features = clustering.curve_features(head_wr, min_step=1)
+separation = clustering.type_separation(features, types, seed=cfg.seed)
+nb.write("type_separation", separation)
+display(separation.round(3))
+
+# %%
+diag = diagnoses.diagnose(run, claims.MIN_STAGES)
+d3 = diag[diag["claim"] == "3"]
+lines = []
+for layer, v in variants.groupby("layer"):
+    above = v[v["ari"] > v["null_q95"]]
+    lines.append(f"- **Layer {layer}:** {len(above)} of {len(v)} variants above their null's 95% quantile"
+                 + (f" (best: {v.loc[v['ari'].idxmax(), 'algorithm']}, ARI {v['ari'].max():.2f}, null 95% "
+                    f"{v.loc[v['ari'].idxmax(), 'null_q95']:.2f})" if len(v) else ""))
+if len(d3):
+    lines.append(f"- **Claim 3 diagnosis: {d3['diagnosis'].iloc[0]}** — {d3['evidence'].iloc[0]}. (Rule, "
+                 "`rllc.report.diagnoses.clusters`: *noise* when a layer's heads spread less than 2 SE; *method* "
+                 "when a variant or a feature separates the types beyond chance though the consensus does not; "
+                 "*scale* otherwise.)")
+display(Markdown("\n".join(lines)))
 
 # %% [markdown]
 # ## 5. The scorecard

@@ -40,13 +40,13 @@ progress: bool = True  # show progress bars
 import pandas as pd
 from IPython.display import Markdown, display
 
-from rllc.analysis import clustering, refinement, scores
+from rllc.analysis import clustering, noise, refinement, trajectory
 from rllc.analysis import head_types as ht
 from rllc.data import tokens as data
 from rllc.data.tokenizer import token_decoder
 from rllc.estimate import sweep
 from rllc.notebook import setup
-from rllc.report import claims, viewer
+from rllc.report import claims, diagnoses, viewer
 from rllc.report import figures as plot
 
 nb = setup(profile, config, run_dir, progress)
@@ -141,46 +141,83 @@ display(Markdown(
 # %% [markdown]
 # ## 4. When do the induction heads form? (Figure 10 analogue)
 #
-# At every checkpoint: the ICL score of the model, and for each induction head the ICL score
-# with the *other* induction heads mean-ablated (what the head contributes on its own). Beside
-# it, each induction head's code drLLC and that of all of them together. For each curve we mark
-# the step where it changes fastest (per log-step, after light smoothing). The search starts after
-# the learning-rate warm-up (`train.warmup_steps`; the paper uses none): during the warm-up every
-# curve moves at once (the full-model LLC peaks there, see `01`), which says nothing about when a
-# particular head forms.
+# Three measures per induction head: the ICL score with the *other* induction heads mean-ablated
+# (what the head contributes on its own) and the head's induction score (from `00`), both cheap
+# and therefore computed at **every** checkpoint; and the head's code drLLC at the per-head
+# checkpoints (and that of all of them together). For each curve we mark the step where it
+# changes fastest (per log-step, after light smoothing) and, redrawing the curve with its noise
+# 500 times, the 90% interval of that step (`refinement.steepest_change_interval`). The noise of
+# an estimate is its standard error; that of a score (which has none) is estimated from the
+# curve's second differences (`noise.difference_sd`). Two heads' timings are **resolved** when
+# their intervals do not overlap; the wider interval is the smallest difference the grid and the
+# noise can resolve. The search starts after the learning-rate warm-up (`train.warmup_steps`;
+# the paper uses none): during the warm-up every curve moves at once (the full-model LLC peaks
+# there, see `01`), which says nothing about when a particular head forms.
 
 # %%
-test_tokens = data.load_tokens(cfg, "test")
-icl_rows = []
-for s in steps:
-    m = nb.run.load_model("L2", s)
-    t = scores.per_head_icl(m, test_tokens, cfg.scores, induction)
-    icl_rows.append(t.assign(step=s))
-icl = pd.concat(icl_rows, ignore_index=True)
+all_steps = nb.run.steps("L2")
+icl = trajectory.icl_per_head_over_training(cfg, run, induction, steps=all_steps, progress=progress)
 nb.write("icl_per_head", icl)
-icl_only = icl[icl["variant"].isin(["only", "none"])][["component", "step", "value"]]
+after = cfg.train.warmup_steps  # search for formation times after the warm-up
+hw = refinement.TIMING_HALF_WIDTH  # the dense every-checkpoint curves are timed by a local fit (see below)
+
+icl_only = noise.with_difference_se(icl[icl["variant"].isin(["only", "none"])][["component", "step", "value"]],
+                                    after)
+behaviour = nb.read("behaviour_L2")
+ind_rows = (behaviour["score"] == "induction") & behaviour["component"].isin(induction)
+ind_scores = noise.with_difference_se(behaviour[ind_rows][["component", "step", "value"]], after)
 
 together = "+".join(induction)
 dr_ind = sweep.run_sweep(run, ["L2"], steps, [*induction, together] if len(induction) > 1 else induction,
                          [code[0]], cfg.sampler, device=cfg.train.device, workers=cfg.llc.workers,
                          progress=progress)
 dr_curves = dr_ind.assign(component=dr_ind["component"].replace({together: "together"}),
-                          value=dr_ind["llc_mean"])[["component", "step", "value"]]
-after = cfg.train.warmup_steps  # search for formation times after the warm-up
-timing = pd.concat([refinement.timing(icl_only[icl_only["component"] != "model"], "icl_only", "down", min_step=after),
-                    refinement.timing(dr_curves[dr_curves["component"] != "together"], "drllc", "up", min_step=after)],
-                   ignore_index=True)
+                          value=dr_ind["llc_mean"], se=dr_ind["llc_sem"].clip(lower=1e-9))[
+    ["component", "step", "value", "se"]]
+timing = pd.concat([
+    refinement.timing(icl_only[icl_only["component"] != "model"], "icl_only", "down", min_step=after, seed=cfg.seed,
+                      half_width=hw),
+    refinement.timing(ind_scores, "induction_score", "up", min_step=after, seed=cfg.seed, half_width=hw),
+    refinement.timing(dr_curves[dr_curves["component"] != "together"], "drllc", "up", min_step=after,
+                      seed=cfg.seed)], ignore_index=True)
 nb.write("induction_timing", timing.assign(candidates=candidates))
+resolution = refinement.timing_resolution(timing)
+nb.write("timing_resolution", resolution)
 display(timing)
-fig = plot.induction_timing(icl_only, dr_curves.dropna(), timing, settings, stage_table)
+display(resolution)
+fig = plot.induction_timing([(icl_only, "ICL score", "icl_only", "ICL score, other induction heads mean-ablated"),
+                             (ind_scores, "induction score", "induction_score", "induction score (00)"),
+                             (dr_curves.dropna(), "code drLLC", "drllc", f"drLLC on {code[0]}")],
+                            timing, settings, stage_table)
 nb.savefig(fig, "03_induction_timing")
 
+# %% [markdown]
+# The noise budget of claim 5: how large the checkpoint-to-checkpoint changes of each measure are
+# against their noise (after the warm-up).
+
 # %%
+budget_parts = []
+for measure, curves in (("icl_only", icl_only[icl_only["component"] != "model"]), ("induction_score", ind_scores),
+                        ("drllc", dr_curves[dr_curves["component"] != "together"])):
+    along = pd.concat([noise.along_curve(g[g["step"] >= after]) for _, g in curves.groupby("component")],
+                      ignore_index=True)
+    budget_parts.append(noise.summary(along=along).assign(difference=f"{measure}: neighbouring checkpoints"))
+budget_timing = noise.budget("5", pd.concat(budget_parts, ignore_index=True),
+                             seconds=float(dr_ind["seconds"].sum()))
+nb.write("noise_budget_timing", budget_timing)
+display(budget_timing.round(3))
+
+# %%
+diag = diagnoses.diagnose(run, claims.MIN_STAGES)
+d5 = diag[diag["claim"] == "5"]
 display(Markdown("\n".join(
-    f"- {measure}: " + ", ".join(f"{r.component} changes fastest at step {r.steepest_step:,}"
-                                 for r in d.itertuples())
-    + f" (checkpoint spacing there up to {int(d['spacing'].max()):,})"
-    for measure, d in timing.groupby("measure"))))
+    [f"- {measure}: " + ", ".join(f"{r.component} changes fastest at step {r.steepest_step:,} "
+                                  f"(90% interval {int(r.lo):,}–{int(r.hi):,})" for r in d.itertuples())
+     + f" (checkpoint spacing there up to {int(d['spacing'].max()):,})"
+     for measure, d in timing.groupby("measure")]
+    + ([f"- **Claim 5 diagnosis: {d5['diagnosis'].iloc[0]}** — {d5['evidence'].iloc[0]}. (Rule, "
+        "`rllc.report.diagnoses.timing`: *none* when every measure resolves the two heads' timings, *noise* "
+        "when one does not.)"] if len(d5) else []))))
 
 # %% [markdown]
 # ## 5. What the heads attend to (Figure 4 analogue)
@@ -203,7 +240,8 @@ with pd.option_context("display.max_colwidth", 60):
 #
 # The clustering of `02`, now on the code drLLC curves alone and on the wrLLC and drLLC curves
 # concatenated (each block scaled by its spread), with the ARI against the behavioural types
-# (from step 1 on, as in `02`).
+# (from step 1 on, as in `02`); then every variant (algorithm; raw or standardised) beside its
+# random-label null, as in `02` §4a.
 
 # %%
 ari_rows = []
@@ -213,6 +251,11 @@ for name, datas in (("dr", [code[0]]), ("wr+dr", ["train", code[0]])):
     ari_rows.append(ari.assign(curves=name))
 ari_refined = pd.concat(ari_rows, ignore_index=True)
 nb.write("clusters_ari_refined", ari_refined)
+variants_refined = pd.concat(
+    [clustering.ari_variants(est[est["data"].isin(datas)], types, name, cfg.classify.max_k, seed=cfg.seed)
+     for name, datas in (("dr", [code[0]]), ("wr+dr", ["train", code[0]]))], ignore_index=True)
+nb.write("clusters_ari_variants_refined", variants_refined)
+display(variants_refined.round(3))
 display(ari_refined[ari_refined["algorithm"] == "consensus"]
         .pivot_table(index=["layer", "k"], columns="curves", values="ari").round(2))
 at_types = ari_refined[(ari_refined["algorithm"] == "consensus") & ari_refined["matches_types"]]

@@ -166,6 +166,12 @@ class LLCConfig:
     workers: int = 1  # sweeps on CPU: estimates run in this many processes (threads shared among them)
     rerun_component: str = "1:0"  # 01: the estimate rerun with several seeds to check its standard error
     rerun_seeds: int = 8  # 01: how many reruns (per reference and batch order)
+    curve_stride: int = 0  # 01's full-model curve and its stages: every k-th checkpoint (0: checkpoint_stride)
+    precision_chains: tuple[int, ...] = ()  # 01's precision/time trade-off at the last checkpoint (empty: skip)
+    precision_draws: tuple[int, ...] = ()  # ... every chains x draws combination of these
+    precision_components: tuple[str, ...] = ("full", "1:0")  # ... for these components
+    warmup_controls: tuple[int, ...] = ()  # 01: retrain L2 with these warm-up lengths to test the early LLC peak
+    warmup_control_steps: int = 0  # ... for this many steps (checkpoints: the profile's schedule up to there)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ resumed run bit-identical to an uninterrupted one on CPU.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -128,6 +129,26 @@ def start_from(cfg: Config, name: str, source: str | Path, run_dir: str | Path |
         shutil.rmtree(dst.root)
     tmp.rename(dst.root)
     return int(dst.load_resume()["step"])
+
+
+def control_dir(run_dir: str | Path, warmup_steps: int) -> Path:
+    """Where a warm-up control of a run lives: ``<run>/controls/warmup_<n>``."""
+    return Path(run_dir) / "controls" / f"warmup_{int(warmup_steps)}"
+
+
+def warmup_control(cfg: Config, run_dir: str | Path, warmup_steps: int, steps: int, name: str = "L2",
+                   progress: bool = True) -> Path:
+    """Train (or resume, or load) model ``name`` of ``cfg`` again for ``steps`` steps with a
+    learning-rate warm-up of ``warmup_steps`` instead of the profile's, everything else equal
+    (seed, data order, checkpoint schedule up to ``steps``), in its own run directory under
+    ``run_dir``. It tells an LLC feature that follows the learning-rate schedule from one that
+    follows what the model learns. Returns the control's run directory."""
+    if warmup_steps < 0 or steps <= 0:
+        raise ValueError(f"a warm-up control needs warmup_steps >= 0 and steps > 0, not {warmup_steps} and {steps}")
+    train = dataclasses.replace(cfg.train, warmup_steps=int(warmup_steps), steps={**cfg.train.steps, name: int(steps)})
+    out = control_dir(run_dir, warmup_steps)
+    train_model(dataclasses.replace(cfg, train=train), name, run_dir=out, progress=progress)
+    return out
 
 
 @contextlib.contextmanager

@@ -158,3 +158,69 @@ def test_ari_null_has_mean_zero_by_exhaustive_enumeration():
     assert out["ari"] == 1.0 and out["p_value"] < 0.05 and out["null_q95"] < 1.0
     with pytest.raises(ValueError, match="cluster labels"):
         ari_null(types, [0, 1])
+
+
+def _curves(levels: dict[str, float], shapes: dict[str, float], noise_sd: float, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    steps = [100, 300, 1000, 3000, 10000]
+    return pd.DataFrame([{"component": c, "data": "train", "step": s,
+                          "llc_mean": levels[c] + shapes[c] * np.log10(s) + rng.normal(0, noise_sd)}
+                         for c in levels for s in steps])
+
+
+def test_ari_variants_find_well_separated_types_and_not_random_ones():
+    heads = [f"0:{h}" for h in range(8)]
+    types = pd.Series(["a"] * 4 + ["b"] * 4, index=heads)
+    sep = _curves({h: (0.0 if types[h] == "a" else 5.0) for h in heads}, {h: 1.0 for h in heads}, 0.05)
+    out = C.ari_variants(sep, types, "wr", max_k=3, n_null=500)
+    assert set(out["standardised"]) == {False, True} and set(out["algorithm"]) >= {"kmeans", "ward", "consensus"}
+    raw = out[(~out["standardised"]) & (out["algorithm"].isin(["kmeans", "ward", "consensus"]))]
+    assert (raw["ari"] == 1.0).all() and (raw["p_value"] < 0.05).all() and (raw["ari"] > raw["null_q95"]).all()
+    assert (out["p_family"] >= out["p_value"]).all()
+    mixed = _curves({h: float(i % 2) * 5.0 for i, h in enumerate(heads)}, {h: 1.0 for h in heads}, 0.05)
+    out2 = C.ari_variants(mixed, types, "wr", max_k=3, n_null=500)
+    assert (out2["ari"] < out2["null_q95"] + 1e-9).all() or (out2["p_value"] > 0.05).all()
+
+
+def test_eta2_matches_the_one_way_anova():
+    from scipy.stats import f_oneway
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=9) + np.repeat([0.0, 1.0, 3.0], 3)
+    codes = np.repeat([0, 1, 2], 3)
+    f = f_oneway(y[:3], y[3:6], y[6:]).statistic
+    k, n = 3, 9
+    assert C._eta2(y, codes[None, :])[0] == pytest.approx(f * (k - 1) / (f * (k - 1) + (n - k)))
+
+
+def test_type_separation_names_the_feature_that_separates():
+    heads = [f"1:{h}" for h in range(8)]
+    types = pd.Series(["a"] * 4 + ["b"] * 4, index=heads)
+    rng = np.random.default_rng(0)
+    features = pd.DataFrame({"final": [0.0] * 4 + [10.0] * 4 + rng.normal(0, 0.1, 8),
+                             **{f"f{i}": rng.normal(0, 1, 8) for i in range(5)}}, index=heads)
+    t = C.type_separation(features, types, n_perm=2000).set_index("feature")
+    assert t.at["final", "eta2"] > 0.99
+    assert t.at["final", "p_value"] == pytest.approx(2 / 70, abs=0.015)  # 2 of the C(8,4) = 70 splits are as good
+    assert t.at["final", "p_min"] == pytest.approx(2 / 70) and t.at["final", "p_bonferroni"] > 0.05
+    assert (t.drop(index="final")["eta2"] < 0.99).all()
+
+
+def test_smallest_p_counts_the_distinct_partitions():
+    assert C.smallest_p(["a"] * 4 + ["b"] * 4) == pytest.approx(2 / 70)
+    assert C.smallest_p(["a"] * 2 + ["b"] * 3 + ["c"] * 3) == pytest.approx(2 / 560)
+    assert C.smallest_p(["a", "b", "b", "b"]) == pytest.approx(1 / 4)
+
+
+def test_curve_features_read_the_curves():
+    t = pd.DataFrame({"component": ["0:0"] * 4, "step": [0, 10, 100, 1000], "llc_mean": [9.0, 1.0, 3.0, 2.0]})
+    f = C.curve_features(t).iloc[0]
+    assert f["final"] == 2.0 and f["mean"] == 2.0 and f["peak_step"] == 2.0  # step 0 left out
+    assert f["rise_from_low"] == 1.0 and f["late_rise"] == -1.0 and f["early_change"] == 2.0
+
+
+def test_standardising_changes_the_features_not_the_heads():
+    heads = [f"0:{h}" for h in range(6)]
+    types = pd.Series(["a"] * 3 + ["b"] * 3, index=heads)
+    est = _curves({h: float(i) for i, h in enumerate(heads)}, {h: 1.0 for h in heads}, 0.01)
+    lab, ari, _ = C.cluster_layers(est, types, 3, standardise=True)
+    assert set(lab["component"]) == set(heads) and ari["ari"].between(-1, 1).all()

@@ -19,6 +19,7 @@ split-diagram figure draws.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -176,7 +177,8 @@ def layer_of(components: pd.Series) -> pd.Series:
 
 
 def cluster_layers(estimates: pd.DataFrame, types: pd.Series, max_k: int, seed: int = 0, min_step: int = 1,
-                   value: str = "llc_mean") -> tuple[pd.DataFrame, pd.DataFrame, dict[int, list]]:
+                   value: str = "llc_mean", standardise: bool = False,
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, list]]:
     """Cluster the per-head curves of each layer and score the clusterings against ``types``.
 
     ``estimates``: tidy rows (component "L:H", data, step, ``value``) of one or several
@@ -184,7 +186,9 @@ def cluster_layers(estimates: pd.DataFrame, types: pd.Series, max_k: int, seed: 
     before ``min_step`` and steps where some curve has no value are left out (:func:`align_curves`).
     Returns (labels: component, k, algorithm, cluster, layer — aligned across k for the split
     diagrams; ari: k, algorithm, ari, layer, n_types, matches_types — True at k = the number of
-    types in the layer when it has two or more; dropped steps per layer)."""
+    types in the layer when it has two or more; dropped steps per layer). With ``standardise``
+    every feature (checkpoint) is z-scored across the layer's heads first, so that the checkpoints
+    where all heads move together weigh no more than the others."""
     heads = estimates[estimates["component"].str.fullmatch(r"\d+:\d+")]
     labels_all, ari_all, dropped_by_layer = [], [], {}
     for layer, sub in heads.groupby(layer_of(heads["component"])):
@@ -192,6 +196,9 @@ def cluster_layers(estimates: pd.DataFrame, types: pd.Series, max_k: int, seed: 
         keyed, dropped = align_curves(keyed, value=value, min_step=min_step)
         keyed = keyed.assign(component=keyed["component"].str.split("|").str[0])
         wide = curves_matrix(keyed, value=value)
+        if standardise:
+            sd = wide.std(ddof=0).replace(0.0, 1.0)
+            wide = (wide - wide.mean()) / sd
         ks = range(2, min(max_k, len(wide) - 1) + 1)
         lab = cluster_all(wide, ks, seed=seed)
         if lab.empty:  # too few heads in the layer for two clusters and a spare
@@ -207,3 +214,122 @@ def cluster_layers(estimates: pd.DataFrame, types: pd.Series, max_k: int, seed: 
     if not labels_all:
         raise ValueError("no layer has enough heads to cluster (at least 3)")
     return pd.concat(labels_all, ignore_index=True), pd.concat(ari_all, ignore_index=True), dropped_by_layer
+
+
+def ari_variants(estimates: pd.DataFrame, types: pd.Series, curves: str, max_k: int, seed: int = 0,
+                 min_step: int = 1, n_null: int = 5000) -> pd.DataFrame:
+    """The paper's clustering variants at k = the number of types of each layer, each beside its
+    null: for the curves in ``estimates`` (named ``curves``, e.g. "wr" or "wr+dr"), raw and
+    standardised, every algorithm and the consensus.
+
+    The null shuffles the types over the layer's heads (``n_null`` times; it keeps the cluster
+    and type sizes and knows nothing of the curves). ``p_value`` is the share of shuffles whose
+    ARI reaches the variant's; ``p_family`` the share whose *best* ARI over all the layer's
+    variants reaches it (a max-statistic correction for having tried several variants).
+    Rows (layer, curves, standardised, algorithm, k, n_heads, ari, null_q95, null_q99, p_value,
+    p_family). A layer with a single type has no row: an ARI against one type is undefined."""
+    found: dict[int, list[tuple[dict, np.ndarray]]] = {}
+    for standardise in (False, True):
+        labels, ari, _ = cluster_layers(estimates, types, max_k, seed=seed, min_step=min_step,
+                                        standardise=standardise)
+        for r in ari[ari["matches_types"]].itertuples():
+            lab = labels[(labels["layer"] == r.layer) & (labels["k"] == r.k) & (labels["algorithm"] == r.algorithm)]
+            lab = lab.sort_values("component")
+            found.setdefault(int(r.layer), []).append((
+                {"layer": int(r.layer), "curves": curves, "standardised": standardise, "algorithm": r.algorithm,
+                 "k": int(r.k), "n_heads": len(lab), "components": tuple(lab["component"])},
+                lab["cluster"].to_numpy()))
+    rows = []
+    rng = np.random.default_rng(seed)
+    for _, items in sorted(found.items()):
+        truth = types.reindex(list(items[0][0]["components"])).to_numpy()
+        perms = [rng.permutation(truth) for _ in range(n_null)]
+        obs = np.array([adjusted_rand_score(truth, lab) for _, lab in items])
+        null = np.array([[adjusted_rand_score(t, lab) for _, lab in items] for t in perms])  # [n_null, variants]
+        best = null.max(axis=1)
+        for j, (meta, _) in enumerate(items):
+            meta = {k: v for k, v in meta.items() if k != "components"}
+            rows.append({**meta, "ari": float(obs[j]), "null_q95": float(np.quantile(null[:, j], 0.95)),
+                         "null_q99": float(np.quantile(null[:, j], 0.99)),
+                         "p_value": float((null[:, j] >= obs[j] - 1e-12).mean()),
+                         "p_family": float((best >= obs[j] - 1e-12).mean())})
+    return pd.DataFrame(rows, columns=["layer", "curves", "standardised", "algorithm", "k", "n_heads", "ari",
+                                       "null_q95", "null_q99", "p_value", "p_family"])
+
+
+def curve_features(estimates: pd.DataFrame, value: str = "llc_mean", min_step: int = 1) -> pd.DataFrame:
+    """Summaries of each head's curve (tidy rows component, step, ``value`` of one distribution)
+    that could separate head types when whole curves do not: one row per head with
+
+    * ``final``: the value at the last checkpoint; ``mean``: the mean over checkpoints;
+    * ``peak_step``: log10 of the step of the largest value;
+    * ``rise_from_low``: the last value minus the head's lowest;
+    * ``late_rise``: the change over the second half of the checkpoints (by log step);
+    * ``early_change``: the change over the first half."""
+    d = estimates[estimates["step"] >= min_step]
+    wide = d.pivot_table(index="component", columns="step", values=value).dropna(axis=1)
+    steps = np.asarray(wide.columns, dtype=float)
+    x = np.log10(steps)
+    mid = int(np.searchsorted(x, (x[0] + x[-1]) / 2))
+    v = wide.to_numpy(dtype=float)
+    return pd.DataFrame({"final": v[:, -1], "mean": v.mean(axis=1), "peak_step": x[v.argmax(axis=1)],
+                         "rise_from_low": v[:, -1] - v.min(axis=1), "late_rise": v[:, -1] - v[:, mid],
+                         "early_change": v[:, mid] - v[:, 0]}, index=wide.index)
+
+
+def type_separation(features: pd.DataFrame, types: pd.Series, n_perm: int = 5000, seed: int = 0) -> pd.DataFrame:
+    """How well each feature separates the behavioural types within each layer: the share of the
+    feature's variance between types (η², the one-way ANOVA ratio), against a permutation null
+    (types shuffled over the layer's heads, ``n_perm`` times). Rows (layer, feature, n_types,
+    eta2, null_q95, p_value, p_bonferroni — p times the number of features, capped at 1 — and
+    p_min, the smallest p-value the layer's type sizes allow). Layers with a single type are
+    skipped."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    comps = features.index.to_series()
+    for layer, idx in comps.groupby(layer_of(comps)).groups.items():
+        f = features.loc[idx]
+        t = types.reindex(f.index).to_numpy()
+        if len(set(t)) < 2:
+            continue
+        codes = pd.factorize(t)[0]
+        perms = np.stack([rng.permutation(codes) for _ in range(n_perm)])
+        for name in f.columns:
+            y = f[name].to_numpy(dtype=float)
+            obs = _eta2(y, codes[None, :])[0]
+            null = _eta2(y, perms)
+            p = float((null >= obs - 1e-12).mean())
+            rows.append({"layer": int(layer), "feature": name, "n_types": len(set(t)), "eta2": float(obs),
+                         "null_q95": float(np.quantile(null, 0.95)), "p_value": p,
+                         "p_bonferroni": min(1.0, p * len(f.columns)), "p_min": smallest_p(t)})
+    return pd.DataFrame(rows, columns=["layer", "feature", "n_types", "eta2", "null_q95", "p_value", "p_bonferroni",
+                                       "p_min"])
+
+
+def smallest_p(types: Sequence) -> float:
+    """The smallest p-value a permutation test of ``types`` over so few heads can give: the share
+    of relabelings that induce the observed partition (with 4 + 4 heads 2/70 ≈ 0.029, so no test
+    corrected for more than one comparison can reach 0.05)."""
+    sizes = pd.Series(np.asarray(types)).value_counts().to_numpy()
+    n = int(sizes.sum())
+    distinct = math.factorial(n)
+    for m in sizes:
+        distinct //= math.factorial(int(m))
+    same = 1
+    for _, count in pd.Series(sizes).value_counts().items():  # equal-sized types can swap labels
+        same *= math.factorial(int(count))
+    return same / distinct
+
+
+def _eta2(y: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Between-group share of the variance of ``y`` for each row of group codes (shape [n, heads])."""
+    total = float(((y - y.mean()) ** 2).sum())
+    if total == 0:
+        return np.zeros(len(codes))
+    k = int(codes.max()) + 1
+    onehot = codes[:, :, None] == np.arange(k)[None, None, :]  # [n, heads, k]
+    counts = onehot.sum(axis=1)
+    sums = (onehot * y[None, :, None]).sum(axis=1)
+    means = np.divide(sums, counts, out=np.zeros_like(sums, dtype=float), where=counts > 0)
+    between = (counts * (means - y.mean()) ** 2).sum(axis=1)
+    return between / total

@@ -65,41 +65,65 @@ def domain_summary(full: pd.DataFrame, reference: str = "train", shape_corr: flo
     return out
 
 
+TIMING_HALF_WIDTH = 0.1  # decades: the local fit that times a formation on a dense, noisy grid (03)
+
+
 def steepest_change(steps: Sequence[int], values: Sequence[float], sigma: float = 1.0,
-                    direction: str = "down") -> int:
-    """The step at which the smoothed curve falls (``down``) or rises (``up``) fastest per
-    log-step: a formation time robust to noise at single checkpoints."""
-    steps = np.asarray(steps, dtype=float)
-    if len(steps) < 3:
+                    direction: str = "down", half_width: float = 0.0) -> int:
+    """The step at which the curve falls (``down``) or rises (``up``) fastest per log-step: a
+    formation time robust to noise at single checkpoints.
+
+    With ``half_width`` = 0 the curve is smoothed (Gaussian, ``sigma`` checkpoints) and
+    differentiated between neighbouring checkpoints; on a grid dense in log step (e.g. every 250
+    steps up to 12k, 0.01 decades apart at the end) that divides the noise by tiny log-step
+    differences and the steepest point lands where checkpoints are densest. With ``half_width``
+    > 0 (and at least five checkpoints) the slope at each checkpoint is that of a least-squares
+    line through every checkpoint within ± ``half_width`` decades, widened where the grid is sparse
+    to reach two checkpoints on each side (``sigma`` is then not used); this weighs the noise the
+    same everywhere. The first and last two checkpoints are not candidates."""
+    steps_a = np.asarray(steps, dtype=float)
+    if len(steps_a) < 3:
         raise ValueError("need at least three checkpoints")
+    x = np.log10(steps_a + max(1.0, steps_a[steps_a > 0].min() if (steps_a > 0).any() else 1.0))
+    if half_width > 0 and len(x) >= 5:
+        v = np.asarray(values, dtype=float)
+        slope = np.full(len(x), np.nan)
+        for i in range(2, len(x) - 2):
+            h = max(half_width, x[i] - x[i - 2], x[i + 2] - x[i])  # a sparse grid widens the window
+            near = np.abs(x - x[i]) <= h + 1e-12
+            slope[i] = np.polyfit(x[near], v[near], 1)[0]
+        i = int(np.nanargmin(slope) if direction == "down" else np.nanargmax(slope))
+        return int(steps_a[i])
     y = smooth(values, sigma)
-    x = np.log10(steps + max(1.0, steps[steps > 0].min() if (steps > 0).any() else 1.0))
     slope = np.gradient(y, x)
     i = int(np.argmin(slope) if direction == "down" else np.argmax(slope))
-    return int(steps[i])
+    return int(steps_a[i])
 
 
 def steepest_change_interval(steps: Sequence[int], values: Sequence[float], se: Sequence[float] | float,
                              sigma: float = 1.0, direction: str = "up", level: float = 0.9, n_sim: int = 500,
-                             seed: int = 0) -> tuple[int, int, int]:
+                             seed: int = 0, half_width: float = 0.0) -> tuple[int, int, int]:
     """(steepest-change step, low, high): where the curve changes fastest, and the ``level``
     interval of that step when the curve is redrawn with its estimates' noise (N(0, se) per
     checkpoint, ``n_sim`` times). Two curves' timings are resolved when their intervals do not
     overlap; the interval's width is the smallest timing difference the checkpoint grid and the
-    noise together can detect."""
+    noise together can detect. ``sigma`` and ``half_width`` as in ``steepest_change``."""
     steps_a = np.asarray(steps)
     v = np.asarray(values, dtype=float)
     rng = np.random.default_rng(seed)
     scale = np.broadcast_to(np.asarray(se, dtype=float), v.shape)
-    draws = [steepest_change(steps_a, v + rng.normal(0.0, scale), sigma, direction) for _ in range(n_sim)]
+    draws = [steepest_change(steps_a, v + rng.normal(0.0, scale), sigma, direction, half_width) for _ in range(n_sim)]
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], method="nearest")
-    return steepest_change(steps_a, v, sigma, direction), int(lo), int(hi)
+    return steepest_change(steps_a, v, sigma, direction, half_width), int(lo), int(hi)
 
 
 def timing(curves: pd.DataFrame, measure: str, direction: str, sigma: float = 1.0,
-           min_step: int = 0) -> pd.DataFrame:
-    """Per component of ``curves`` (component, step, value): the step of steepest change, the
-    first critical point of the curve, and the checkpoint spacing around the steepest step.
+           min_step: int = 0, level: float = 0.9, seed: int = 0, half_width: float = 0.0) -> pd.DataFrame:
+    """Per component of ``curves`` (component, step, value, optionally se): the step of steepest
+    change, the first critical point of the curve, and the checkpoint spacing around the steepest
+    step. With an ``se`` column, also the ``level`` interval of the steepest step under the
+    estimates' noise (``steepest_change_interval``: columns lo, hi). ``sigma`` and ``half_width``
+    as in ``steepest_change``.
 
     Only checkpoints from ``min_step`` on are searched (e.g. after a learning-rate warm-up, when
     every curve moves at once); with fewer than three left, every checkpoint after step 0 is
@@ -110,15 +134,39 @@ def timing(curves: pd.DataFrame, measure: str, direction: str, sigma: float = 1.
         later = d[d["step"] >= min_step]
         d = later if len(later) >= 3 else (d[d["step"] > 0] if (d["step"] > 0).sum() >= 3 else d)
         steps, vals = d["step"].to_numpy(), d["value"].to_numpy()
-        when = steepest_change(steps, vals, sigma, direction)
+        when = steepest_change(steps, vals, sigma, direction, half_width)
         i = int(np.searchsorted(steps, when))
         spacing = int(max(steps[min(i + 1, len(steps) - 1)] - steps[i], steps[i] - steps[max(i - 1, 0)]))
         crit = critical_points(steps, vals, sigma=sigma)
-        rows.append({"component": comp, "measure": measure, "from_step": int(steps[0]),
-                     "steepest_step": when, "spacing": spacing,
-                     "first_critical_step": int(crit["step"].iloc[0]) if len(crit) else None,
-                     "first_critical_kind": crit["kind"].iloc[0] if len(crit) else None})
+        row = {"component": comp, "measure": measure, "from_step": int(steps[0]),
+               "steepest_step": when, "spacing": spacing,
+               "first_critical_step": int(crit["step"].iloc[0]) if len(crit) else None,
+               "first_critical_kind": crit["kind"].iloc[0] if len(crit) else None}
+        if "se" in d:
+            _, lo, hi = steepest_change_interval(steps, vals, d["se"].to_numpy(float), sigma, direction, level,
+                                                 seed=seed, half_width=half_width)
+            row |= {"lo": lo, "hi": hi}
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def timing_resolution(t: pd.DataFrame) -> pd.DataFrame:
+    """Per measure of a ``timing`` table with intervals (lo, hi) and two or more components: the
+    largest difference between the components' steepest steps, whether it is resolved (the
+    earliest- and latest-forming components' intervals do not overlap), and the smallest
+    difference the grid and noise could resolve there (the wider of those two intervals, at least
+    the checkpoint spacing)."""
+    rows = []
+    for measure, g in t.groupby("measure"):
+        if len(g) < 2 or not {"lo", "hi"} <= set(g.columns):
+            continue
+        first, last = g.loc[g["steepest_step"].idxmin()], g.loc[g["steepest_step"].idxmax()]
+        width = max(int(first["hi"] - first["lo"]), int(last["hi"] - last["lo"]))
+        rows.append({"measure": measure, "first": first["component"], "last": last["component"],
+                     "difference": int(last["steepest_step"] - first["steepest_step"]),
+                     "resolved": bool(first["hi"] < last["lo"]),
+                     "smallest_resolvable": max(width, int(g["spacing"].max()))})
+    return pd.DataFrame(rows, columns=["measure", "first", "last", "difference", "resolved", "smallest_resolvable"])
 
 
 def relative_gap(estimates: pd.DataFrame, dr_data: str, wr_data: str = "train") -> pd.DataFrame:

@@ -170,3 +170,65 @@ def nearest_boundary(stages_table: pd.DataFrame, step: int) -> int | None:
     if not len(inner):
         return None
     return int(inner[np.abs(np.log1p(inner) - np.log1p(step)).argmin()])
+
+
+def peak_reading(curve: pd.DataFrame, test_loss: pd.DataFrame, warmup_steps: int, until: int | None = None,
+                 value: str = "llc_mean") -> dict[str, float]:
+    """The largest value of an LLC curve (rows step, ``value``) up to step ``until``: its step,
+    its value, where it falls in the learning-rate warm-up (step / ``warmup_steps``; NaN without
+    one) and the test loss there (rows step, loss; interpolated on log steps)."""
+    c = curve[curve["step"] <= (until if until is not None else curve["step"].max())]
+    if c.empty:
+        raise ValueError("no checkpoint before the end of the window to look for a peak")
+    row = c.loc[c[value].idxmax()]
+    step = int(row["step"])
+    tl = test_loss.sort_values("step")
+    loss = float(np.interp(np.log1p(step), np.log1p(tl["step"].to_numpy(float)), tl["loss"].to_numpy(float)))
+    return {"peak_step": step, "peak_llc": float(row[value]),
+            "warmup_fraction": step / warmup_steps if warmup_steps > 0 else float("nan"), "test_loss_at_peak": loss}
+
+
+def warmup_verdict(readings: pd.DataFrame, spacing: int, loss_tolerance: float) -> tuple[str, str]:
+    """Whether an early LLC peak follows the learning-rate warm-up or what the model learns, from
+    ``readings`` (one row per run: warmup_steps, peak_step, test_loss_at_peak) of runs that differ
+    only in their warm-up. Returns (verdict, reason):
+
+    * ``stage``: the peak stays within one checkpoint ``spacing`` whatever the warm-up;
+    * ``stage delayed by the warm-up``: it moves with the warm-up but always comes at the same
+      test loss (within ``loss_tolerance``): the model reaches the same point of learning later;
+    * ``warm-up artefact``: it moves with the warm-up and comes at different test losses;
+    * ``unclear``: it moves, but not monotonically with the warm-up."""
+    r = readings.sort_values("warmup_steps")
+    steps, losses = r["peak_step"].to_numpy(float), r["test_loss_at_peak"].to_numpy(float)
+    loss_range = float(losses.max() - losses.min())
+    if steps.max() - steps.min() <= spacing:
+        return "stage", (f"the peak stays at steps {int(steps.min())}–{int(steps.max())} (within one checkpoint "
+                         f"spacing, {spacing}) for warm-ups of {', '.join(str(int(w)) for w in r['warmup_steps'])}")
+    moves = bool(np.all(np.diff(steps) >= 0))
+    where = ", ".join(f"warm-up {int(w)}: step {int(s)} (test loss {lo:.3f})"
+                      for w, s, lo in zip(r["warmup_steps"], steps, losses, strict=True))
+    if not moves:
+        return "unclear", f"the peak moves by more than a checkpoint spacing but not in step with the warm-up ({where})"
+    if loss_range <= loss_tolerance:
+        return "stage delayed by the warm-up", (f"the peak moves with the warm-up ({where}) but comes at the same "
+                                                f"test loss (range {loss_range:.3f} ≤ {loss_tolerance:.3f})")
+    return "warm-up artefact", (f"the peak moves with the warm-up ({where}), at test losses {loss_range:.3f} apart "
+                                f"(more than {loss_tolerance:.3f}): it follows the learning-rate schedule, not "
+                                f"what the model has learned")
+
+
+def end_trend(steps: Sequence[int], values: Sequence[float], se: Sequence[float] | float,
+              decades: float = 0.15) -> dict[str, float]:
+    """How much a curve still moves at the end of training: the change of its values over the last
+    ``decades`` of log step (last value minus the value at the first checkpoint inside the window),
+    its standard error from the two points' errors, and z = change / se. A large z says the run
+    ends while the curve is still moving (no plateau yet)."""
+    steps_a = np.asarray(steps, dtype=float)
+    v = np.asarray(values, dtype=float)
+    s = np.broadcast_to(np.asarray(se, dtype=float), v.shape)
+    x = np.log10(np.maximum(steps_a, 1.0))
+    i = int(np.searchsorted(x, x[-1] - decades))
+    i = min(i, len(v) - 2)
+    change = float(v[-1] - v[i])
+    err = float(np.hypot(s[-1], s[i]))
+    return {"decades": float(x[-1] - x[i]), "change": change, "se": err, "z": change / err if err > 0 else float("inf")}

@@ -19,7 +19,7 @@ from ..data import tokens as data_mod
 from ..data.tokenizer import bos_id
 from ..io import write_table
 from ..run import checkpoint_steps, load_model
-from .scores import SCORES_VERSION, head_scores, icl_score
+from .scores import SCORES_VERSION, head_scores, icl_score, per_head_icl
 
 
 def behaviour_over_training(cfg: Config, run_dir: str | Path, name: str = "L2",
@@ -47,6 +47,28 @@ def behaviour_over_training(cfg: Config, run_dir: str | Path, name: str = "L2",
 
     out = cached_by_step(path, steps or checkpoint_steps(run, name), compute, f"scores {name}", progress)
     return out.sort_values(["step", "score", "component"]).reset_index(drop=True)
+
+
+def icl_per_head_over_training(cfg: Config, run_dir: str | Path, heads: list[str], name: str = "L2",
+                               steps: list[int] | None = None, progress: bool = True) -> pd.DataFrame:
+    """``scores.per_head_icl`` of ``heads`` (each with the others mean-ablated, each ablated, and
+    the model) at every checkpoint: rows (step, component, variant, value), cached by step and
+    keyed like ``behaviour_over_training`` plus the heads followed."""
+    run = Path(run_dir)
+    key = config_hash({"scores": cfg.scores, "tokens": data_mod.tokens_key(cfg), "heads": sorted(heads),
+                       "version": SCORES_VERSION})
+    path = run / "tables" / f"icl_heads_{name}_{key}.parquet"
+    state: dict = {}
+
+    def compute(step: int) -> pd.DataFrame:
+        if not state:
+            state["test"] = data_mod.load_tokens(cfg, "test")
+        part = per_head_icl(load_model(run, name, step), state["test"], cfg.scores, heads)
+        part.insert(0, "step", step)
+        return part
+
+    out = cached_by_step(path, steps or checkpoint_steps(run, name), compute, f"per-head ICL {name}", progress)
+    return out.sort_values(["step", "component", "variant"]).reset_index(drop=True)
 
 
 def cached_by_step(path: Path, steps: list[int], compute: Callable[[int], pd.DataFrame], desc: str,

@@ -358,3 +358,19 @@ def estimate_one(run_or_profile: str | Path, model: str = "L2", step: int | str 
     result.meta.update({"model": model, "step": s, "run_dir": str(run), "estimator_version": sgld.ESTIMATOR_VERSION,
                         "provenance": provenance.provenance(dev)})
     return result
+
+
+def precision_grid(run_or_profile: str | Path, model: str, step: int, components: Sequence[str],
+                   chains: Sequence[int], draws: Sequence[int], settings: SamplerConfig, device: str = "auto",
+                   workers: int = 1, progress: bool = True) -> pd.DataFrame:
+    """The same estimates (``components`` of ``model`` at ``step``, training data) at every
+    ``chains`` × ``draws`` combination of the sampler ``settings``: rows of ``run_sweep`` with
+    columns chains and draws (each cached like any estimate)."""
+    parts = []
+    for c in chains:
+        for d in draws:
+            s = dataclasses.replace(settings, chains=int(c), draws=int(d))
+            est = run_sweep(run_or_profile, [model], [step], list(components), ["train"], s, device=device,
+                            workers=workers, progress=progress)
+            parts.append(est.assign(chains=int(c), draws=int(d)))
+    return pd.concat(parts, ignore_index=True)

@@ -21,10 +21,10 @@ import pandas as pd
 from ..analysis import agreement
 from ..analysis import head_types as ht
 from ..analysis.clustering import layer_of
-from . import tables
+from . import diagnoses, tables
 
 PASS, FAIL, NOT_COMPUTED, UNDEFINED = "pass", "fail", "not computed", "undefined"
-COLUMNS = ["claim", "status", "value", "threshold", "notebook"]
+COLUMNS = ["claim", "status", "value", "threshold", "notebook", "diagnosis"]
 
 MIN_STAGES = 4
 MIN_ARI = 0.5
@@ -106,7 +106,10 @@ def check_code_ratio(run: Path, data: str = "python_tests") -> tuple[str, str, s
 
 def check_induction_timing(run: Path) -> tuple[str, str, str]:
     t = _table(run, "induction_timing")
-    threshold = "steepest-change steps of the two induction heads differ by more than the checkpoint spacing there"
+    noisy = {"lo", "hi"} <= set(t.columns) and t[["lo", "hi"]].notna().all().all()
+    threshold = ("for every measure, the 90% intervals of the two induction heads' steepest-change steps (under "
+                 "the estimates' noise) do not overlap" if noisy else
+                 "steepest-change steps of the two induction heads differ by more than the checkpoint spacing there")
     if "candidates" in t and t["candidates"].any():
         return UNDEFINED, "the run has no induction head (only candidates were followed)", threshold
     parts, verdicts = [], []
@@ -116,8 +119,14 @@ def check_induction_timing(run: Path) -> tuple[str, str, str]:
         d = d.sort_values("steepest_step")
         gap = int(d["steepest_step"].iloc[-1] - d["steepest_step"].iloc[0])
         spacing = int(d["spacing"].max())
-        parts.append(f"{measure}: {gap} steps apart (spacing {spacing})")
-        verdicts.append(gap > spacing)
+        if noisy:
+            first, last = d.iloc[0], d.iloc[-1]
+            parts.append(f"{measure}: {gap} steps apart ({first['component']} {int(first['lo'])}–{int(first['hi'])}, "
+                         f"{last['component']} {int(last['lo'])}–{int(last['hi'])})")
+            verdicts.append(bool(first["hi"] < last["lo"]))
+        else:
+            parts.append(f"{measure}: {gap} steps apart (spacing {spacing})")
+            verdicts.append(gap > spacing)
     if not verdicts:
         return UNDEFINED, "fewer than two induction heads", threshold
     return (PASS if all(verdicts) else FAIL), "; ".join(parts), threshold
@@ -224,7 +233,9 @@ CLAIMS: tuple[Claim, ...] = (
 
 
 def scorecard(run_dir: str | Path) -> pd.DataFrame:
-    """One row per claim: claim, status, value, threshold, notebook."""
+    """One row per claim: claim, status, value, threshold, notebook, and diagnosis (why it holds
+    or fails: scale, noise or method, with its evidence; ``rllc.report.diagnoses``) where the
+    run's tables allow one."""
     run = Path(run_dir)
     rows = []
     for c in CLAIMS:
@@ -237,7 +248,12 @@ def scorecard(run_dir: str | Path) -> pd.DataFrame:
                 status, value, threshold = NOT_COMPUTED, "", f"needs tables/{missing.file}"
         rows.append({"claim": c.name, "status": status, "value": value, "threshold": threshold,
                      "notebook": c.notebook})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    card = pd.DataFrame(rows, columns=COLUMNS)
+    found = diagnoses.diagnose(run, MIN_STAGES).set_index("claim")
+    number = card["claim"].str.split(".").str[0]
+    card["diagnosis"] = [f"{found.at[n, 'diagnosis']}: {found.at[n, 'evidence']}" if n in found.index else ""
+                         for n in number]
+    return card
 
 
 def write_scorecard(run_dir: str | Path) -> pd.DataFrame:

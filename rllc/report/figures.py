@@ -432,13 +432,14 @@ def domain_curves(full: pd.DataFrame, settings: dict, stages: pd.DataFrame | Non
     return fig
 
 
-def induction_timing(icl: pd.DataFrame, dr: pd.DataFrame, timing: pd.DataFrame, settings: dict,
+def induction_timing(panels: Sequence[tuple[pd.DataFrame, str, str, str]], timing: pd.DataFrame, settings: dict,
                      stages: pd.DataFrame | None = None) -> plt.Figure:
-    """Figure 10 analogue: per-head ICL scores (each induction head with the others ablated) and
-    the code drLLC of each induction head (and of all together), steepest-change steps marked."""
-    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.6))
-    panels = ((icl, "ICL score", "icl_only"), (dr, "code drLLC", "drllc"))
-    for ax, (table, ylabel, measure) in zip(axes, panels, strict=True):
+    """Figure 10 analogue, one panel per (curves, y label, measure, title): e.g. per-head ICL
+    scores (each induction head with the others ablated), induction scores, and the code drLLC of
+    each induction head (and of all together). Each head's steepest-change step is marked (dotted)
+    with its 90% interval under the curve's noise (shaded) where the timing table has one."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    for ax, (table, ylabel, measure, title) in zip(axes[0], panels, strict=True):
         for i, (comp, d) in enumerate(table.groupby("component")):
             d = d.sort_values("step")
             color = "k" if comp in ("model", "together") else f"C{i}"
@@ -446,14 +447,15 @@ def induction_timing(icl: pd.DataFrame, dr: pd.DataFrame, timing: pd.DataFrame, 
             t = timing[(timing["component"] == comp) & (timing["measure"] == measure)]
             if len(t):
                 ax.axvline(max(1, int(t["steepest_step"].iloc[0])), color=color, linestyle=":", linewidth=1)
+                if {"lo", "hi"} <= set(t.columns) and t[["lo", "hi"]].notna().all(axis=None):
+                    ax.axvspan(max(1, int(t["lo"].iloc[0])), max(1, int(t["hi"].iloc[0])), color=color, alpha=0.12)
         log_steps(ax)
         if stages is not None and len(stages):
             stage_bands(ax, stages)
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)
-    axes[0].set_title("ICL score with the other induction heads mean-ablated", fontsize=9, pad=14)
-    axes[1].set_title("drLLC on held-out code", fontsize=9, pad=14)
+        ax.set_title(title, fontsize=9, pad=14)
     fig.tight_layout()
     mark_sampler(fig, settings)
     return fig
@@ -620,4 +622,84 @@ def full_model_measures(panels: dict[str, pd.DataFrame], stages: pd.DataFrame | 
     if title:
         fig.suptitle(title, y=1.02)
     fig.tight_layout()
+    return fig
+
+
+def _boundaries(ax: plt.Axes, stages: pd.DataFrame | None, **kw: object) -> None:
+    """Vertical lines at the inner stage boundaries (each stage's end but the last)."""
+    if stages is None or len(stages) < 2:
+        return
+    for i, end in enumerate(stages["end"].iloc[:-1]):
+        ax.axvline(max(int(end), 1), label=kw.get("label") if i == 0 else None,
+                   **{k: v for k, v in kw.items() if k != "label"})
+
+
+def stages_and_heads(curve: pd.DataFrame, robust: pd.DataFrame, slope: pd.DataFrame, test_loss: pd.DataFrame,
+                     loss_stages: pd.DataFrame, behaviour: pd.DataFrame, settings: dict, warmup_steps: int = 0,
+                     title: str = "") -> plt.Figure:
+    """Three panels on one log-step axis: the full-model LLC (± SE) with the stage boundaries that
+    stand out of its noise (solid) and those of the slope-sign rule (dotted); the test loss with its
+    own boundaries; and the formation of the heads (each layer-0 head's previous-token score and
+    each layer-1 head's induction score, from 00). The warm-up is shaded."""
+    fig, axes = plt.subplots(3, 1, figsize=(7.5, 8.0), sharex=True)
+    d = curve.sort_values("step")
+    x = d["step"].clip(lower=1)
+    ax = axes[0]
+    ax.errorbar(x, d["llc_mean"], yerr=d["llc_sem"], marker="o", markersize=3, color="C0", capsize=2,
+                linewidth=1, label="full-model LLC ± SE")
+    _boundaries(ax, robust, color="k", linewidth=1.2, label="boundary (noise-tied rule)")
+    _boundaries(ax, slope, color="C3", linestyle=":", linewidth=1.2, label="boundary (slope-sign rule)")
+    ax.set_ylabel("estimated LLC")
+    ax = axes[1]
+    tl = test_loss.sort_values("step")
+    ax.plot(tl["step"].clip(lower=1), tl["loss"], color="C1", marker=".", markersize=3, label="test loss")
+    _boundaries(ax, loss_stages, color="k", linewidth=1.2, label="test-loss boundary (noise-tied rule)")
+    ax.set_ylabel("test loss")
+    ax = axes[2]
+    heads = behaviour[behaviour["layer"] >= 0]
+    for (score, layer), style_ in ((("previous_token", 0), "-"), (("induction", 1), "--")):
+        sub = heads[(heads["score"] == score) & (heads["layer"] == layer)]
+        for k, (_, g) in enumerate(sub.groupby("component")):
+            g = g.sort_values("step")
+            ax.plot(g["step"].clip(lower=1), g["value"], linestyle=style_, linewidth=0.9,
+                    color=f"C{k % 10}", label=f"{score.replace('_', '-')} score, layer {layer}" if k == 0 else None)
+    _boundaries(ax, robust, color="k", linewidth=1.2)
+    ax.set_ylabel("head score")
+    ax.set_xlabel("training step")
+    for ax in axes:
+        log_steps(ax)
+        if warmup_steps > 0:
+            ax.axvspan(1, warmup_steps, color="0.85", alpha=0.5, zorder=0,
+                       label="learning-rate warm-up" if ax is axes[0] else None)
+        ax.legend(fontsize=7, loc="best")
+    axes[0].set_title(title, pad=14)
+    fig.tight_layout()
+    mark_sampler(fig, settings)
+    return fig
+
+
+def warmup_controls(curves: dict[int, pd.DataFrame], losses: dict[int, pd.DataFrame], settings: dict,
+                    title: str = "") -> plt.Figure:
+    """The early full-model LLC (± SE) and test loss of runs that differ only in their warm-up
+    length (the keys), the end of each warm-up marked."""
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.6))
+    for k, (w, c) in enumerate(sorted(curves.items())):
+        c = c.sort_values("step")
+        axes[0].errorbar(c["step"].clip(lower=1), c["llc_mean"], yerr=c["llc_sem"], marker="o", markersize=3,
+                         capsize=2, linewidth=1, color=f"C{k}", label=f"warm-up {w}")
+        lo = losses[w].sort_values("step")
+        axes[1].plot(lo["step"].clip(lower=1), lo["loss"], color=f"C{k}", marker=".", markersize=3,
+                     label=f"warm-up {w}")
+        for ax in axes:
+            if w > 0:
+                ax.axvline(w, color=f"C{k}", linestyle=":", linewidth=1)
+    axes[0].set_ylabel("full-model LLC")
+    axes[1].set_ylabel("test loss")
+    for ax in axes:
+        log_steps(ax)
+        ax.set_xlabel("training step")
+        ax.legend(fontsize=7)
+    axes[0].set_title(title, pad=14)
+    fig.tight_layout()
+    mark_sampler(fig, settings)
     return fig
