@@ -150,3 +150,10 @@ def test_claim_5_uses_the_intervals_when_the_timing_table_has_them(tmp_path):
     tables.write(tmp_path, "induction_timing", t)
     status, value, threshold = claims.check_induction_timing(tmp_path)
     assert status == "fail" and "intervals" in threshold and "–" in value
+
+
+def test_timing_resolution_names_two_heads_even_when_they_tie():
+    t = pd.DataFrame({"component": ["1:2", "1:3"], "measure": "m", "steepest_step": [20, 20], "spacing": 20,
+                      "lo": [20, 20], "hi": [20, 40]})
+    r = R.timing_resolution(t).iloc[0]
+    assert (r["first"], r["last"], r["difference"], r["resolved"]) == ("1:2", "1:3", 0, False)

@@ -160,7 +160,8 @@ def timing_resolution(t: pd.DataFrame) -> pd.DataFrame:
     for measure, g in t.groupby("measure"):
         if len(g) < 2 or not {"lo", "hi"} <= set(g.columns):
             continue
-        first, last = g.loc[g["steepest_step"].idxmin()], g.loc[g["steepest_step"].idxmax()]
+        ordered = g.sort_values(["steepest_step", "component"], kind="stable")
+        first, last = ordered.iloc[0], ordered.iloc[-1]
         width = max(int(first["hi"] - first["lo"]), int(last["hi"] - last["lo"]))
         rows.append({"measure": measure, "first": first["component"], "last": last["component"],
                      "difference": int(last["steepest_step"] - first["steepest_step"]),
