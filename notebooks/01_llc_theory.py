@@ -191,7 +191,8 @@ display(Markdown("\n".join(lines)))
 # ## 5. The full-model LLC over training, and its stages
 #
 # The LLC of L2 at the checkpoints of the profile (every `llc.curve_stride`-th; the cpu profile:
-# all 54), beside the test loss. Hoogland et al. place stage boundaries at critical points of the
+# all 54, with `llc.curve_chains` × `llc.curve_draws` per estimate, chosen from the noise budget
+# in 5a), beside the test loss. Hoogland et al. place stage boundaries at critical points of the
 # LLC against log step: local maxima and minima, and the onsets of plateaus. A noisy curve has
 # many spurious turns, so a critical point here must **stand out of the estimates' noise**
 # (`rllc.analysis.stages.robust_critical_points`): curves of pure noise with the estimates' own
@@ -206,8 +207,12 @@ display(Markdown("\n".join(lines)))
 # %%
 stride = cfg.llc.curve_stride or cfg.llc.checkpoint_stride
 steps = sweep.strided_steps(run, "L2", stride)
-curve = sweep.run_sweep(run, ["L2"], steps, ["full"], ["train"], cfg.sampler, device=cfg.train.device,
+curve_sampler = dataclasses.replace(cfg.sampler, chains=cfg.llc.curve_chains or cfg.sampler.chains,
+                                    draws=cfg.llc.curve_draws or cfg.sampler.draws)
+curve = sweep.run_sweep(run, ["L2"], steps, ["full"], ["train"], curve_sampler, device=cfg.train.device,
                         workers=cfg.llc.workers, progress=progress)
+curve_settings = {**settings, "chains": curve_sampler.chains, "draws": curve_sampler.draws}
+print(f"{len(steps)} checkpoints, {curve_sampler.chains} chains x {curve_sampler.draws} draws per estimate")
 curve = curve.sort_values("step").reset_index(drop=True)
 nb.write("llc_full_L2", curve)
 sigma = cfg.llc.stage_sigma
@@ -288,7 +293,8 @@ else:
 # not), and the LLC peaks early, inside the warm-up. A peak that belongs to the schedule moves with
 # it; one that belongs to what the model learns comes at the same test loss. L2 is retrained for
 # `llc.warmup_control_steps` steps with other warm-up lengths (same seed, data order and
-# checkpoints) and its LLC estimated with the same sampler. Rule (`stages.warmup_verdict`): the
+# checkpoints) and its LLC estimated with the profile's sampler (as the original run's here: the
+# peak stands far out of that sampler's noise). Rule (`stages.warmup_verdict`): the
 # peak is a **stage** if it stays within one checkpoint spacing; a stage **delayed by the warm-up**
 # if it moves with the warm-up but always comes at the same test loss (within the loss change of
 # one checkpoint at the original peak); a **warm-up artefact** if it moves and comes at different
@@ -298,9 +304,11 @@ else:
 until = cfg.llc.warmup_control_steps
 if cfg.llc.warmup_controls and until > 0:
     w0 = cfg.train.warmup_steps
-    ctrl_curves = {w0: curve[curve["step"] <= until]}
+    main_early = sweep.run_sweep(run, ["L2"], [s for s in steps if s <= until], ["full"], ["train"], cfg.sampler,
+                                 device=cfg.train.device, workers=cfg.llc.workers, progress=progress)
+    ctrl_curves = {w0: main_early}
     ctrl_losses = {w0: test_loss[test_loss["step"] <= until]}
-    readings = [{"warmup_steps": w0, **stages.peak_reading(curve, test_loss, w0, until)}]
+    readings = [{"warmup_steps": w0, **stages.peak_reading(main_early, test_loss, w0, until)}]
     for w in cfg.llc.warmup_controls:
         sub = train_mod.warmup_control(cfg, run, w, until, progress=progress)
         c = sweep.run_sweep(sub, ["L2"], sweep.strided_steps(sub, "L2"), ["full"], ["train"], cfg.sampler,
@@ -309,7 +317,7 @@ if cfg.llc.warmup_controls and until > 0:
         ctrl_curves[w], ctrl_losses[w] = c, clog[clog["split"] == "test"]
         readings.append({"warmup_steps": w, **stages.peak_reading(c, ctrl_losses[w], w, until)})
     readings = pd.DataFrame(readings)
-    early = sorted(s for s in curve["step"] if s <= until)
+    early = sorted(s for s in main_early["step"])
     spacing = int(np.diff(early).max())
     peak = int(readings["peak_step"].iloc[0])
     after_peak = min((s for s in test_loss["step"] if s > peak), default=peak)
@@ -347,7 +355,7 @@ for comp in top:
 end_trend = pd.DataFrame(trend_rows)
 nb.write("run_end_trend", end_trend)
 display(end_trend.round(4))
-fig = plot.stages_and_heads(curve, found, slope_rule, test_loss, loss_stages, behaviour, settings,
+fig = plot.stages_and_heads(curve, found, slope_rule, test_loss, loss_stages, behaviour, curve_settings,
                             warmup_steps=cfg.train.warmup_steps,
                             title=f"L2: LLC stages, test loss and head formation — profile {cfg.profile}")
 nb.savefig(fig, "01_llc_stages")

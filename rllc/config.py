@@ -167,6 +167,8 @@ class LLCConfig:
     rerun_component: str = "1:0"  # 01: the estimate rerun with several seeds to check its standard error
     rerun_seeds: int = 8  # 01: how many reruns (per reference and batch order)
     curve_stride: int = 0  # 01's full-model curve and its stages: every k-th checkpoint (0: checkpoint_stride)
+    curve_chains: int = 0  # 01's full-model curve: chains per estimate (0: the sampler's)
+    curve_draws: int = 0  # 01's full-model curve: draws per chain (0: the sampler's)
     precision_chains: tuple[int, ...] = ()  # 01's precision/time trade-off at the last checkpoint (empty: skip)
     precision_draws: tuple[int, ...] = ()  # ... every chains x draws combination of these
     precision_components: tuple[str, ...] = ("full", "1:0")  # ... for these components

@@ -140,3 +140,13 @@ def test_end_trend_tells_a_rising_end_from_a_plateau():
     assert rising["change"] == pytest.approx(np.log10(12000) - np.log10(steps[i]))
     assert rising["se"] == pytest.approx(np.hypot(0.01, 0.01)) and rising["z"] > 2
     assert flat["change"] == 0 and flat["z"] == 0
+
+
+def test_a_flat_end_shorter_than_the_window_is_not_a_plateau():
+    """A rise that stops 0.1 decades before the run ends has not been seen flat for the 0.2-decade
+    window; the same rise stopping 0.3 decades before the end has."""
+    x = np.log10(STEPS + 50.0)
+    late = np.clip((x - x[0]) / (x[-1] - 0.1 - x[0]), 0, 1)
+    early = np.clip((x - x[0]) / (x[-1] - 0.3 - x[0]), 0, 1)
+    assert (robust_critical_points(STEPS, late, SE / 10)["kind"] == "plateau").sum() == 0
+    assert (robust_critical_points(STEPS, early, SE / 10)["kind"] == "plateau").sum() == 1

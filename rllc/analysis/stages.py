@@ -90,7 +90,8 @@ def robust_critical_points(steps: Sequence[int], values: Sequence[float], se: Se
       prominence above the noise threshold;
     * **plateaus**: where the curve has moved by more than the threshold over the last ``window``
       decades of steps and then stays within half of it over the next ``window`` decades (at
-      least ``min_gap`` checkpoints), more than ``min_gap`` checkpoints from any extremum and with
+      least ``min_gap`` checkpoints; the run must extend that far: a flat end shorter than the
+      window is not yet a plateau), more than ``min_gap`` checkpoints from any extremum and with
       none in the next 2·``window`` decades (a rise flattening into a peak is not a plateau); the
       first checkpoint of such a run.
 
@@ -120,7 +121,8 @@ def robust_critical_points(steps: Sequence[int], values: Sequence[float], se: Se
         since = max([j for j, _, _ in found if j < i], default=0)  # a new point needs a new move
         before = y[i] - y[max(int(np.searchsorted(x, x[i] - window)), since)]
         ahead = np.abs(y[(x > x[i]) & (x <= x[i] + window)] - y[i])
-        is_onset = abs(before) > prom_thr and len(ahead) >= min_gap and ahead.max() < prom_thr / 2
+        seen = x[-1] - x[i] >= window - 1e-9  # a plateau must be watched for the whole window
+        is_onset = abs(before) > prom_thr and len(ahead) >= min_gap and ahead.max() < prom_thr / 2 and seen
         clear = all(abs(i - j) > min_gap and not 0 < x[j] - x[i] <= 2 * window for j in extrema)
         if is_onset and not plateau_run and clear:
             found.append((i, "plateau", float("nan")))
