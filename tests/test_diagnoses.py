@@ -32,8 +32,9 @@ def _stage_run(tmp_path, n_robust: int, z: list[float], rising_z: float):
 
 
 def test_claim_1_noise_when_neighbouring_differences_are_not_resolved(tmp_path):
-    d = _stage_run(tmp_path, 3, [0.5, 1.0, 3.0, 0.2], rising_z=5.0)
+    d = _stage_run(tmp_path, 3, [0.5, 1.0, 3.0, 0.2], rising_z=1.0)
     assert d.diagnosis == "noise" and "25% of neighbouring checkpoints" in d.evidence
+    assert _stage_run(tmp_path, 3, [0.5, 1.0, 3.0, 0.2], rising_z=5.0).diagnosis == "noise + scale (training length)"
     assert "3 stages with noise-tied critical points, 5 with the slope-sign rule" in d.evidence
 
 
@@ -96,3 +97,18 @@ def test_claim_5_and_the_scorecard_column(tmp_path):
     assert (card.drop(index=row5)["diagnosis"] == "").all()
     tables.write(tmp_path, "timing_resolution", res.assign(resolved=True))
     assert diagnoses.timing(tmp_path).diagnosis == "none"
+
+
+def test_claim_1_names_the_points_left_after_a_warmup_artefact(tmp_path):
+    _stage_run(tmp_path, 3, [3.0, 4.0, 5.0, 0.5], rising_z=5.0)
+    st = pd.DataFrame({"stage": ["LM1", "LM2", "LM3", "LM4"], "start": [0, 150, 800, 5000],
+                       "end": [150, 800, 5000, 12000], "llc_start": 1.0, "llc_end": 2.0,
+                       "ends_at": ["maximum", "minimum", "plateau", "end"], "trend": "rising"})
+    tables.write(tmp_path, "stages_L2", st)
+    tables.write(tmp_path, "warmup_control", pd.DataFrame({
+        "warmup_steps": [500, 150], "peak_step": [100, 50], "peak_llc": [30.0, 20.0], "warmup_fraction": [0.2, 0.3],
+        "test_loss_at_peak": [3.7, 4.0], "verdict": "warm-up artefact", "reason": "it moves"}))
+    d = diagnoses.stages(tmp_path, claims.MIN_STAGES)
+    assert "warm-up artefact (it moves)" in d.evidence
+    assert "(to step 800): 1 critical point(s) (5,000 plateau)" in d.evidence
+    assert d.diagnosis == "method (the stages include a warm-up artefact)"  # 4 stages, 2 of them the warm-up's

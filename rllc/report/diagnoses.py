@@ -47,10 +47,13 @@ def _read(run: Path, name: str) -> pd.DataFrame | None:
 
 def stages(run: Path, min_stages: int) -> Diagnosis | None:
     """Claim 1. Reads stages_L2 (robust rule), stages_L2_slope (the earlier slope-sign rule),
-    noise_budget_stages, run_end_trend and warmup_control. ``noise`` when fewer than
-    ``RESOLVED_SHARE`` of neighbouring checkpoints differ by 2 SE; otherwise ``scale``, naming a
-    run that ends while the induction scores still rise (z > ``RISING_Z`` over the last window);
-    ``none`` when the claim passes."""
+    noise_budget_stages, run_end_trend and warmup_control. When the claim fails: ``noise`` when
+    fewer than ``RESOLVED_SHARE`` of neighbouring checkpoints differ by 2 SE, ``scale (training
+    length)`` when the induction scores still rise at the end (z > ``RISING_Z`` over the last
+    window), both joined by "+" when both hold, else ``scale``. When it passes: ``none``, or
+    ``noise`` if the curve is not resolved, or ``method`` if it passes only through boundaries of
+    a warm-up artefact. A warm-up artefact (the controls) is named with the
+    critical points left after it."""
     robust, slope, budget = _read(run, "stages_L2"), _read(run, "stages_L2_slope"), _read(run, "noise_budget_stages")
     if robust is None or budget is None or slope is None:
         return None
@@ -67,14 +70,24 @@ def stages(run: Path, min_stages: int) -> Diagnosis | None:
         parts += [f"{r.measure} still rises by {r.change:+.3f} (z {r.z:.1f}) over the last {r.decades:.2f} decades"
                   for r in rising.itertuples()]
     control = _read(run, "warmup_control")
+    effective = len(robust)
     if control is not None and len(control) and "verdict" in control:
-        parts.append(f"early peak: {control['verdict'].iloc[0]}")
+        parts.append(f"early peak: {control['verdict'].iloc[0]} ({control['reason'].iloc[0]})")
+        if control["verdict"].iloc[0] == "warm-up artefact":
+            inner = robust.iloc[:-1]
+            dips = inner[(inner["ends_at"] == "minimum") & (inner["end"] > int(control["peak_step"].iloc[0]))]
+            after = int(dips["end"].iloc[0]) if len(dips) else int(control["peak_step"].iloc[0])
+            rest = inner[inner["end"] > after]
+            effective = len(rest) + 1
+            listed = ", ".join(f"{r.end:,} {r.ends_at}" for r in rest.itertuples())
+            parts.append(f"after the peak and the descent from it (to step {after:,}): {len(rest)} critical point(s)"
+                         + (f" ({listed})" if len(rest) else ""))
     if len(robust) >= min_stages:
-        label = "none" if share >= RESOLVED_SHARE else "noise"
-    elif share < RESOLVED_SHARE:
-        label = "noise"
+        label = ("method (the stages include a warm-up artefact)" if effective < min_stages
+                 else "none" if share >= RESOLVED_SHARE else "noise")
     else:
-        label = "scale (training length)" if len(rising) else "scale"
+        labels = (["noise"] if share < RESOLVED_SHARE else []) + (["scale (training length)"] if len(rising) else [])
+        label = " + ".join(labels) or "scale"
     return Diagnosis("1", label, "; ".join(parts))
 
 
