@@ -97,6 +97,9 @@ def test_claim_5_and_the_scorecard_column(tmp_path):
     assert (card.drop(index=row5)["diagnosis"] == "").all()
     tables.write(tmp_path, "timing_resolution", res.assign(resolved=True))
     assert diagnoses.timing(tmp_path).diagnosis == "none"
+    tables.write(tmp_path, "timing_resolution", res.assign(resolved=False))
+    assert "the finest measure (icl_only) puts the two heads' formation within 2,000 steps" in \
+        diagnoses.timing(tmp_path).evidence
 
 
 def test_claim_1_names_the_points_left_after_a_warmup_artefact(tmp_path):

@@ -144,6 +144,10 @@ def timing(run: Path) -> Diagnosis | None:
              f"({'resolved' if r.resolved else 'not resolved'}; smallest resolvable {r.smallest_resolvable})"
              for r in res.itertuples()]
     label = "none" if bool(res["resolved"].all()) else "noise"
+    if not res["resolved"].any():
+        finest = res.loc[res["smallest_resolvable"].idxmin()]
+        parts.append(f"the finest measure ({finest['measure']}) puts the two heads' formation within "
+                     f"{max(int(finest['difference']), int(finest['smallest_resolvable'])):,} steps of each other")
     return Diagnosis("5", label, "; ".join(parts))
 
 
