@@ -50,9 +50,9 @@ def stages(run: Path, min_stages: int) -> Diagnosis | None:
     noise_budget_stages, run_end_trend and warmup_control. When the claim fails: ``noise`` when
     fewer than ``RESOLVED_SHARE`` of neighbouring checkpoints differ by 2 SE, ``scale (training
     length)`` when the induction scores still rise at the end (z > ``RISING_Z`` over the last
-    window), both joined by "+" when both hold, else ``scale``. When it passes: ``none``, or
-    ``noise`` if the curve is not resolved, or ``method`` if it passes only through boundaries of
-    a warm-up artefact. A warm-up artefact (the controls) is named with the
+    window), both joined by "+" when both hold, else ``scale``. When it passes (its critical
+    points stand out of the noise by construction): ``none``, or ``method`` if it passes only
+    through boundaries of a warm-up artefact. A warm-up artefact (the controls) is named with the
     critical points left after it."""
     robust, slope, budget = _read(run, "stages_L2"), _read(run, "stages_L2_slope"), _read(run, "noise_budget_stages")
     if robust is None or budget is None or slope is None:
@@ -82,9 +82,8 @@ def stages(run: Path, min_stages: int) -> Diagnosis | None:
             listed = ", ".join(f"{r.end:,} {r.ends_at}" for r in rest.itertuples())
             parts.append(f"after the peak and the descent from it (to step {after:,}): {len(rest)} critical point(s)"
                          + (f" ({listed})" if len(rest) else ""))
-    if len(robust) >= min_stages:
-        label = ("method (the stages include a warm-up artefact)" if effective < min_stages
-                 else "none" if share >= RESOLVED_SHARE else "noise")
+    if len(robust) >= min_stages:  # its critical points stand out of the noise by construction
+        label = "method (the stages include a warm-up artefact)" if effective < min_stages else "none"
     else:
         labels = (["noise"] if share < RESOLVED_SHARE else []) + (["scale (training length)"] if len(rising) else [])
         label = " + ".join(labels) or "scale"
