@@ -224,3 +224,51 @@ def test_standardising_changes_the_features_not_the_heads():
     est = _curves({h: float(i) for i, h in enumerate(heads)}, {h: 1.0 for h in heads}, 0.01)
     lab, ari, _ = C.cluster_layers(est, types, 3, standardise=True)
     assert set(lab["component"]) == set(heads) and ari["ari"].between(-1, 1).all()
+
+
+def _group_curves(groups: dict[str, str], noise_sd: float, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    """Per-head curves whose shape is set by the head's group: 'rise' climbs late, 'fall' drops
+    early, 'flat' stays; ``shift`` moves every curve up (another run's level)."""
+    rng = np.random.default_rng(seed)
+    steps = [100, 300, 1000, 2000, 4000, 8000, 12000]
+    x = np.log10(steps)
+    shape = {"rise": 1 / (1 + np.exp(-(x - 3.3) * 6)), "fall": 1 - 1 / (1 + np.exp(-(x - 2.5) * 6)),
+             "flat": np.full(len(x), 0.5)}
+    return pd.DataFrame([{"component": c, "step": s, "llc_mean": shift + shape[g][i] + rng.normal(0, noise_sd)}
+                         for c, g in groups.items() for i, s in enumerate(steps)])
+
+
+def test_transfer_carries_known_groups_to_another_run_and_names_the_exceptions():
+    ref_groups = {"1:0": "rise", "1:1": "rise", "1:2": "fall", "1:3": "fall", "1:4": "flat", "1:5": "flat"}
+    # the other run assigns the groups to other heads (its own head types), one head off its type
+    oth_groups = {"1:0": "fall", "1:1": "rise", "1:2": "flat", "1:3": "rise", "1:4": "fall", "1:5": "flat"}
+    ref_types = pd.Series({c: f"type-{g}" for c, g in ref_groups.items()})
+    oth_types = pd.Series({c: f"type-{g}" for c, g in oth_groups.items()})
+    ref, oth = _group_curves(ref_groups, 0.02, 0), _group_curves(oth_groups, 0.02, 1)
+    assign, scores = C.transfer(ref, oth, ref_types, oth_types, algorithms=("kmeans", "ward"), n_null=500)
+    assert set(scores["algorithm"]) == {"kmeans", "ward"} and (scores["k"] == 3).all()
+    assert (scores["ari"] == 1.0).all() and (scores["n_exceptions"] == 0).all()
+    # six heads in three pairs: a random labelling recovers the pairs with probability 48/720
+    assert scores["p_value"].to_numpy() == pytest.approx(48 / 720, abs=0.03)
+    assert (assign["cluster_type"] == assign["type"]).all()
+    wrong = oth_types.copy()
+    wrong["1:5"] = "type-rise"  # its curve is flat: it lands in the flat heads' cluster, an exception
+    assign2, scores2 = C.transfer(ref, oth, ref_types, wrong, algorithms=("kmeans",), n_null=200)
+    assert assign2.set_index("component").at["1:5", "exception"] and scores2["n_exceptions"].iloc[0] == 1
+
+
+def test_kshape_transfer_ignores_the_level_of_the_other_run():
+    groups = {"0:0": "rise", "0:1": "rise", "0:2": "fall", "0:3": "fall"}
+    types = pd.Series({c: g for c, g in groups.items()})
+    ref, oth = _group_curves(groups, 0.01, 0), _group_curves(groups, 0.01, 1, shift=5.0)
+    _, scores = C.transfer(ref, oth, types, types, algorithms=("kshape",), n_null=200)
+    assert scores["ari"].iloc[0] == 1.0
+
+
+def test_transfer_needs_shared_checkpoints():
+    groups = {"0:0": "rise", "0:1": "fall", "0:2": "flat"}
+    types = pd.Series(groups)
+    ref = _group_curves(groups, 0.0, 0)
+    oth = ref.assign(step=ref["step"] + 1)
+    with pytest.raises(ValueError, match="share 0 complete checkpoints"):
+        C.transfer(ref, oth, types, types)

@@ -333,3 +333,75 @@ def _eta2(y: np.ndarray, codes: np.ndarray) -> np.ndarray:
     means = np.divide(sums, counts, out=np.zeros_like(sums, dtype=float), where=counts > 0)
     between = (counts * (means - y.mean()) ** 2).sum(axis=1)
     return between / total
+
+
+TRANSFER_ALGORITHMS = ("kshape", "kmeans", "ward")
+
+
+def _fit_predict(ref: np.ndarray, others: np.ndarray, k: int, algorithm: str, seed: int) -> tuple[np.ndarray,
+                                                                                                  np.ndarray]:
+    """Fit ``algorithm`` with ``k`` clusters on the rows of ``ref`` and assign the rows of
+    ``others`` to its clusters: k-shape and k-means by their own ``predict`` (nearest centroid in
+    their metric), Ward by the nearest of its clusters' means (Ward has no centroids of its own)."""
+    if algorithm == "kshape":
+        scale = TimeSeriesScalerMeanVariance()
+        model = KShape(n_clusters=k, n_init=KSHAPE_RESTARTS, random_state=seed, max_iter=100)
+        labels = model.fit_predict(scale.fit_transform(ref[:, :, None]))
+        return labels, model.predict(scale.fit_transform(others[:, :, None]))
+    if algorithm == "kmeans":
+        model = KMeans(n_clusters=k, n_init=20, random_state=seed).fit(ref)
+        return model.labels_, model.predict(others)
+    if algorithm == "ward":
+        labels = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(ref)
+        centres = np.stack([ref[labels == c].mean(axis=0) for c in range(k)])
+        return labels, ((others[:, None, :] - centres[None]) ** 2).sum(axis=2).argmin(axis=1)
+    raise ValueError(f"unknown algorithm {algorithm!r}; valid: {TRANSFER_ALGORITHMS}")
+
+
+def transfer(reference: pd.DataFrame, other: pd.DataFrame, ref_types: pd.Series, other_types: pd.Series,
+             k: int | None = None, algorithms: Sequence[str] = TRANSFER_ALGORITHMS, value: str = "llc_mean",
+             min_step: int = 1, seed: int = 0, n_null: int = 5000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Clusters fitted on one run's per-head curves, carried to another run's heads (rLLC paper,
+    Appendix G): per layer, each algorithm is fitted on ``reference`` (tidy rows component "L:H",
+    step, ``value`` of one distribution) and ``other``'s heads are assigned to its clusters, the
+    features scaled by the reference's spread (as ``curves_matrix`` scales them). Only the
+    checkpoints both runs share from ``min_step`` on are used. ``k`` defaults to the number of
+    reference types in the layer.
+
+    Returns (assignments: layer, algorithm, k, component, cluster, type, cluster_type — the
+    majority reference type of the cluster — and exception, True where the head's own type is not
+    its cluster's; scores: layer, algorithm, k, n_heads, ari of the assignment against
+    ``other_types`` with the random-label null of ``ari_against_null``, n_exceptions)."""
+    def wide(t: pd.DataFrame) -> pd.DataFrame:
+        heads = t[t["component"].str.fullmatch(r"\d+:\d+") & (t["step"] >= min_step)]
+        return heads.pivot_table(index="component", columns="step", values=value)
+
+    ref_w, oth_w = wide(reference), wide(other)
+    shared = [s for s in ref_w.columns if s in oth_w.columns and ref_w[s].notna().all() and oth_w[s].notna().all()]
+    if len(shared) < 3:
+        raise ValueError(f"the runs share {len(shared)} complete checkpoints from step {min_step}; need at least 3")
+    ref_w, oth_w = ref_w[shared], oth_w[shared]
+    rows, scores = [], []
+    for layer in sorted(layer_of(ref_w.index.to_series()).unique()):
+        r = ref_w[ref_w.index.str.startswith(f"{layer}:")]
+        o = oth_w[oth_w.index.str.startswith(f"{layer}:")]
+        if o.empty:
+            continue
+        scale = float(np.std(r.to_numpy())) or 1.0
+        kk = k or int(ref_types.reindex(r.index).nunique())
+        if kk < 2 or kk >= len(r):
+            continue
+        for alg in algorithms:
+            ref_lab, oth_lab = _fit_predict(r.to_numpy() / scale, o.to_numpy() / scale, kk, alg, seed)
+            majority = pd.Series(ref_types.reindex(r.index).to_numpy()).groupby(ref_lab).agg(
+                lambda s: s.value_counts().index[0])
+            own = other_types.reindex(o.index).to_numpy()
+            cluster_type = majority.reindex(oth_lab).to_numpy()
+            rows += [{"layer": int(layer), "algorithm": alg, "k": kk, "component": c, "cluster": int(lab), "type": t,
+                      "cluster_type": ct, "exception": bool(t != ct)}
+                     for c, lab, t, ct in zip(o.index, oth_lab, own, cluster_type, strict=True)]
+            stats = (ari_against_null(own, oth_lab, n=n_null, seed=seed) if len(set(own)) >= 2 else
+                     {"ari": float("nan"), "null_q95": float("nan"), "null_q99": float("nan"), "p_value": float("nan")})
+            scores.append({"layer": int(layer), "algorithm": alg, "k": kk, "n_heads": len(o), **stats,
+                           "n_exceptions": int(sum(t != ct for t, ct in zip(own, cluster_type, strict=True)))})
+    return pd.DataFrame(rows), pd.DataFrame(scores)
