@@ -55,12 +55,13 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .config import load_config
+    from .config import load_config, seeded_name
     from .train import start_from, train_model
 
     cfg = load_config(_profile(args))
     run = _run_dir(args, cfg)
-    for name in args.models:
+    names = [seeded_name(m, s, cfg.seed) for s in (args.seeds or [cfg.seed]) for m in args.models]
+    for name in names:
         if args.start_from:
             step = start_from(cfg, name, args.start_from, run)
             print(f"{name}: starting from {args.start_from} at step {step}")
@@ -172,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--models", nargs="+", default=["L0", "L1", "L2"], choices=["L0", "L1", "L2"])
     sp.add_argument("--start-from", default=None, metavar="RUN_DIR",
                     help="begin each model with this run's checkpoints (same weights, e.g. cpu for cpu-long)")
+    sp.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED",
+                    help="initialisation seeds (default: the profile's); another seed k trains e.g. L2-s<k> "
+                         "with the run's batch order")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("notebooks", help="execute every notebook with a profile into the run directory")

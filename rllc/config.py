@@ -77,6 +77,7 @@ class TrainConfig:
     batch_size: int = 100
     lr: float = 1e-3
     warmup_steps: int = 0  # linear warm-up to lr over this many steps (the paper: none)
+    data_seed: int = 0  # the batch order's seed (0: the run's seed); other-seed models keep the run's order
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     checkpoints: tuple[CheckpointRange, ...] = (
@@ -247,7 +248,40 @@ class Config:
         return _to_plain(dataclasses.asdict(self))
 
     def checkpoint_steps(self, model_name: str) -> list[int]:
-        return checkpoint_schedule(self.train.checkpoints, self.train.steps[model_name])
+        return checkpoint_schedule(self.train.checkpoints, self.train.steps[model_base(model_name)])
+
+
+SEED_MARK = "-s"  # "L2-s2": model L2 initialised with seed 2 (the run's batch order kept)
+
+
+def model_base(name: str) -> str:
+    """The architecture of a model name: "L2" for "L2" and for "L2-s2" (another seed)."""
+    base = name.split(SEED_MARK)[0]
+    if base not in MODEL_NAMES or (base != name and not name[len(base) + len(SEED_MARK):].isdigit()):
+        raise KeyError(f"unknown model {name!r}; valid: {list(MODEL_NAMES)}, optionally with a seed as in 'L2-s2'")
+    return base
+
+
+def seeded_name(name: str, seed: int, run_seed: int) -> str:
+    """The name of model ``name`` initialised with ``seed``: the plain name for the run's own seed."""
+    base = model_base(name)
+    return base if seed == run_seed else f"{base}{SEED_MARK}{int(seed)}"
+
+
+def seeded(cfg: Config, name: str) -> Config:
+    """The config that model ``name`` is trained with: for "L2-s<k>" the run's config with seed k
+    for the initialisation and the run's own batch order (``train.data_seed``); else ``cfg``."""
+    base = model_base(name)
+    if base == name:
+        return cfg
+    k = int(name[len(base) + len(SEED_MARK):])
+    train = dataclasses.replace(cfg.train, data_seed=cfg.train.data_seed or cfg.seed)
+    return dataclasses.replace(cfg, seed=k, train=train)
+
+
+def data_seed(cfg: Config) -> int:
+    """The seed of the training batch order."""
+    return cfg.train.data_seed or cfg.seed
 
 
 def checkpoint_schedule(ranges: tuple[CheckpointRange, ...], total_steps: int) -> list[int]:

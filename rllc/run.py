@@ -26,7 +26,7 @@ import yaml
 from transformer_lens import HookedTransformer
 
 from . import paths
-from .config import Config, config_hash, from_dict
+from .config import Config, config_hash, data_seed, from_dict, model_base, seeded
 from .data import tokens as tokens_mod
 from .io import write_text
 from .model.build import build_model
@@ -35,13 +35,17 @@ from .provenance import provenance
 
 
 def identity(cfg: Config, name: str) -> dict[str, Any]:
-    """Everything the weights of a model depend on, except how long it trains."""
-    t = cfg.train
+    """Everything the weights of a model depend on, except how long it trains. A model of another
+    seed ("L2-s2") differs in its seed and records the batch order's seed (unchanged for the run's
+    own models, whose stored identities stay valid)."""
+    c = seeded(cfg, name)
+    t = c.train
     return {
-        "model": name,
-        "model_config": config_hash(cfg.model),
-        "tokens": tokens_mod.tokens_key(cfg),
-        "seed": cfg.seed,
+        "model": model_base(name),
+        "model_config": config_hash(c.model),
+        "tokens": tokens_mod.tokens_key(c),
+        "seed": c.seed,
+        **({"data_seed": data_seed(c)} if data_seed(c) != c.seed else {}),
         "optimizer": config_hash({"batch": t.batch_size, "lr": t.lr, "wd": t.weight_decay, "betas": t.betas,
                                   **({"warmup": t.warmup_steps} if t.warmup_steps else {})}),
     }

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from .config import MODEL_NAMES, Config
+from .config import Config, data_seed, model_base
 from .data import tokens as data_mod
 from .io import write_table
 from .model.build import build_model, resolve_device
@@ -78,12 +78,13 @@ def train_model(
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Train (or resume, or just load) model ``name`` ("L0", "L1", "L2") of a profile.
+    """Train (or resume, or just load) model ``name`` ("L0", "L1", "L2") of a profile, or the
+    same architecture initialised with another seed ("L2-s2": seed 2, the run's batch order kept;
+    its checkpoints go to ``models/L2-s2``).
 
     ``on_step(step)`` is called after each optimiser step (tests use it to interrupt a run).
     """
-    if name not in MODEL_NAMES:
-        raise KeyError(f"unknown model {name!r}; valid: {list(MODEL_NAMES)}")
+    model_base(name)  # refuses an unknown name
     # refuse weights of other settings before anything is written (config.yaml included)
     CheckpointStore.for_model(run_path(cfg, run_dir), name).verify_identity(identity(cfg, name))
     run = create_run(cfg, run_dir).path
@@ -99,7 +100,7 @@ def train_model(
                             betas=tuple(cfg.train.betas))
     train_tokens = data_mod.load_tokens(cfg, "train")
     eval_tokens = data_mod.load_tokens(cfg, "test")[: cfg.train.eval_batches * cfg.train.batch_size]
-    order = BatchOrder(len(train_tokens), cfg.train.batch_size, cfg.seed)
+    order = BatchOrder(len(train_tokens), cfg.train.batch_size, data_seed(cfg))
 
     with deterministic_algorithms(cfg.train.deterministic):
         return _train_loop(cfg, name, run, store, model, opt, train_tokens, eval_tokens, order, schedule,
@@ -166,7 +167,7 @@ def _train_loop(cfg: Config, name: str, run: Path, store: CheckpointStore, model
                 opt: torch.optim.Optimizer, train_tokens: torch.Tensor, eval_tokens: torch.Tensor,
                 order: BatchOrder, schedule: set[int], device: torch.device, progress: bool,
                 on_step: Callable[[int], None] | None) -> TrainResult:
-    total = cfg.train.steps[name]
+    total = cfg.train.steps[model_base(name)]
     step, log, seconds = 0, [], 0.0
     state = store.load_resume()
     if state is not None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from rllc import io, run, train
+from rllc import config, io, run, train
 from rllc.model import checkpoints
 from rllc.train import BatchOrder
 
@@ -187,3 +187,38 @@ def test_resume_with_warm_up_is_identical(tiny_cfg, ci_prepared, tmp_path):
     resumed = train.train_model(cfg, "L2", tmp_path / "cut", progress=False)
     for step in ref.store.steps():
         _assert_identical(_weights(ref.store, step), _weights(resumed.store, step))
+
+
+def test_another_seed_is_its_own_model_with_the_runs_batch_order(tiny_cfg, tmp_path):
+    from rllc.config import model_base, seeded, seeded_name
+    from rllc.model.build import build_model
+    from rllc.run import identity, load_model
+    from rllc.train import train_model
+
+    assert seeded_name("L2", tiny_cfg.seed, tiny_cfg.seed) == "L2" and seeded_name("L2", 7, 1) == "L2-s7"
+    assert model_base("L2-s7") == "L2"
+    for bad in ("L3", "L2-s", "L2-sx", "L2s2"):
+        with pytest.raises(KeyError, match="unknown model"):
+            model_base(bad)
+    # the run's own models keep their identity (no data_seed entry); another seed records both seeds
+    own = identity(tiny_cfg, "L2")
+    assert "data_seed" not in own and own["seed"] == tiny_cfg.seed
+    other = identity(tiny_cfg, "L2-s7")
+    assert other["seed"] == 7 and other["data_seed"] == tiny_cfg.seed and other["model"] == "L2"
+    # initialisation: the same as a run whose seed is 7 (the oracle: the plain config)
+    a = build_model(tiny_cfg, "L2-s7")
+    b = build_model(seeded(tiny_cfg, "L2-s7"), "L2")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a.W_Q, build_model(tiny_cfg, "L2").W_Q)
+    # its own store; the weights are those of a seed-7 run that keeps the run's batch order
+    # (train.data_seed), and differ from a seed-7 run with its own order
+    r1 = train_model(tiny_cfg, "L2-s7", tmp_path / "a", progress=False)
+    assert r1.store.root == tmp_path / "a" / "models" / "L2-s7"
+    base = tiny_cfg.to_dict()
+    same_order = config.from_dict("ci", {**base, "seed": 7, "train": {**base["train"], "data_seed": tiny_cfg.seed}})
+    own_order = config.from_dict("ci", {**base, "seed": 7})
+    train_model(same_order, "L2", tmp_path / "b", progress=False)
+    train_model(own_order, "L2", tmp_path / "c", progress=False)
+    m1, m2, m3 = (load_model(tmp_path / d, n) for d, n in (("a", "L2-s7"), ("b", "L2"), ("c", "L2")))
+    assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters(), strict=True))
+    assert not torch.equal(m1.W_Q, m3.W_Q)

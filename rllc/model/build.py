@@ -7,7 +7,7 @@ import warnings
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from ..config import MODEL_NAMES, Config, ModelConfig
+from ..config import MODEL_NAMES, Config, ModelConfig, model_base, seeded
 
 N_LAYERS = {"L0": 0, "L1": 1, "L2": 2}
 
@@ -40,11 +40,12 @@ def hooked_config(model: ModelConfig, name: str, d_vocab: int, seed: int,
 
 def build_model(cfg: Config, name: str, d_vocab: int | None = None,
                 device: str | torch.device = "cpu") -> HookedTransformer:
-    """A freshly initialised model (deterministic for ``cfg.seed``)."""
+    """A freshly initialised model (deterministic for ``cfg.seed``; "L2-s<k>" for seed k)."""
     vocab = d_vocab if d_vocab is not None else cfg.tokenizer.vocab_size
+    seed = seeded(cfg, name).seed
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*")
-        return HookedTransformer(hooked_config(cfg.model, name, vocab, cfg.seed, str(device)))
+        return HookedTransformer(hooked_config(cfg.model, model_base(name), vocab, seed, str(device)))
 
 
 def n_params(model: torch.nn.Module) -> int:
