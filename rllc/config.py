@@ -227,6 +227,16 @@ class CurvatureConfig:
 
 
 @dataclass(frozen=True)
+class SeedsConfig:
+    """Other initialisation seeds of L2 (notebook 06; paper App. G): trained like the run's own
+    model with the run's batch order, evaluated with one protocol for every seed."""
+
+    others: tuple[int, ...] = ()  # initialisation seeds besides the run's (the paper: three more runs)
+    processes: int = 1  # train the seeds in this many processes at once (threads shared among them)
+    dr_from: float = 0.0  # code drLLC per head at the per-head checkpoints from this fraction of training on
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str = "paper"
     seed: int = 1
@@ -243,6 +253,7 @@ class Config:
     classify: ClassifyConfig = ClassifyConfig()
     circuit: CircuitConfig = CircuitConfig()
     curvature: CurvatureConfig = CurvatureConfig()
+    seeds: SeedsConfig = SeedsConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

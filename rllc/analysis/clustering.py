@@ -405,3 +405,29 @@ def transfer(reference: pd.DataFrame, other: pd.DataFrame, ref_types: pd.Series,
             scores.append({"layer": int(layer), "algorithm": alg, "k": kk, "n_heads": len(o), **stats,
                            "n_exceptions": int(sum(t != ct for t, ct in zip(own, cluster_type, strict=True)))})
     return pd.DataFrame(rows), pd.DataFrame(scores)
+
+
+def transfer_to_runs(reference: pd.DataFrame, ref_types: pd.Series,
+                     others: dict[str, tuple[pd.DataFrame, pd.Series]], ks: Sequence[int],
+                     algorithms: Sequence[str] = TRANSFER_ALGORITHMS, value: str = "llc_mean", min_step: int = 1,
+                     seed: int = 0, n_null: int = 5000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`transfer` from one reference run to each of ``others`` (name → (curves, types)), for
+    every k in ``ks`` that a layer allows. Both tables gain a ``run`` column; the scores gain
+    ``n_types`` (the other run's types in the layer) and ``matches_types`` (k equals it)."""
+    assigned, scored = [], []
+    for name, (curves, types) in others.items():
+        for k in ks:
+            a, s = transfer(reference, curves, ref_types, types, k=int(k), algorithms=algorithms, value=value,
+                            min_step=min_step, seed=seed, n_null=n_null)
+            if s.empty:
+                continue
+            n_types = {int(layer): int(types[types.index.str.startswith(f"{layer}:")].nunique())
+                       for layer in s["layer"].unique()}
+            s = s.assign(n_types=s["layer"].map(n_types))
+            assigned.append(a.assign(run=name))
+            scored.append(s.assign(run=name, matches_types=s["k"] == s["n_types"]))
+    if not scored:
+        return pd.DataFrame(), pd.DataFrame()
+    first = ["run", "layer", "algorithm", "k"]
+    a, s = pd.concat(assigned, ignore_index=True), pd.concat(scored, ignore_index=True)
+    return a[first + [c for c in a.columns if c not in first]], s[first + [c for c in s.columns if c not in first]]

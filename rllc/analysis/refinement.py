@@ -26,13 +26,16 @@ def ratio_table(estimates: pd.DataFrame, dr_data: str, wr_data: str = "train") -
     return out
 
 
-def ratio_by_type(ratios: pd.DataFrame, groups: dict[str, Sequence[str]]) -> pd.DataFrame:
+def ratio_by_type(ratios: pd.DataFrame, groups: dict[str, Sequence[str]], first_step: int | None = None) -> pd.DataFrame:
     """Mean drLLC/wrLLC ratio of each group of heads at the last checkpoint and averaged over the
-    last third of training (by step), per distribution."""
+    last third of training (by step), per distribution. The third is that of the steps from
+    ``first_step`` (default: the ratios' first step) to the last: pass the first checkpoint of the
+    whole curve when the ratios were measured only late in training."""
     rows = []
     for data, d in ratios.groupby("data"):
         last = d["step"].max()
-        start = d["step"].min() + 2 * (last - d["step"].min()) / 3
+        first = d["step"].min() if first_step is None else first_step
+        start = first + 2 * (last - first) / 3
         for window, sub in (("final", d[d["step"] == last]), ("last third", d[d["step"] >= start])):
             for group, members in groups.items():
                 vals = sub[sub["component"].isin(list(members))]["ratio"]

@@ -41,6 +41,10 @@ MIN_TRACKING_RHO = 0.5
 # claim 9 (ablation order ~ rLLC order): Spearman rho between final resample-ablation scores and
 # final wrLLCs over all heads (the issue's threshold; the paper gives no number).
 MIN_ORDER_RHO = 0.6
+# claim 10 (clusters transfer across seeds): shape-based k-means fitted on the run's own seed,
+# other seeds' heads assigned to its nearest centroids; the median over (other seed, layer) of the
+# ARI against that seed's own types, at k = its number of types, reaches claim 3's threshold.
+TRANSFER_ALGORITHM = "kshape"
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,20 @@ def check_ablation_order(run: Path) -> tuple[str, str, str]:
     return (PASS if rho >= MIN_ORDER_RHO else FAIL), value, threshold
 
 
+def check_transfer(run: Path) -> tuple[str, str, str]:
+    t = _table(run, "cluster_transfer")
+    threshold = (f"median over (other seed, layer) of the {TRANSFER_ALGORITHM} transfer ARI (k = that seed's "
+                 f"number of types in the layer) >= {MIN_ARI}")
+    t = t[(t["algorithm"] == TRANSFER_ALGORITHM) & t["matches_types"]] if len(t) else t
+    if t.empty or t["ari"].isna().all():
+        return UNDEFINED, "no other seed has a layer with two or more types", threshold
+    t = t.dropna(subset=["ari"]).sort_values(["run", "layer"])
+    med = float(t["ari"].median())
+    parts = [f"{r.run} L{int(r.layer)} {r.ari:.2f} (null 95% {r.null_q95:.2f}, {int(r.n_exceptions)} of "
+             f"{int(r.n_heads)} heads off-type)" for r in t.itertuples()]
+    return (PASS if med >= MIN_ARI else FAIL), f"median {med:.2f}: " + "; ".join(parts), threshold
+
+
 CLAIMS: tuple[Claim, ...] = (
     Claim("1. Full-model LLC critical points split training into stages", "01_llc_theory", check_stages,
           ("stages_L2",)),
@@ -228,7 +246,7 @@ CLAIMS: tuple[Claim, ...] = (
           ("measure_tracking", "measure_agreement")),
     Claim("9. Ablation scores order heads like the final rLLC", "05_curvature_ablation", check_ablation_order,
           ("measure_agreement",)),
-    Claim("10. Clusters fit on one seed transfer to other seeds", "06_seeds", None),
+    Claim("10. Clusters fit on one seed transfer to other seeds", "06_seeds", check_transfer, ("cluster_transfer",)),
 )
 
 

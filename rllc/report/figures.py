@@ -703,3 +703,68 @@ def warmup_controls(curves: dict[int, pd.DataFrame], losses: dict[int, pd.DataFr
     fig.tight_layout()
     mark_sampler(fig, settings)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Other seeds (notebook 06)
+
+
+def seed_head_curves(estimates: dict[str, pd.DataFrame], types: dict[str, pd.Series], settings: dict,
+                     ylabel: str = "wrLLC", min_step: int = 1, title: str = "") -> plt.Figure:
+    """Figure 23 analogue: one row per seed, one panel per layer, each head's curve coloured by
+    its own seed's behavioural type (± std across chains shaded); step 0 left out as in 02."""
+    names = list(estimates)
+    layers = sorted({int(c.split(":")[0]) for e in estimates.values() for c in e["component"] if ":" in c})
+    fig, axes = plt.subplots(len(names), len(layers), figsize=(5.0 * len(layers), 2.9 * len(names)),
+                             squeeze=False, sharex=True)
+    for row, name in zip(axes, names, strict=True):
+        est = estimates[name]
+        heads = est[est["component"].str.contains(":") & (est["step"] >= min_step)]
+        for ax, layer in zip(row, layers, strict=True):
+            sub = heads[heads["component"].str.startswith(f"{layer}:")]
+            comps = sorted(sub["component"].unique(), key=lambda c: int(c.split(":")[1]))
+            ls = _type_linestyles(comps, types[name])
+            for c in comps:
+                d = sub[sub["component"] == c].sort_values("step")
+                color = TYPE_COLORS.get(types[name].get(c, ht.MULTIGRAM), "0.4")
+                ax.plot(d["step"], d["llc_mean"], color=color, linestyle=ls[c], linewidth=1.3, marker=".",
+                        markersize=3, label=f"{c} {types[name].get(c, '')}")
+                ax.fill_between(d["step"], d["llc_mean"] - d["llc_std"], d["llc_mean"] + d["llc_std"], color=color,
+                                alpha=0.08)
+            log_steps(ax)
+            ax.set_title(f"{name}, layer {layer}", fontsize=9)
+            ax.set_ylabel(ylabel)
+            ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    for ax in axes[-1]:
+        ax.set_xlabel("training step")
+    if title:
+        fig.suptitle(title, y=1.0)
+    fig.tight_layout()
+    mark_sampler(fig, settings)
+    return fig
+
+
+def transfer_scores(scores: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Figures 20–22 in one number each: per other seed and layer, the ARI of each algorithm's
+    transferred clusters (k = that seed's number of types) against its own types, with the 95%
+    quantile of the random-label null as a black tick."""
+    s = scores[scores["matches_types"]].copy()
+    s["where"] = s["run"] + " L" + s["layer"].astype(str)
+    places = list(dict.fromkeys(s.sort_values(["run", "layer"])["where"]))
+    algs = list(dict.fromkeys(s["algorithm"]))
+    fig, ax = plt.subplots(figsize=(1.3 * max(len(places), 2) + 2, 3.6))
+    width = 0.8 / max(len(algs), 1)
+    for i, alg in enumerate(algs):
+        d = s[s["algorithm"] == alg].set_index("where").reindex(places)
+        x = np.arange(len(places)) + (i - (len(algs) - 1) / 2) * width
+        ax.bar(x, d["ari"], width=width * 0.9, label=alg)
+        ax.scatter(x, d["null_q95"], marker="_", s=200, color="k", zorder=5,
+                   label="null 95% quantile" if i == 0 else None)
+    ax.axhline(0, color="0.5", linewidth=0.8)
+    ax.set_xticks(np.arange(len(places)), places, fontsize=8)
+    ax.set_ylabel("ARI against the seed's own types")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
