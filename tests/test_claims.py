@@ -93,3 +93,23 @@ def test_claims_8_and_9_from_the_agreement_tables(tmp_path):
         "n_steps": [10, 10], "null_median": [0.9, 0.85], "null_max": [0.9, 0.9]}))
     status = dict(zip(*[claims.scorecard(tmp_path)[k] for k in ("claim", "status")], strict=True))
     assert status["8. Hessian trace partly tracks the rLLC"] == "fail"
+
+
+def _transfer_rows(aris):
+    return pd.DataFrame([{"run": r, "layer": lay, "algorithm": alg, "k": 2, "n_heads": 8, "ari": a, "null_q95": 0.3,
+                          "p_value": 0.01, "n_exceptions": 1, "n_types": 2, "matches_types": m}
+                         for r, lay, alg, a, m in aris])
+
+
+def test_claim_10_reads_the_median_kshape_transfer_at_each_seeds_types(tmp_path):
+    c10 = "10. Clusters fit on one seed transfer to other seeds"
+    _write(tmp_path, "cluster_transfer.csv", _transfer_rows([
+        ("L2-s2", 0, "kshape", 0.9, True), ("L2-s2", 1, "kshape", 0.6, True), ("L2-s3", 0, "kshape", 0.1, True),
+        ("L2-s3", 1, "kshape", 0.0, False), ("L2-s3", 1, "kmeans", 1.0, True)]))  # ignored: k or algorithm
+    row = claims.scorecard(tmp_path).set_index("claim").loc[c10]
+    assert row["status"] == "pass" and row["value"].startswith("median 0.60")  # median of 0.9, 0.6, 0.1
+    _write(tmp_path, "cluster_transfer.csv", _transfer_rows([
+        ("L2-s2", 0, "kshape", 0.9, True), ("L2-s3", 0, "kshape", 0.1, True), ("L2-s3", 1, "kshape", 0.2, True)]))
+    assert claims.scorecard(tmp_path).set_index("claim").at[c10, "status"] == "fail"
+    _write(tmp_path, "cluster_transfer.csv", _transfer_rows([("L2-s2", 0, "kshape", 0.9, False)]))
+    assert claims.scorecard(tmp_path).set_index("claim").at[c10, "status"] == "undefined"

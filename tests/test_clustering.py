@@ -272,3 +272,22 @@ def test_transfer_needs_shared_checkpoints():
     oth = ref.assign(step=ref["step"] + 1)
     with pytest.raises(ValueError, match="share 0 complete checkpoints"):
         C.transfer(ref, oth, types, types)
+
+
+def test_transfer_to_runs_marks_the_k_of_each_runs_types():
+    ref_groups = {"1:0": "rise", "1:1": "rise", "1:2": "fall", "1:3": "fall", "1:4": "flat", "1:5": "flat"}
+    ref_types = pd.Series({c: f"type-{g}" for c, g in ref_groups.items()})
+    two = {"1:0": "rise", "1:1": "rise", "1:2": "rise", "1:3": "fall", "1:4": "fall", "1:5": "fall"}
+    others = {"A": (_group_curves(ref_groups, 0.02, 1), ref_types),
+              "B": (_group_curves(two, 0.02, 2), pd.Series({c: f"type-{g}" for c, g in two.items()}))}
+    assign, scores = C.transfer_to_runs(_group_curves(ref_groups, 0.02, 0), ref_types, others, [2, 3],
+                                        algorithms=("kmeans",), n_null=200)
+    assert list(scores.columns[:4]) == ["run", "layer", "algorithm", "k"] and set(scores["run"]) == {"A", "B"}
+    at = scores[scores["matches_types"]].set_index("run")
+    assert at.at["A", "k"] == 3 and at.at["B", "k"] == 2  # each run's own number of types
+    assert at.at["A", "ari"] == 1.0  # same groups on the same heads
+    # two clusters cannot hold A's three groups; B's two groups land in two of the three clusters
+    by = scores.set_index(["run", "k"])
+    assert by.at[("A", 2), "ari"] < 1.0 and not by.at[("A", 2), "matches_types"]
+    assert by.at[("B", 3), "ari"] == 1.0 and not by.at[("B", 3), "matches_types"]
+    assert len(assign) == 2 * 2 * 6 and set(assign["run"]) == {"A", "B"}

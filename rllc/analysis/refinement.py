@@ -26,7 +26,8 @@ def ratio_table(estimates: pd.DataFrame, dr_data: str, wr_data: str = "train") -
     return out
 
 
-def ratio_by_type(ratios: pd.DataFrame, groups: dict[str, Sequence[str]], first_step: int | None = None) -> pd.DataFrame:
+def ratio_by_type(ratios: pd.DataFrame, groups: dict[str, Sequence[str]],
+                  first_step: int | None = None) -> pd.DataFrame:
     """Mean drLLC/wrLLC ratio of each group of heads at the last checkpoint and averaged over the
     last third of training (by step), per distribution. The third is that of the steps from
     ``first_step`` (default: the ratios' first step) to the last: pass the first checkpoint of the
