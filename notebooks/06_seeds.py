@@ -43,8 +43,6 @@ run_dir: str = ""  # where results go; "" means runs/<profile>/
 progress: bool = True  # show progress bars
 
 # %%
-import dataclasses
-
 import pandas as pd
 from IPython.display import Markdown, display
 
@@ -115,18 +113,18 @@ for name in NAMES:
 # %% [markdown]
 # ## 3. Per-head rLLC curves of every seed (Figure 23 analogue)
 #
-# The wrLLC of every head and the full-model LLC at the per-head checkpoints of `02` (the same
-# sampler; the full model with `01`'s curve settings, whose estimates for the run's own seed are
-# reused), and the drLLC of every head on held-out code at the per-head checkpoints from
-# `seeds.dr_from` of training on.
+# The wrLLC of every head and the full-model LLC at the per-head checkpoints of `02`, with its
+# sampler (the run's own seed reuses `02`'s estimates), and the drLLC of every head on held-out
+# code at the per-head checkpoints from `seeds.dr_from` of training on (the run's own seed reuses
+# `03`'s). The full-model curve is thus coarser and noisier than `01`'s (the per-head checkpoints
+# and sampler, where `01` uses a denser grid and more samples): 06's stage reading is a cheap
+# check, `01`'s the measurement.
 
 # %%
 steps = sweep.strided_steps(run, "L2", cfg.llc.checkpoint_stride, cfg.llc.head_checkpoints)
 wr = sweep.run_sweep(run, NAMES, steps, HEADS, ["train"], cfg.sampler, device=cfg.train.device,
                      workers=cfg.llc.workers, progress=progress)
-curve_sampler = dataclasses.replace(cfg.sampler, chains=cfg.llc.curve_chains or cfg.sampler.chains,
-                                    draws=cfg.llc.curve_draws or cfg.sampler.draws)
-full = sweep.run_sweep(run, NAMES, steps, ["full"], ["train"], curve_sampler, device=cfg.train.device,
+full = sweep.run_sweep(run, NAMES, steps, ["full"], ["train"], cfg.sampler, device=cfg.train.device,
                        workers=cfg.llc.workers, progress=progress)
 nb.write("wrllc_seeds", pd.concat([wr, full], ignore_index=True))
 available = data.available_distributions(cfg)
@@ -135,8 +133,8 @@ late = [s for s in steps if s >= cfg.seeds.dr_from * steps[-1]]
 dr = (sweep.run_sweep(run, NAMES, late, HEADS, code, cfg.sampler, device=cfg.train.device,
                       workers=cfg.llc.workers, progress=progress) if code else wr.iloc[:0])
 nb.write("drllc_seeds", dr)
-print(f"{len(steps)} checkpoints; {len(wr)} head wrLLCs, {len(full)} full-model LLCs ({curve_sampler.chains} x "
-      f"{curve_sampler.draws}), {len(dr)} code drLLCs ({', '.join(code) or 'no code corpus'}) at {late}")
+print(f"{len(steps)} checkpoints; {len(wr)} head wrLLCs, {len(full)} full-model LLCs, {len(dr)} code drLLCs "
+      f"({', '.join(code) or 'no code corpus'}) at {late}")
 
 # %%
 by_model = {n: wr[wr["model"] == n] for n in NAMES}
