@@ -61,6 +61,7 @@ bench: venv
 	$(BIN)/python benchmarks/curvature_cost.py --profile $(PROFILE) --component 0:1
 	$(BIN)/python benchmarks/curvature_cost.py --profile $(PROFILE) --component 1:0
 	$(BIN)/python benchmarks/curvature_cost.py --profile $(PROFILE) --component full
+	$(BIN)/python benchmarks/layer_inputs.py --profile $(PROFILE) --heads 3
 
 clean:
 	rm -rf runs/ci-test runs/ci

@@ -331,3 +331,31 @@ def test_generator_predictions_are_computed_once_per_batch_and_heads_agree_with_
     assert targets.misses == distinct and np.isfinite(again.traces).all()
     small = SoftTargets(gen, max_bytes=1)  # nothing fits: recomputed every time, still correct
     assert torch.equal(small(data[:4]), targets(data[:4])) and small.misses == 1 and not small._cache
+
+
+def test_shared_layer_inputs_leave_every_head_estimate_bit_identical(trained) -> None:
+    """Head estimates of one checkpoint sharing their layers' inputs (as sweeps do) give the same
+    traces, bit for bit, as estimates that compute them themselves; the cache serves the second
+    head of a layer from the first head's batches, and refuses another checkpoint's weights."""
+    from rllc.model.fused import LayerInputs
+
+    model, data = trained
+    s = SamplerConfig(epsilon=1e-3, gamma=100.0, nbeta=10.0, chains=2, draws=10, burnin=3, batch_size=16,
+                      reference="paired")
+    shared = LayerInputs()
+    for comp in ("1:0", "1:1", "0:1", "1:0+1:1"):
+        alone = estimate_llc(model, comp, data, s, device="cpu")
+        with_cache = estimate_llc(model, comp, data, s, device="cpu", layer_inputs=shared)
+        assert np.array_equal(alone.traces, with_cache.traces), comp
+    steps = s.chains * (s.burnin + s.draws)
+    # layer 1, every batch of the paired reference and of the chains: filled by 1:0's reference,
+    # then served to 1:0's chains and to both passes of 1:1 and of 1:0+1:1 (layer 0 is never kept)
+    assert shared.misses == steps and shared.hits == 5 * steps
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.blocks[0].attn.W_V.mul_(1.5)
+    with pytest.raises(ValueError, match="another checkpoint"):
+        estimate_llc(other, "1:0", data, s, device="cpu", layer_inputs=shared)
+    full = LayerInputs(max_bytes=0)  # nothing kept: every batch computed again
+    estimate_llc(model, "1:0", data, s, device="cpu", layer_inputs=full)
+    assert full.hits == 0 and full._bytes == 0

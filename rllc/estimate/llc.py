@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ..config import SamplerConfig
 from ..model.components import ParamMasks, component_masks, component_size, parse_head
-from ..model.fused import HeadLoss, SoftTargets, model_logits, next_token_loss, soft_ce, supports
+from ..model.fused import HeadLoss, LayerInputs, SoftTargets, model_logits, next_token_loss, soft_ce, supports
 from .batched import run_chains_batched
 from .sgld import BATCH_ORDERS, ESTIMATOR_VERSION, BatchFeed, LossFn, chain_feeds, n_steps, sgld_update
 
@@ -410,6 +410,7 @@ def estimate_llc(
     progress: bool = False,
     bar: tqdm | None = None,
     baseline: np.ndarray | None = None,
+    layer_inputs: LayerInputs | None = None,
 ) -> LLCResult:
     """The (weight- and data-refined) LLC of a named component of a language model.
 
@@ -417,6 +418,9 @@ def estimate_llc(
     (eq. 11) on the contexts in ``data``, instead of the next-token loss on ``data`` (a model, or
     a ``SoftTargets`` of one to share its cached predictions between estimates).
     ``baseline``: the paired reference losses, if already computed (see ``sample_llc``).
+    ``layer_inputs``: for a head (or heads) on CPU, the inputs of its layer on each batch, shared
+    with the other heads' estimates at the same checkpoint and data (``rllc.model.fused.LayerInputs``;
+    the estimate is bit-identical with or without it, only faster).
     """
     masks = component_masks(model, component)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
@@ -429,7 +433,7 @@ def estimate_llc(
         # with a shared order every chain revisits the same batches: keep their frozen prefixes;
         # with per-chain orders no batch comes back within an estimate, so keep none
         keep = n_steps(settings) if settings.batch_order == "shared" else 0
-        loss_fn = HeadLoss(heads, targets=targets, max_batches=keep)
+        loss_fn = HeadLoss(heads, targets=targets, max_batches=keep, inputs=layer_inputs)
     else:
         loss_fn = generator_loss(targets) if targets is not None else next_token_loss
     return sample_llc(model, data, masks, settings, loss_fn, device=device, progress=progress,

@@ -36,7 +36,7 @@ from ..data import tokens as data_mod
 from ..io import read_json, write_json, write_table
 from ..model.build import resolve_device
 from ..model.checkpoints import CheckpointStore
-from ..model.fused import SoftTargets, next_token_loss
+from ..model.fused import LayerInputs, SoftTargets, next_token_loss
 from ..run import find_run, identity, load_model, require_run, run_config
 from . import sgld
 from .llc import LLCResult, estimate_llc, generator_loss, paired_baselines
@@ -236,6 +236,15 @@ def _model(run: Path, job: Job, dev: torch.device, state: dict[Any, Any]) -> tor
     return state["model"]
 
 
+def _layer_inputs(job: Job, settings: SamplerConfig, state: dict[Any, Any]) -> LayerInputs:
+    """The layer inputs shared by the head estimates of the job's checkpoint, data and batches
+    (``state`` keeps those of the last checkpoint, one per distribution and batch feed)."""
+    if state.get("inputs_for") != (job.model, job.step):
+        state["inputs"], state["inputs_for"] = {}, (job.model, job.step)
+    feeds = (job.data, settings.batch_size, tuple(sgld.feed_seeds(settings)))
+    return state["inputs"].setdefault(feeds, LayerInputs())
+
+
 def _run_job(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: torch.device,
              state: dict[Any, Any], bar: tqdm | None = None) -> None:
     """Estimate one job and write its record; ``state`` keeps the last model and the token data."""
@@ -243,7 +252,8 @@ def _run_job(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: tor
     baseline = paired_baseline(run, cfg, job, settings, dev, state)
     tokens, generator = _data_tensor(cfg, run, job.data, dev, state.setdefault("data", {}))
     result = estimate_llc(model, job.component, tokens, settings, generator=generator,
-                          data_name=job.data, device=dev, bar=bar, baseline=baseline)
+                          data_name=job.data, device=dev, bar=bar, baseline=baseline,
+                          layer_inputs=_layer_inputs(job, settings, state))
     key = record_key(cfg, job, settings, run)
     write_json(records_dir(run) / f"{key}.json", _record(job, result, key, dev))
 

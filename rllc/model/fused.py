@@ -263,6 +263,77 @@ class SoftTargets:
         return target
 
 
+@torch.no_grad()
+def layer_inputs(model: nn.Module, layer: int, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(residual stream entering ``layer``, its heads' value input, their query/key input, the
+    positional embedding) on a batch, without gradients."""
+    resid, pos = _embed(model, tokens)
+    for lower in range(layer):
+        resid = _block(model, lower, resid, pos)
+    x, qk_in = _attn_inputs(model, layer, resid, pos)
+    return resid, x, qk_in, pos
+
+
+class LayerInputs:
+    """What enters a layer's heads on each batch, computed once and shared by the head losses of
+    every head of one checkpoint.
+
+    A head estimate moves only its own head's weights, so the residual stream entering its layer
+    and that layer's attention inputs depend on the frozen weights below it alone, and with
+    per-chain batch orders every head of a checkpoint sees the same batches (chain c's order is
+    seeded by the sampler, not the component). ``get`` returns (resid, x, qk_in, pos) for a layer,
+    computed by the same code as :class:`HeadLoss` computes them itself, so the losses and every
+    SGLD trace are bit-identical with or without the cache (a test checks it). Layer 0's inputs
+    (an embedding lookup) are cheap and never kept. Batches are kept until ``max_bytes`` is
+    reached and later ones are computed without being kept: a sweep revisits the batches in the
+    same cycle for every head, and an evicting (LRU) cache smaller than the cycle would drop each
+    entry just before its reuse.
+
+    One object belongs to one checkpoint's frozen weights: the first call records a fingerprint of
+    the embeddings and the layers below, and a model with other weights there is refused."""
+
+    def __init__(self, max_bytes: int = 1024**3) -> None:
+        self.max_bytes = max_bytes
+        self._cache: dict[tuple, tuple[torch.Tensor, ...]] = {}
+        self._bytes = 0
+        self._fingerprints: dict[int, torch.Tensor] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def _fingerprint(model: nn.Module, layer: int) -> torch.Tensor:
+        parts = [model.embed.W_E, model.pos_embed.W_pos]
+        for lower in range(layer):
+            parts += list(model.blocks[lower].parameters())
+        sums = [p.detach().double().sum() for p in parts] + [p.detach().double().abs().sum() for p in parts]
+        return torch.stack(sums)
+
+    def check(self, model: nn.Module, layer: int) -> None:
+        """Refuse ``model`` if its weights below ``layer`` differ from those the cache was filled with."""
+        if layer == 0:
+            return
+        fp = self._fingerprint(model, layer)
+        seen = self._fingerprints.setdefault(layer, fp)
+        if not torch.equal(seen, fp):
+            raise ValueError("these LayerInputs were filled from another checkpoint's weights; make one per checkpoint")
+
+    def get(self, model: nn.Module, layer: int, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if layer == 0:
+            return layer_inputs(model, layer, tokens)
+        key = (layer, *batch_key(tokens))
+        found = self._cache.get(key)
+        if found is not None:
+            self.hits += 1
+            return found
+        self.misses += 1
+        found = layer_inputs(model, layer, tokens)
+        size = sum(t.numel() * t.element_size() for t in found[:3])
+        if self._bytes + size <= self.max_bytes:
+            self._cache[key] = found
+            self._bytes += size
+        return found
+
+
 class HeadLoss:
     """``next_token_loss`` for SGLD on attention heads only, with the frozen part computed once per batch.
 
@@ -278,10 +349,11 @@ class HeadLoss:
     """
 
     def __init__(self, heads: Sequence[tuple[int, int]], max_batches: int = 512,
-                 targets: SoftTargets | None = None) -> None:
+                 targets: SoftTargets | None = None, inputs: LayerInputs | None = None) -> None:
         if not heads:
             raise ValueError("HeadLoss needs at least one (layer, head)")
         self.targets = targets  # a generator's predictions replace the next tokens (eq. 11)
+        self.inputs = inputs  # the layer's inputs shared with the other heads of the checkpoint
         self.heads = sorted(set((int(a), int(b)) for a, b in heads))
         self.layer = self.heads[0][0]
         self.moving = [h for (layer, h) in self.heads if layer == self.layer]  # moving heads of the first layer
@@ -294,10 +366,10 @@ class HeadLoss:
 
     @torch.no_grad()
     def _frozen(self, model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        resid, pos = _embed(model, tokens)
-        for layer in range(self.layer):
-            resid = _block(model, layer, resid, pos)
-        x, qk_in = _attn_inputs(model, self.layer, resid, pos)
+        if self.inputs is not None:
+            resid, x, qk_in, pos = self.inputs.get(model, self.layer, tokens)
+        else:
+            resid, x, qk_in, pos = layer_inputs(model, self.layer, tokens)
         others = [h for h in range(model.cfg.n_heads) if h not in self.moving]
         rest = resid + model.blocks[self.layer].attn.b_O
         if others:
@@ -309,6 +381,8 @@ class HeadLoss:
             raise ValueError("HeadLoss needs an attention-only model that rllc.model.fused supports")
         if self._model_id is None:
             self._model_id = id(model)
+            if self.inputs is not None:
+                self.inputs.check(model, self.layer)
         elif self._model_id != id(model):
             raise ValueError("a HeadLoss caches one model's frozen weights; make a new one for another model")
         key = self._key(tokens)
