@@ -8,7 +8,8 @@ with ``--run``) at the profile's sampler settings two ways, one thread, one afte
   shared   the heads of a layer take those inputs from one ``LayerInputs`` per checkpoint and data,
            as ``rllc.estimate.sweep`` now does
 
-and prints the wall time of each per layer, their ratio, and whether the traces are bit-identical.
+(the paired reference computed once beforehand with the plain loss, as a sweep does) and prints
+the wall time of each per layer, their ratio, and whether the traces are bit-identical.
 Asserts nothing; the machine may be shared, so repeat.
 
     python benchmarks/layer_inputs.py --profile cpu --heads 3
@@ -26,9 +27,10 @@ import torch
 
 from rllc.config import load_config
 from rllc.data import tokens as data_mod
-from rllc.estimate.llc import estimate_llc
+from rllc.estimate.llc import estimate_llc, paired_baselines
+from rllc.estimate.sgld import chain_feeds, n_steps
 from rllc.model.build import build_model
-from rllc.model.fused import LayerInputs
+from rllc.model.fused import LayerInputs, next_token_loss
 from rllc.run import load_model
 
 
@@ -45,6 +47,9 @@ def main() -> None:
     prepared = data_mod.prepare(cfg)
     model = load_model(args.run, "L2") if args.run else build_model(cfg, "L2", prepared.vocab_size)
     tokens = data_mod.load_tokens(cfg, "train")
+    # as in a sweep: the paired reference once per checkpoint, with the plain loss, for every head
+    baseline = paired_baselines(model, chain_feeds(tokens, settings), next_token_loss, n_steps(settings),
+                                torch.device("cpu"))
     out = {"profile": args.profile, "chains": settings.chains, "draws": settings.draws, "layers": {}}
     for layer in range(model.cfg.n_layers):
         heads = [f"{layer}:{h}" for h in range(min(args.heads, model.cfg.n_heads))]
@@ -52,8 +57,8 @@ def main() -> None:
         for how in ("alone", "shared"):
             shared = LayerInputs() if how == "shared" else None
             start = time.perf_counter()
-            traces[how] = [estimate_llc(model, h, tokens, settings, device="cpu", layer_inputs=shared).traces
-                           for h in heads]
+            traces[how] = [estimate_llc(model, h, tokens, settings, device="cpu", baseline=baseline,
+                                        layer_inputs=shared).traces for h in heads]
             times[how] = time.perf_counter() - start
         out["layers"][layer] = {
             "heads": len(heads), "alone_s": round(times["alone"], 2), "shared_s": round(times["shared"], 2),

@@ -89,7 +89,8 @@ nb.savefig(fig, "06_seed_loss")
 # %% [markdown]
 # ## 2. What each seed's heads do
 #
-# The scores of `00` at every checkpoint of every seed, the score types at the last checkpoint
+# The head scores of `00` at every checkpoint of every seed (not the model's ICL score, which costs
+# as much as all head scores together and no claim here reads), the score types at the last checkpoint
 # (thresholds `rllc.analysis.head_types.TYPE_THRESHOLDS`), and for the remaining heads the
 # tokens-in-context classification of `02` (multigram or Dyck multigram). The run's own seed
 # reuses `02`'s head types.
@@ -99,7 +100,7 @@ decode = token_decoder(data.prepare(cfg).tokenizer)
 held_in = nb.held_in_windows()
 behaviour, types = {}, {}
 for name in NAMES:
-    behaviour[name] = trajectory.behaviour_over_training(cfg, run, name, progress=progress)
+    behaviour[name] = trajectory.behaviour_over_training(cfg, run, name, progress=progress, icl=name == "L2")
     if name == "L2":
         types[name] = nb.head_types
         continue

@@ -371,7 +371,8 @@ def transfer(reference: pd.DataFrame, other: pd.DataFrame, ref_types: pd.Series,
     Returns (assignments: layer, algorithm, k, component, cluster, type, cluster_type — the
     majority reference type of the cluster — and exception, True where the head's own type is not
     its cluster's; scores: layer, algorithm, k, n_heads, ari of the assignment against
-    ``other_types`` with the random-label null of ``ari_against_null``, n_exceptions)."""
+    ``other_types`` with the random-label null of ``ari_against_null`` — NaN with ``n_null`` 0 —,
+    n_exceptions)."""
     def wide(t: pd.DataFrame) -> pd.DataFrame:
         heads = t[t["component"].str.fullmatch(r"\d+:\d+") & (t["step"] >= min_step)]
         return heads.pivot_table(index="component", columns="step", values=value)
@@ -400,8 +401,14 @@ def transfer(reference: pd.DataFrame, other: pd.DataFrame, ref_types: pd.Series,
             rows += [{"layer": int(layer), "algorithm": alg, "k": kk, "component": c, "cluster": int(lab), "type": t,
                       "cluster_type": ct, "exception": bool(t != ct)}
                      for c, lab, t, ct in zip(o.index, oth_lab, own, cluster_type, strict=True)]
-            stats = (ari_against_null(own, oth_lab, n=n_null, seed=seed) if len(set(own)) >= 2 else
-                     {"ari": float("nan"), "null_q95": float("nan"), "null_q99": float("nan"), "p_value": float("nan")})
+            nan = float("nan")
+            if len(set(own)) < 2:
+                stats = {"ari": nan, "null_q95": nan, "null_q99": nan, "p_value": nan}
+            elif n_null:
+                stats = ari_against_null(own, oth_lab, n=n_null, seed=seed)
+            else:  # no null asked for
+                stats = {"ari": float(adjusted_rand_score(own, oth_lab)), "null_q95": nan, "null_q99": nan,
+                         "p_value": nan}
             scores.append({"layer": int(layer), "algorithm": alg, "k": kk, "n_heads": len(o), **stats,
                            "n_exceptions": int(sum(t != ct for t, ct in zip(own, cluster_type, strict=True)))})
     return pd.DataFrame(rows), pd.DataFrame(scores)
@@ -413,12 +420,14 @@ def transfer_to_runs(reference: pd.DataFrame, ref_types: pd.Series,
                      seed: int = 0, n_null: int = 5000) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`transfer` from one reference run to each of ``others`` (name → (curves, types)), for
     every k in ``ks`` that a layer allows. Both tables gain a ``run`` column; the scores gain
-    ``n_types`` (the other run's types in the layer) and ``matches_types`` (k equals it)."""
+    ``n_types`` (the other run's types in the layer) and ``matches_types`` (k equals it). The
+    random-label null is drawn only for a k that equals some layer's number of types."""
     assigned, scored = [], []
     for name, (curves, types) in others.items():
+        layer_types = types.groupby(layer_of(types.index.to_series())).nunique()
         for k in ks:
             a, s = transfer(reference, curves, ref_types, types, k=int(k), algorithms=algorithms, value=value,
-                            min_step=min_step, seed=seed, n_null=n_null)
+                            min_step=min_step, seed=seed, n_null=n_null if int(k) in set(layer_types) else 0)
             if s.empty:
                 continue
             n_types = {int(layer): int(types[types.index.str.startswith(f"{layer}:")].nunique())

@@ -23,12 +23,13 @@ from .scores import SCORES_VERSION, head_scores, icl_score, per_head_icl
 
 
 def behaviour_over_training(cfg: Config, run_dir: str | Path, name: str = "L2",
-                            steps: list[int] | None = None, progress: bool = True) -> pd.DataFrame:
+                            steps: list[int] | None = None, progress: bool = True, icl: bool = True) -> pd.DataFrame:
     """Tidy rows (model, step, component, score, value) for the previous-token, current-token and
-    induction scores of every head, plus component "model" / score "icl" for the ICL score."""
+    induction scores of every head, plus component "model" / score "icl" for the ICL score (unless
+    ``icl`` is False: it costs more than the head scores, and is cached apart)."""
     run = Path(run_dir)
     key = config_hash({"scores": cfg.scores, "tokens": data_mod.tokens_key(cfg), "seed": cfg.seed,
-                       "version": SCORES_VERSION})
+                       "version": SCORES_VERSION, **({} if icl else {"icl": False})})
     path = run / "tables" / f"behaviour_{name}_{key}.parquet"
     state: dict = {}
 
@@ -38,9 +39,11 @@ def behaviour_over_training(cfg: Config, run_dir: str | Path, name: str = "L2",
             state["test"] = data_mod.load_tokens(cfg, "test")
         model = load_model(run, name, step)
         sc = head_scores(model, cfg.scores, bos=state["bos"], seed=cfg.seed)
-        icl = pd.DataFrame([{"layer": -1, "head": -1, "component": "model", "score": "icl",
-                             "value": icl_score(model, state["test"], cfg.scores)}])
-        part = pd.concat([sc, icl], ignore_index=True)
+        if icl:
+            sc = pd.concat([sc, pd.DataFrame([{"layer": -1, "head": -1, "component": "model", "score": "icl",
+                                               "value": icl_score(model, state["test"], cfg.scores)}])],
+                           ignore_index=True)
+        part = sc
         part.insert(0, "step", step)
         part.insert(0, "model", name)
         return part
