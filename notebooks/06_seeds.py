@@ -216,7 +216,8 @@ assigned, transfer = clustering.transfer_to_runs(reference, types["L2"], others,
 if len(transfer):
     nb.write("cluster_transfer", transfer)
     nb.write("cluster_transfer_heads", assigned)
-    fig = plot.transfer_scores(transfer, title="seed-1 clusters assigned to other seeds: ARI (k = its types)")
+    fig = plot.transfer_scores(transfer, threshold=claims.MIN_ARI,
+                               title="seed-1 clusters assigned to other seeds: ARI (k = its types)")
     nb.savefig(fig, "06_transfer")
     display(transfer[transfer["matches_types"]].round(3))
 else:

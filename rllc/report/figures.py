@@ -715,7 +715,7 @@ def seed_head_curves(estimates: dict[str, pd.DataFrame], types: dict[str, pd.Ser
     its own seed's behavioural type (± std across chains shaded); step 0 left out as in 02."""
     names = list(estimates)
     layers = sorted({int(c.split(":")[0]) for e in estimates.values() for c in e["component"] if ":" in c})
-    fig, axes = plt.subplots(len(names), len(layers), figsize=(5.0 * len(layers), 2.9 * len(names)),
+    fig, axes = plt.subplots(len(names), len(layers), figsize=(6.6 * len(layers), 2.9 * len(names)),
                              squeeze=False, sharex=True)
     for row, name in zip(axes, names, strict=True):
         est = estimates[name]
@@ -744,10 +744,10 @@ def seed_head_curves(estimates: dict[str, pd.DataFrame], types: dict[str, pd.Ser
     return fig
 
 
-def transfer_scores(scores: pd.DataFrame, title: str = "") -> plt.Figure:
+def transfer_scores(scores: pd.DataFrame, threshold: float | None = None, title: str = "") -> plt.Figure:
     """Figures 20–22 in one number each: per other seed and layer, the ARI of each algorithm's
     transferred clusters (k = that seed's number of types) against its own types, with the 95%
-    quantile of the random-label null as a black tick."""
+    quantile of the random-label null as a black tick and the claim's ``threshold`` dashed."""
     s = scores[scores["matches_types"]].copy()
     s["where"] = s["run"] + " L" + s["layer"].astype(str)
     places = list(dict.fromkeys(s.sort_values(["run", "layer"])["where"]))
@@ -761,6 +761,8 @@ def transfer_scores(scores: pd.DataFrame, title: str = "") -> plt.Figure:
         ax.scatter(x, d["null_q95"], marker="_", s=200, color="k", zorder=5,
                    label="null 95% quantile" if i == 0 else None)
     ax.axhline(0, color="0.5", linewidth=0.8)
+    if threshold is not None:
+        ax.axhline(threshold, color="0.3", linestyle="--", linewidth=1.0, label=f"claim threshold {threshold:g}")
     ax.set_xticks(np.arange(len(places)), places, fontsize=8)
     ax.set_ylabel("ARI against the seed's own types")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
