@@ -172,3 +172,24 @@ def test_a_generator_trained_further_is_a_new_distribution(trained_run, tiny_cfg
     second = sweep.run_sweep(trained_run, **jobs)  # "model:L1" now means L1 at step 20, not 12
     assert first["key"].item() != second["key"].item()
     assert len(sweep.load_records(trained_run)) == 2
+
+
+def test_traces_table_matches_one_frame_per_chain() -> None:
+    """The vectorised traces table equals the plain construction (one DataFrame per chain)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    records = [{"key": f"k{i}", "model": m, "step": s, "component": c, "data": d,
+                "traces": rng.normal(size=(chains, steps)).tolist()}
+               for i, (m, s, c, d, chains, steps) in enumerate([
+                   ("L2", 0, "full", "train", 3, 5), ("L2-s2", 100, "1:0", "python_tests", 2, 7),
+                   ("L2", 100, "1:0", "train", 1, 1), ("L1", 7, "0:1+0:2", "model:L1", 4, 3)])]
+    plain = pd.concat([pd.DataFrame({"key": r["key"], "model": r["model"], "step": r["step"],
+                                     "component": r["component"], "data": r["data"], "chain": c,
+                                     "sgld_step": np.arange(len(t)), "loss": t})
+                       for r in records for c, t in enumerate(np.asarray(r["traces"]))], ignore_index=True)
+    fast = sweep._traces_table(records)
+    for col in ("key", "model", "component", "data"):
+        fast[col] = fast[col].astype(str)
+    pd.testing.assert_frame_equal(fast, plain, check_dtype=False)
+    assert sweep._traces_table([]).empty
