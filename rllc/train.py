@@ -133,8 +133,9 @@ def train_models(cfg: Config, names: list[str], run_dir: str | Path | None = Non
                  progress: bool = True) -> list[TrainSummary]:
     """Train (or resume, or load) several models, ``processes`` at a time, each process with an
     equal share of torch's threads. On 2 cores two one-thread processes get through 1.3x the
-    steps of one two-thread process (README, "Other seeds"); each model's weights depend only on
-    its config and seed, and a killed call resumes every model from its last checkpoint. Spawned
+    steps of one two-thread process (README, "Other seeds"). Each model is bit-identical to one
+    trained alone with the same number of threads (float sums depend on the thread count; the
+    summaries report it), and a killed call resumes every model from its last checkpoint. Spawned
     processes: a script calling this with ``processes`` > 1 must do so under
     ``if __name__ == "__main__":`` (notebooks need nothing)."""
     if processes < 1:
