@@ -201,11 +201,8 @@ display(Markdown("\n".join(lines)))
 # previous-token heads 0.29 and 0.23, all others ≤ 0.08).
 
 # %%
-final_step = behaviour["step"].max()
-final = behaviour[(behaviour["step"] == final_step) & (behaviour["layer"] >= 0)]
-types = ht.classify_by_scores(final, ht.TYPE_THRESHOLDS)
-head_table = (final.pivot_table(index="component", columns="score", values="value")
-              .join(types).reset_index())
+final = behaviour[(behaviour["step"] == behaviour["step"].max()) & (behaviour["layer"] >= 0)]
+head_table = ht.score_table(behaviour)
 nb.write("head_types_by_score", head_table)
 display(head_table.round(3))
 print("thresholds:", ht.TYPE_THRESHOLDS)

@@ -53,7 +53,7 @@ from rllc.data import tokens as data
 from rllc.data.tokenizer import token_decoder
 from rllc.estimate import sweep
 from rllc.notebook import setup
-from rllc.report import claims, seeds
+from rllc.report import claims, seeds, tables
 from rllc.report import figures as plot
 
 nb = setup(profile, config, run_dir, progress)
@@ -98,13 +98,14 @@ nb.savefig(fig, "06_seed_loss")
 # %%
 decode = token_decoder(data.prepare(cfg).tokenizer)
 held_in = nb.held_in_windows()
-behaviour, types = {}, {}
+behaviour, by_score, types = {}, {}, {}
 for name in NAMES:
     behaviour[name] = trajectory.behaviour_over_training(cfg, run, name, progress=progress, icl=name == "L2")
+    by_score[name] = ht.score_table(behaviour[name])
     if name == "L2":
         types[name] = nb.head_types
         continue
-    score_types = seeds.score_table(behaviour[name]).set_index("component")["type"]
+    score_types = by_score[name].set_index("component")["type"]
     tic = interventions.tokens_in_context(nb.run.load_model(name, "last"), held_in, HEADS, k=cfg.classify.tic_k,
                                           batch_size=cfg.classify.batch_size, progress=False)
     summary = pd.concat([patterns.classify_contexts(g, held_in.tolist(), decode)
@@ -150,7 +151,7 @@ if len(dr):
 final_wr = wr[wr["step"] == wr["step"].max()].set_index(["model", "component"])["llc_mean"]
 head_rows = []
 for name in NAMES:
-    sc = seeds.score_table(behaviour[name]).set_index("component")
+    sc = by_score[name].set_index("component")
     for c in HEADS:
         head_rows.append({"model": name, "seed": seeds.seed_of(name, cfg.seed), "component": c,
                           "type": types[name][c], **{s: float(sc.at[c, s]) for s in ht.SCORE_TYPES},
@@ -185,7 +186,7 @@ code_name = code[0] if code else ""
 for name in NAMES:
     found = seeds.claim_tables(behaviour[name], types[name], wr[wr["model"] == name], full[full["model"] == name],
                                dr[dr["model"] == name], code_name, cfg.train.warmup_steps, cfg.llc.stage_sigma,
-                               cfg.classify.max_k, cfg.seed)
+                               cfg.classify.max_k, cfg.seed, by_score=by_score[name])
     seeds.write_claim_tables(run, name, found)
 per_seed = seeds.claims_per_seed(run, NAMES, cfg.seed)
 nb.write("claims_per_seed", per_seed)
@@ -237,7 +238,7 @@ if len(transfer):
                      f"({d['ari'].max():.2f}). Exceptions: "
                      + (", ".join(f"{r.component} ({r.type}) in a {r.cluster_type} cluster" for r in off.itertuples())
                         or "none"))
-own_fit = pd.read_csv(seeds.seed_view(run, "L2") / "tables" / "clusters_ari_wr.csv")
+own_fit = tables.read(seeds.seed_view(run, "L2"), "clusters_ari_wr")
 own_fit = own_fit[(own_fit["algorithm"] == claims.TRANSFER_ALGORITHM) & own_fit["matches_types"]]
 lines.append("- For comparison, the same k-shape clusters against the run's own seed's types: "
              + ("; ".join(f"layer {int(r.layer)} ARI {r.ari:.2f}" for r in own_fit.itertuples()) or "undefined")

@@ -279,13 +279,18 @@ def seeded_name(name: str, seed: int, run_seed: int) -> str:
     return base if seed == run_seed else f"{base}{SEED_MARK}{int(seed)}"
 
 
+def name_seed(name: str) -> int | None:
+    """The initialisation seed a model name carries: k for "L2-s<k>", None for a plain name."""
+    base = model_base(name)
+    return None if base == name else int(name[len(base) + len(SEED_MARK):])
+
+
 def seeded(cfg: Config, name: str) -> Config:
     """The config that model ``name`` is trained with: for "L2-s<k>" the run's config with seed k
     for the initialisation and the run's own batch order (``train.data_seed``); else ``cfg``."""
-    base = model_base(name)
-    if base == name:
+    k = name_seed(name)
+    if k is None:
         return cfg
-    k = int(name[len(base) + len(SEED_MARK):])
     train = dataclasses.replace(cfg.train, data_seed=cfg.train.data_seed or cfg.seed)
     return dataclasses.replace(cfg, seed=k, train=train)
 

@@ -430,9 +430,7 @@ def transfer_to_runs(reference: pd.DataFrame, ref_types: pd.Series,
                             min_step=min_step, seed=seed, n_null=n_null if int(k) in set(layer_types) else 0)
             if s.empty:
                 continue
-            n_types = {int(layer): int(types[types.index.str.startswith(f"{layer}:")].nunique())
-                       for layer in s["layer"].unique()}
-            s = s.assign(n_types=s["layer"].map(n_types))
+            s = s.assign(n_types=s["layer"].map(layer_types).astype(int))
             assigned.append(a.assign(run=name))
             scored.append(s.assign(run=name, matches_types=s["k"] == s["n_types"]))
     if not scored:

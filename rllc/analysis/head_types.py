@@ -34,6 +34,14 @@ def classify_by_scores(scores: pd.DataFrame, thresholds: dict[str, float]) -> pd
     return best.map(SCORE_TO_TYPE).where(margins.max(axis=1) > 0, MULTIGRAM).rename("type")
 
 
+def score_table(behaviour: pd.DataFrame) -> pd.DataFrame:
+    """Each head's scores at the last checkpoint of ``behaviour`` (tidy rows step, layer,
+    component, score, value) and its score type: the ``head_types_by_score`` table."""
+    last = behaviour[(behaviour["step"] == behaviour["step"].max()) & (behaviour["layer"] >= 0)]
+    types = classify_by_scores(last, TYPE_THRESHOLDS)
+    return last.pivot_table(index="component", columns="score", values="value").join(types).reset_index()
+
+
 def head_types(score_types: pd.Series, pattern_summary: pd.DataFrame | None = None) -> pd.Series:
     """Each head's final type (Table 1): its score type if it has one; otherwise a multigram
     head, "Dyck multigram" when Dyck patterns explain more of its tokens in context than any

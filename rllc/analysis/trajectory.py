@@ -26,7 +26,7 @@ def behaviour_over_training(cfg: Config, run_dir: str | Path, name: str = "L2",
                             steps: list[int] | None = None, progress: bool = True, icl: bool = True) -> pd.DataFrame:
     """Tidy rows (model, step, component, score, value) for the previous-token, current-token and
     induction scores of every head, plus component "model" / score "icl" for the ICL score (unless
-    ``icl`` is False: it costs more than the head scores, and is cached apart)."""
+    ``icl`` is False: it costs as much as all head scores together; cached apart)."""
     run = Path(run_dir)
     key = config_hash({"scores": cfg.scores, "tokens": data_mod.tokens_key(cfg), "seed": cfg.seed,
                        "version": SCORES_VERSION, **({} if icl else {"icl": False})})
@@ -38,12 +38,11 @@ def behaviour_over_training(cfg: Config, run_dir: str | Path, name: str = "L2",
             state["bos"] = bos_id(data_mod.prepare(cfg).tokenizer)
             state["test"] = data_mod.load_tokens(cfg, "test")
         model = load_model(run, name, step)
-        sc = head_scores(model, cfg.scores, bos=state["bos"], seed=cfg.seed)
+        part = head_scores(model, cfg.scores, bos=state["bos"], seed=cfg.seed)
         if icl:
-            sc = pd.concat([sc, pd.DataFrame([{"layer": -1, "head": -1, "component": "model", "score": "icl",
-                                               "value": icl_score(model, state["test"], cfg.scores)}])],
-                           ignore_index=True)
-        part = sc
+            part = pd.concat([part, pd.DataFrame([{"layer": -1, "head": -1, "component": "model", "score": "icl",
+                                                   "value": icl_score(model, state["test"], cfg.scores)}])],
+                             ignore_index=True)
         part.insert(0, "step", step)
         part.insert(0, "model", name)
         return part

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..analysis import clustering, noise, refinement, stages
 from ..analysis import head_types as ht
-from ..config import Config, seeded_name
+from ..config import Config, name_seed, seeded_name
 from . import claims, tables
 
 SEEDS_DIR = "seeds"
@@ -37,7 +37,8 @@ def seed_names(cfg: Config) -> list[str]:
 
 def seed_of(name: str, run_seed: int) -> int:
     """The initialisation seed of a model name ("L2" → the run's seed, "L2-s3" → 3)."""
-    return int(name.rsplit("-s", 1)[1]) if "-s" in name else run_seed
+    k = name_seed(name)
+    return run_seed if k is None else k
 
 
 def seed_view(run: str | Path, name: str) -> Path:
@@ -59,21 +60,15 @@ def focus_heads(types: pd.Series, by_score: pd.DataFrame) -> tuple[list[str], li
     return induction, multigram, candidates
 
 
-def score_table(behaviour: pd.DataFrame) -> pd.DataFrame:
-    """Final scores and score type of every head (the ``head_types_by_score`` table)."""
-    last = behaviour[(behaviour["step"] == behaviour["step"].max()) & (behaviour["layer"] >= 0)]
-    types = ht.classify_by_scores(last, ht.TYPE_THRESHOLDS)
-    return last.pivot_table(index="component", columns="score", values="value").join(types).reset_index()
-
-
 def claim_tables(behaviour: pd.DataFrame, types: pd.Series, wr: pd.DataFrame, full: pd.DataFrame,
                  dr: pd.DataFrame, dr_data: str, warmup_steps: int, sigma: float, max_k: int,
-                 seed: int) -> dict[str, pd.DataFrame]:
+                 seed: int, by_score: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """The tables claims 1–5 read, for one seed.
 
     ``behaviour``: ``trajectory.behaviour_over_training`` rows; ``types``: final head types;
     ``wr``: per-head wrLLC estimates (the sweep table); ``full``: the full-model LLC at the same
-    checkpoints; ``dr``: per-head drLLC on ``dr_data`` at some of them (may be empty).
+    checkpoints; ``dr``: per-head drLLC on ``dr_data`` at some of them (may be empty);
+    ``by_score``: ``head_types.score_table(behaviour)`` if already made.
 
     * claim 1: stages of ``full`` (critical points that stand out of its noise, as 01);
     * claims 2a, 2b: score types at the last checkpoint (as 00);
@@ -86,7 +81,7 @@ def claim_tables(behaviour: pd.DataFrame, types: pd.Series, wr: pd.DataFrame, fu
     curve = full.sort_values("step")
     out["stages_L2"] = stages.stages(curve["step"], curve["llc_mean"], se=curve["llc_sem"].clip(lower=1e-6),
                                      sigma=sigma)
-    by_score = score_table(behaviour)
+    by_score = by_score if by_score is not None else ht.score_table(behaviour)
     out["head_types_by_score"] = by_score
     heads_wr = wr[wr["component"] != "full"]
     _, ari, _ = clustering.cluster_layers(heads_wr, types, max_k, seed=seed, min_step=1)
@@ -121,7 +116,7 @@ def claims_per_seed(run: str | Path, names: list[str], run_seed: int) -> pd.Data
     """Claims 1–5 on each seed's view: rows (model, seed, claim, status, value, threshold)."""
     rows = []
     for name in names:
-        view = seed_view(run, name)
+        view = Path(run) / SEEDS_DIR / name
         for c in claims.CLAIMS:
             if _number(c.name) not in PER_SEED_CLAIMS or c.check is None:
                 continue
