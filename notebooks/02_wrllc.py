@@ -228,7 +228,8 @@ display(Markdown("Consensus ARI at k = the number of types: " + (
 # observed ARI.
 
 # %%
-variants = clustering.ari_variants(head_wr, types, "wr", cfg.classify.max_k, seed=cfg.seed, min_step=1)
+variants = clustering.ari_variants(head_wr, types, "wr", cfg.classify.max_k, seed=cfg.seed, min_step=1,
+                                   clustered=(labels_wr, ari_wr))
 nb.write("clusters_ari_variants", variants)
 display(variants.round(3))
 

@@ -244,16 +244,16 @@ with pd.option_context("display.max_colwidth", 60):
 # random-label null, as in `02` §4a.
 
 # %%
-ari_rows = []
+ari_rows, variant_rows = [], []
 for name, datas in (("dr", [code[0]]), ("wr+dr", ["train", code[0]])):
-    _, ari, _ = clustering.cluster_layers(est[est["data"].isin(datas)], types, cfg.classify.max_k, seed=cfg.seed,
-                                          min_step=1)
+    curves = est[est["data"].isin(datas)]
+    labels, ari, _ = clustering.cluster_layers(curves, types, cfg.classify.max_k, seed=cfg.seed, min_step=1)
     ari_rows.append(ari.assign(curves=name))
+    variant_rows.append(clustering.ari_variants(curves, types, name, cfg.classify.max_k, seed=cfg.seed, min_step=1,
+                                                clustered=(labels, ari)))
 ari_refined = pd.concat(ari_rows, ignore_index=True)
 nb.write("clusters_ari_refined", ari_refined)
-variants_refined = pd.concat(
-    [clustering.ari_variants(est[est["data"].isin(datas)], types, name, cfg.classify.max_k, seed=cfg.seed)
-     for name, datas in (("dr", [code[0]]), ("wr+dr", ["train", code[0]]))], ignore_index=True)
+variants_refined = pd.concat(variant_rows, ignore_index=True)
 nb.write("clusters_ari_variants_refined", variants_refined)
 display(variants_refined.round(3))
 display(ari_refined[ari_refined["algorithm"] == "consensus"]

@@ -182,6 +182,37 @@ def test_ari_variants_find_well_separated_types_and_not_random_ones():
     assert (out2["ari"] < out2["null_q95"] + 1e-9).all() or (out2["p_value"] > 0.05).all()
 
 
+def test_ari_many_equals_scikit_learn_bit_for_bit():
+    """Oracle: scikit-learn's adjusted_rand_score, one pair at a time, on random labellings
+    (integer and string labels, from 2 to 16 items, one-cluster and identical labellings)."""
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 6, 8, 16):
+        truth = rng.integers(0, 4, size=(400, n))
+        labels = rng.integers(0, 3, size=(400, n))
+        labels[:5] = 0  # a single cluster
+        labels[5:10] = truth[5:10]  # full agreement
+        got = C.ari_many(truth, labels)
+        want = np.array([adjusted_rand_score(t, lab) for t, lab in zip(truth, labels, strict=True)])
+        assert np.array_equal(got, want)
+    types = np.array(["prev", "prev", "ind", "cur", "cur", "ind", "prev", "cur"])
+    many = rng.integers(0, 3, size=(50, 8))
+    got = C.ari_many(types, many)  # one row shared by every labelling
+    assert np.array_equal(got, [adjusted_rand_score(types, lab) for lab in many])
+    assert C.ari_many(types, many[0]).shape == (1,)
+    with pytest.raises(ValueError, match="pair up"):
+        C.ari_many(many[:3], many[:4])
+
+
+def test_ari_variants_reuse_a_clustering_already_made():
+    heads = [f"0:{h}" for h in range(6)]
+    types = pd.Series(["a"] * 3 + ["b"] * 3, index=heads)
+    curves = _curves({h: (0.0 if types[h] == "a" else 2.0) for h in heads}, {h: 1.0 for h in heads}, 0.5, seed=2)
+    labels, ari, _ = C.cluster_layers(curves, types, 3, seed=1)
+    fresh = C.ari_variants(curves, types, "wr", max_k=3, seed=1, n_null=300)
+    reused = C.ari_variants(curves, types, "wr", max_k=3, seed=1, n_null=300, clustered=(labels, ari))
+    pd.testing.assert_frame_equal(fresh, reused)
+
+
 def test_eta2_matches_the_one_way_anova():
     from scipy.stats import f_oneway
     rng = np.random.default_rng(2)

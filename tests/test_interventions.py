@@ -68,6 +68,34 @@ def test_per_head_icl_score():
     assert single[("1:0", "only")] == single[("model", "none")]
 
 
+def test_many_edits_at_once_equal_one_pass_each_bit_for_bit():
+    """Oracle: per_token_ce / icl_score run once per edit. Sharing the unedited layers changes
+    no bit, whichever layers the edits touch."""
+    from rllc.config import ScoreConfig
+    from rllc.model import fused
+
+    model = tiny_model(seed=6)
+    tokens = markov_data(30, seed=8)
+    means = ablation.mean_z(model, tokens, batch_size=10)
+    _, zs = fused.run_heads(model, tokens[:10], keep_z=True)  # mean_z's sums without the unembedding
+    sums = fused.z_sums(model, tokens[:10])
+    assert all(torch.equal(sums[layer], z.float().sum(0).transpose(0, 1)) for layer, z in enumerate(zs))
+    for names in (["1:0", "1:1"], ["0:1", "1:0"], ["0:0"]):
+        edits = [None, *[ablation.ablation_spec([n], means) for n in names], ablation.ablation_spec(names, means),
+                 ablation.ablation_edit("resample", names)]
+        many = ablation.token_losses_many(model, tokens, 7, edits)
+        for edit, got in zip(edits, many, strict=True):
+            assert torch.equal(got, ablation.token_losses(model, tokens, 7, edit=edit))
+        assert not torch.equal(many[0], many[1])
+    cfg = ScoreConfig(icl_batches=3, batch_size=10, icl_halfwidth=1)
+    table = scores.per_head_icl(model, tokens, cfg, ["1:0", "1:1"], means=means)
+    one = {("model", "none"): scores.icl_score(model, tokens, cfg)}
+    for h, other in (("1:0", "1:1"), ("1:1", "1:0")):
+        one[(h, "only")] = scores.icl_score(model, tokens, cfg, edit=ablation.ablation_spec([other], means))
+        one[(h, "without")] = scores.icl_score(model, tokens, cfg, edit=ablation.ablation_spec([h], means))
+    assert table.set_index(["component", "variant"])["value"].to_dict() == one
+
+
 def test_fused_ablation_matches_transformer_lens_hooks():
     """The fused forward's mean ablation and z means equal TransformerLens' hook_z hooks and cache."""
     from rllc.analysis import interventions as heads

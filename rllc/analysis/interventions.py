@@ -57,6 +57,21 @@ def token_losses(model: HookedTransformer, tokens: torch.Tensor, batch_size: int
     return torch.cat(out)
 
 
+def token_losses_many(model: HookedTransformer, tokens: torch.Tensor, batch_size: int,
+                      edits: Sequence[fused.ZEdit | None]) -> list[torch.Tensor]:
+    """``token_losses(model, tokens, batch_size, edit=e)`` for every ``e`` in ``edits``, each equal
+    to its own call bit for bit; on the fused forward every batch runs the layers no edit changes
+    once for all of them (``rllc.model.fused.per_token_ce_many``)."""
+    if not fused.supports(model):
+        return [token_losses(model, tokens, batch_size, edit=e) for e in edits]
+    out: list[list[torch.Tensor]] = [[] for _ in edits]
+    for i in range(0, len(tokens), batch_size):
+        batch = tokens[i:i + batch_size].to(model.cfg.device)
+        for parts, loss in zip(out, fused.per_token_ce_many(model, batch, edits), strict=True):
+            parts.append(loss.float().cpu())
+    return [torch.cat(parts) for parts in out]
+
+
 def per_token_loss(model: HookedTransformer, tokens: torch.Tensor, batch_size: int,
                    hooks: Sequence[tuple[str, object]] = (), edit: fused.ZEdit | None = None) -> torch.Tensor:
     """Mean loss at each context position over ``tokens`` ([n, n_ctx] → [n_ctx - 1])."""

@@ -20,7 +20,7 @@ from transformer_lens import HookedTransformer
 from ..config import ScoreConfig
 from ..model.fused import ZEdit
 from .head_types import SCORE_TYPES, TYPE_THRESHOLDS
-from .interventions import ablation_spec, mean_z, per_token_loss
+from .interventions import ablation_spec, mean_z, per_token_loss, token_losses_many
 
 # Part of the key of cached behaviour tables (rllc.analysis.trajectory): bump it when a change
 # here alters the scores for the same settings.
@@ -102,14 +102,27 @@ def icl_score(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfig,
 
     Each position's loss is averaged over ``icl_halfwidth`` neighbours on either side: a single
     position's mean loss over a few hundred windows has a standard error of ~0.1 nats."""
-    early, late = icl_positions(model.cfg.n_ctx, cfg)
     losses = per_token_loss(model, tokens[: cfg.icl_batches * cfg.batch_size], cfg.batch_size, hooks, edit)
+    return _icl_of(losses, model.cfg.n_ctx, cfg)
+
+
+def _icl_of(losses: torch.Tensor, n_ctx: int, cfg: ScoreConfig) -> float:
+    """The ICL score from the mean loss at each position ([n_ctx - 1])."""
+    early, late = icl_positions(n_ctx, cfg)
     w = cfg.icl_halfwidth
 
     def around(p: int) -> torch.Tensor:
         return losses[max(0, p - w): p + w + 1].mean()
 
     return float(around(late) - around(early))
+
+
+def icl_scores(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfig,
+               edits: Sequence[ZEdit | None]) -> list[float]:
+    """``icl_score(model, tokens, cfg, edit=e)`` for every edit, equal to one call each, with the
+    layers no edit changes run once per batch for all of them (``interventions.token_losses_many``)."""
+    losses = token_losses_many(model, tokens[: cfg.icl_batches * cfg.batch_size], cfg.batch_size, edits)
+    return [_icl_of(x.mean(0), model.cfg.n_ctx, cfg) for x in losses]
 
 
 def per_head_icl(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfig, heads: Sequence[str],
@@ -121,13 +134,15 @@ def per_head_icl(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfi
     score with the head itself ablated; ``none`` (component "model") is the unablated score."""
     ref = tokens[: cfg.icl_batches * cfg.batch_size]
     means = means if means is not None else mean_z(model, ref, cfg.batch_size)
-    rows = [{"component": "model", "variant": "none", "value": icl_score(model, ref, cfg)}]
+    edits: list[ZEdit | None] = [None]  # the unablated model, then per head: the others ablated, itself ablated
     for h in heads:
         others = [o for o in heads if o != h]
-        only = icl_score(model, ref, cfg, edit=ablation_spec(others, means)) if others else rows[0]["value"]
-        rows.append({"component": h, "variant": "only", "value": only})
-        rows.append({"component": h, "variant": "without",
-                     "value": icl_score(model, ref, cfg, edit=ablation_spec([h], means))})
+        edits += [ablation_spec(others, means) if others else None, ablation_spec([h], means)]
+    values = icl_scores(model, ref, cfg, edits)
+    rows = [{"component": "model", "variant": "none", "value": values[0]}]
+    for i, h in enumerate(heads):
+        rows.append({"component": h, "variant": "only", "value": values[1 + 2 * i]})
+        rows.append({"component": h, "variant": "without", "value": values[2 + 2 * i]})
     return pd.DataFrame(rows)
 
 

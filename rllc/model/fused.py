@@ -180,7 +180,7 @@ def run_heads(model: nn.Module, tokens: torch.Tensor, edit: ZEdit | None = None,
             z = edit[layer](z)
         if keep_z:
             zs.append(z)
-        resid = resid + torch.einsum("bhpe,hed->bpd", z, model.blocks[layer].attn.W_O) + model.blocks[layer].attn.b_O
+        resid = _add_heads(model, layer, resid, z)
     return _unembed(model, resid), zs
 
 
@@ -191,11 +191,59 @@ def per_token_ce(model: nn.Module, tokens: torch.Tensor, edit: ZEdit | None = No
     return F.cross_entropy(out[:, :-1].transpose(1, 2).float(), tokens[:, 1:], reduction="none")
 
 
+def _add_heads(model: nn.Module, layer: int, resid: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The residual stream after ``layer`` from the stream entering it and its heads' ``z``."""
+    attn = model.blocks[layer].attn
+    return resid + torch.einsum("bhpe,hed->bpd", z, attn.W_O) + attn.b_O
+
+
+@torch.no_grad()
+def per_token_ce_many(model: nn.Module, tokens: torch.Tensor,
+                      edits: Sequence[ZEdit | None]) -> list[torch.Tensor]:
+    """``per_token_ce(model, tokens, edit)`` for every edit of ``edits``, each bit-identical to
+    its own call, computing once what no edit changes: the layers below the lowest edited layer
+    and that layer's unedited ``z`` (every edit then starts from the same tensors). Edits must
+    not change their input in place (the setters above never do)."""
+    n_layers = len(model.blocks)
+    first = min((min(e) for e in edits if e), default=n_layers)
+    resid, pos = _embed(model, tokens)
+    for layer in range(first):
+        x, qk_in = _attn_inputs(model, layer, resid, pos)
+        resid = _add_heads(model, layer, resid, _heads_z(model, layer, x, qk_in))
+    z_first = None
+    if first < n_layers:
+        x, qk_in = _attn_inputs(model, first, resid, pos)
+        z_first = _heads_z(model, first, x, qk_in)
+    out = []
+    for edit in edits:
+        r = resid
+        for layer in range(first, n_layers):
+            if layer == first:
+                z = z_first
+            else:
+                x, qk_in = _attn_inputs(model, layer, r, pos)
+                z = _heads_z(model, layer, x, qk_in)
+            if edit and layer in edit:
+                z = edit[layer](z)
+            r = _add_heads(model, layer, r, z)
+        logits = _unembed(model, r)
+        out.append(F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), tokens[:, 1:], reduction="none"))
+    return out
+
+
 @torch.no_grad()
 def z_sums(model: nn.Module, tokens: torch.Tensor) -> dict[int, torch.Tensor]:
-    """Per layer, ``z`` summed over the batch, [pos, n_heads, d_head] (for mean ablation)."""
-    _, zs = run_heads(model, tokens, keep_z=True)
-    return {layer: z.float().sum(0).transpose(0, 1) for layer, z in enumerate(zs)}
+    """Per layer, ``z`` summed over the batch, [pos, n_heads, d_head] (for mean ablation); the
+    same ``z`` as ``run_heads(..., keep_z=True)`` without the unembedding it does not need."""
+    resid, pos = _embed(model, tokens)
+    sums = {}
+    for layer in range(len(model.blocks)):
+        x, qk_in = _attn_inputs(model, layer, resid, pos)
+        z = _heads_z(model, layer, x, qk_in)
+        sums[layer] = z.float().sum(0).transpose(0, 1)
+        if layer + 1 < len(model.blocks):
+            resid = _add_heads(model, layer, resid, z)
+    return sums
 
 
 def model_logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
