@@ -179,11 +179,24 @@ def tokens_in_context(model: HookedTransformer, tokens: torch.Tensor, heads: Seq
     if k < 1:
         raise ValueError("k must be at least 1")
     means = means if means is not None else mean_z(model, tokens, batch_size)
-    clean = token_losses(model, tokens, batch_size)
+    by_layer: dict[int, list[str]] = {}
+    for name in dict.fromkeys(heads):
+        by_layer.setdefault(parse_head(name)[0], []).append(name)
+    losses: dict[str, torch.Tensor] = {}
+    for layer in tqdm(sorted(by_layer), desc="tokens in context (layers)", disable=not progress):
+        # one pass per layer: the layers below it, and its clean z, are shared by its heads' ablations
+        names = by_layer[layer]
+        clean_here = layer == max(by_layer)  # the clean loss shares the most with the top layer's heads
+        edits = [None] * clean_here + [ablation_spec([n], means) for n in names]
+        out = token_losses_many(model, tokens, batch_size, edits)
+        if clean_here:
+            losses["clean"] = out.pop(0)
+        losses.update(zip(names, out, strict=True))
+    clean = losses["clean"]
     rows = []
-    for name in tqdm(list(heads), desc="tokens in context", disable=not progress):
+    for name in heads:
         layer, head = parse_head(name)
-        delta = token_losses(model, tokens, batch_size, edit=ablation_spec([name], means)) - clean
+        delta = losses[name] - clean
         top = torch.topk(delta.flatten(), min(k, delta.numel()))
         samples = (top.indices // delta.shape[1]).tolist()
         positions = (top.indices % delta.shape[1]).tolist()
