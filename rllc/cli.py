@@ -1,4 +1,4 @@
-"""The ``rllc`` command line: data, train, notebooks, llc, describe, compare."""
+"""The ``rllc`` command line: data, train, notebooks, llc, sweep, describe, compare."""
 
 from __future__ import annotations
 
@@ -88,22 +88,94 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
 
 def cmd_llc(args: argparse.Namespace) -> None:
     from .estimate.sweep import estimate_one
-    from .run import open_run
 
-    if args.run_dir:
-        run = open_run(Path(args.run_dir).resolve())
-        if args.profile and args.profile != run.profile:
-            raise ValueError(f"{run.path} was made with profile {run.profile!r}, not {args.profile!r}; "
-                             f"drop --profile (the run's own settings are used) or name --profile {run.profile}")
-        where: str | Path = run.path
-    else:
-        where = _profile(args)
+    where: str | Path = _open_run(args) if args.run_dir else _profile(args)
     overrides = {name: getattr(args, name) for name in _sampler_types() if getattr(args, name) is not None}
     result = estimate_one(where, model=args.model, step=args.step,
                           component=args.component, data=args.data, overrides=overrides,
                           device=args.device, progress=not args.quiet)
     out = result.to_dict(traces=args.traces)
     print(json.dumps(out, indent=2, default=float))
+
+
+def _open_run(args: argparse.Namespace) -> Path:
+    """An existing run: --run-dir, else the profile's default run directory."""
+    from .run import open_run, require_run
+
+    if args.run_dir:
+        run = open_run(Path(args.run_dir).resolve())
+        if args.profile and args.profile != run.profile:
+            raise ValueError(f"{run.path} was made with profile {run.profile!r}, not {args.profile!r}; "
+                             f"drop --profile (the run's own settings are used) or name --profile {run.profile}")
+        return run.path
+    return require_run(_profile(args))
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from .estimate import grid, sweep
+    from .run import run_config
+
+    run = _open_run(args)
+    cfg = run_config(run)
+    overrides = {name: getattr(args, name) for name in _sampler_types() if getattr(args, name) is not None}
+    settings = dataclasses.replace(cfg.sampler, **overrides)
+    steps = args.steps if args.steps not in (["all"], ["last"]) else args.steps[0]
+    groups = grid.make_groups(run, args.models, steps, args.components, args.data, stride=args.stride)
+    if args.collect:
+        table = sweep.collect(run)
+        print(f"{len(table)} estimates from every record of {run} -> {run / 'tables'} "
+              "(llc_estimates.parquet, llc_chains.parquet, llc_traces.parquet)")
+        return
+    if args.status:
+        table = grid.status(run, groups, settings)
+        if args.executor == "slurm":
+            from .estimate import slurm
+
+            queued = slurm.queued_groups(run)
+            table["queued_in"] = [queued.get(g.name, "") for g in groups]
+        print(table.to_string(index=False))
+        n = table["estimates"].sum()
+        states = table["state"].value_counts().to_dict()
+        print(f"{len(table)} groups ({', '.join(f'{v} {k}' for k, v in sorted(states.items()))}); "
+              f"{table['done'].sum()} of {n} estimates done, {table['failed'].sum()} failed, "
+              f"{table['missing'].sum()} missing")
+        return
+    todo = grid.pending(run, groups, settings)
+    n_est = sum(len(g.components) for g in groups)
+    if not todo:
+        print(f"nothing to do: all {n_est} estimates of the {len(groups)} groups are in {run / 'llc' / 'records'}")
+        return
+    if args.executor == "local":
+        workers = args.workers if args.workers is not None else cfg.llc.workers
+        for model in dict.fromkeys(g.model for g in todo):
+            mine = [g for g in todo if g.model == model]
+            sweep.run_sweep(run, [model], sorted({g.step for g in mine}), list(mine[0].components),
+                            list(dict.fromkeys(g.data for g in mine)), settings, device=args.device,
+                            progress=not args.quiet, workers=workers)
+        print(f"{len(todo)} groups computed locally; `rllc sweep ... --status` shows the grid")
+        return
+    from .estimate import slurm
+
+    options = slurm.SlurmOptions(partition=args.partition, time_min=args.time, gpus_per_task=args.gpus_per_task,
+                                 cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
+                                 array_parallelism=args.array_parallelism)
+    array, submitted, busy = slurm.submit(run, todo, settings, options, device=args.device)
+    if busy:
+        print(f"{len(busy)} groups left out: still queued or running in array(s) {sorted(set(busy.values()))}")
+    if array is None:
+        print("nothing submitted")
+        return
+    print(f"submitted array {array}: {len(submitted)} tasks (one per model/checkpoint/distribution group); "
+          f"logs in {slurm.slurm_dir(run) / array}_*")
+    if args.wait:
+        slurm.wait(run, array)
+        table = grid.status(run, groups, settings)
+        print(f"array {array} finished: {table['done'].sum()} of {table['estimates'].sum()} estimates done, "
+              f"{table['failed'].sum()} failed, {table['missing'].sum()} missing")
+    else:
+        print("follow it with the same command and --status; collect the tables with --collect")
 
 
 def _sampler_types() -> dict[str, type]:
@@ -198,6 +270,36 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
                         help=f"sampler setting ({kind.__name__}; default: the profile's)")
     sp.set_defaults(func=cmd_llc)
+
+    sp = sub.add_parser("sweep", help="run a grid of LLC estimates (models x steps x components x distributions) "
+                                      "locally or as a SLURM job array; --status, --collect")
+    common(sp)
+    sp.add_argument("--models", nargs="+", default=["L2"], metavar="MODEL", help="e.g. L2 L2-s2 (default: L2)")
+    sp.add_argument("--steps", nargs="+", default=["all"], metavar="STEP",
+                    help="checkpoint steps, 'all' (default) or 'last'")
+    sp.add_argument("--stride", type=int, default=1, help="every k-th of those steps (first and last always)")
+    sp.add_argument("--components", nargs="+", default=["full"], metavar="COMPONENT",
+                    help="full, L:H, 'heads' (every head of the model), ... (default: full)")
+    sp.add_argument("--data", nargs="+", default=["train"], metavar="DIST",
+                    help="distributions: train, test, a held-out domain, model:L1[@step] (default: train)")
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--executor", choices=["local", "slurm"], default="local",
+                    help="local: processes on this machine (default); slurm: one job-array task per "
+                         "model/checkpoint/distribution group (needs the cluster extra)")
+    sp.add_argument("--workers", type=int, default=None, help="local: estimate processes (default: the profile's)")
+    sp.add_argument("--status", action="store_true", help="print done/failed/missing per group; run nothing")
+    sp.add_argument("--collect", action="store_true", help="assemble the run's estimate tables from its records")
+    sp.add_argument("--partition", default=None, help="slurm: partition")
+    sp.add_argument("--time", type=int, default=60, help="slurm: minutes per task (requeued on timeout; default 60)")
+    sp.add_argument("--gpus-per-task", type=int, default=0, help="slurm: GPUs per task (default 0)")
+    sp.add_argument("--cpus-per-task", type=int, default=1, help="slurm: CPUs per task (default 1)")
+    sp.add_argument("--mem-gb", type=float, default=None, help="slurm: memory per task in GB")
+    sp.add_argument("--array-parallelism", type=int, default=64, help="slurm: tasks running at once (default 64)")
+    sp.add_argument("--wait", action="store_true", help="slurm: block until the array has finished")
+    for name, kind in _sampler_types().items():
+        sp.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
+                        help=f"sampler setting ({kind.__name__}; default: the profile's)")
+    sp.set_defaults(func=cmd_sweep)
 
     sp = sub.add_parser("compare", help="compare the registered tables of two runs (exit 1 if any differ)")
     sp.add_argument("run_a")

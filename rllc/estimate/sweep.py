@@ -223,7 +223,7 @@ def run_sweep(
             _run_parallel(run, todo, settings, workers, bar, per_job)
         else:
             for job in todo:
-                _run_job(run, cfg, job, settings, dev, state, bar)
+                run_job(run, cfg, job, settings, dev, state, bar)
     table = collect(run, [keys[j] for j in jobs])
     return table
 
@@ -245,7 +245,7 @@ def _layer_inputs(job: Job, settings: SamplerConfig, state: dict[Any, Any]) -> L
     return state["inputs"].setdefault(feeds, LayerInputs())
 
 
-def _run_job(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: torch.device,
+def run_job(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: torch.device,
              state: dict[Any, Any], bar: tqdm | None = None) -> None:
     """Estimate one job and write its record; ``state`` keeps the last model and the token data."""
     model = _model(run, job, dev, state)
@@ -269,7 +269,7 @@ def _worker_init(threads: int) -> None:
 def _worker_job(run: str, job: Job, settings: SamplerConfig) -> Job:
     path = Path(run)
     cfg = _WORKER.setdefault("cfg", run_config(path))
-    _run_job(path, cfg, job, settings, torch.device("cpu"), _WORKER.setdefault("state", {}))
+    run_job(path, cfg, job, settings, torch.device("cpu"), _WORKER.setdefault("state", {}))
     return job
 
 

@@ -1,0 +1,173 @@
+"""A sweep as a grid of tasks: one per (model, checkpoint, distribution) group.
+
+Every estimate of a group sees the same batches, so a group is the natural unit of work to hand
+to one process or one cluster task: it computes the group's paired reference once
+(``sweep.paired_baseline``) and then every estimate the run does not hold yet. Records are the
+content-addressed files of ``rllc.estimate.sweep``, so a task that is killed, preempted or
+requeued loses at most the estimate in flight, and running the same grid again computes nothing.
+
+Beside the records a run keeps two small logs of the grid's work (under ``<run>/llc/``):
+
+* ``failed/<key>.json``: an estimate that raised (its error), removed once its record exists;
+* ``events/<key>.<host>.<pid>.<n>.json``: one file per finished estimate (which task made it,
+  when): a record whose key has two such files was computed twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..config import Config, SamplerConfig, model_base
+from ..io import write_json
+from ..model.build import resolve_device
+from ..model.components import head_names
+from ..run import require_run, run_config
+from .sweep import Job, paired_baseline, record_key, records_dir, resolve_steps, run_job
+
+HEADS = "heads"  # in a list of components: every head of the model
+
+
+@dataclass(frozen=True)
+class Group:
+    """The estimates of one (model, checkpoint, distribution): the components of the grid."""
+
+    model: str
+    step: int
+    data: str
+    components: tuple[str, ...]
+
+    def jobs(self) -> list[Job]:
+        return [Job(self.model, self.step, c, self.data) for c in self.components]
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}@{self.step}/{self.data}"
+
+
+def expand_components(cfg: Config, model: str, components: Sequence[str]) -> list[str]:
+    """Components as given, with ``heads`` standing for every head "L:H" of ``model`` (L2, L2-s2: two
+    layers of the profile's heads; L0 has none)."""
+    n_layers = int(model_base(model)[1:])
+    out: list[str] = []
+    for c in components:
+        out += head_names(n_layers, cfg.model.n_heads) if c == HEADS else [c]
+    return list(dict.fromkeys(out))
+
+
+def make_groups(run_or_profile: str | Path, models: Sequence[str], steps: Sequence[int | str] | str,
+                components: Sequence[str], datas: Sequence[str], stride: int = 1) -> list[Group]:
+    """The grid models × steps × distributions, each group holding every component; steps are
+    "all", "last" or a list (checked against each model's checkpoints), of which every
+    ``stride``-th is kept (the first and last always)."""
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    run = require_run(run_or_profile)
+    cfg = run_config(run)
+    if not components or not datas or not models:
+        raise ValueError("a grid needs at least one model, one component and one distribution")
+    groups = []
+    for m in models:
+        comps = tuple(expand_components(cfg, m, components))
+        if not comps:
+            raise ValueError(f"{m} has no heads; name its components (e.g. full)")
+        have = resolve_steps(run, m, steps)
+        kept = sorted(set(have[::stride]) | {have[0], have[-1]}) if have else []
+        groups += [Group(m, s, d, comps) for s, d in itertools.product(kept, datas)]
+    return groups
+
+
+def failed_dir(run: Path) -> Path:
+    return run / "llc" / "failed"
+
+
+def events_dir(run: Path) -> Path:
+    return run / "llc" / "events"
+
+
+def status(run_or_profile: str | Path, groups: Sequence[Group], settings: SamplerConfig | None = None) -> pd.DataFrame:
+    """Per group: estimates in the grid, done (a record exists), failed (no record, an error logged)
+    and missing (neither), and a state: done, failed, partial or missing. Runs nothing."""
+    run = require_run(run_or_profile)
+    cfg = run_config(run)
+    settings = settings or cfg.sampler
+    have = {p.stem for p in records_dir(run).glob("*.json")}
+    failed = {p.stem for p in failed_dir(run).glob("*.json")}
+    rows = []
+    for g in groups:
+        keys = [record_key(cfg, job, settings, run) for job in g.jobs()]
+        done = sum(k in have for k in keys)
+        fail = sum(k in failed and k not in have for k in keys)
+        missing = len(keys) - done - fail
+        state = "done" if done == len(keys) else "failed" if fail else "partial" if done else "missing"
+        rows.append({"model": g.model, "step": g.step, "data": g.data, "estimates": len(keys), "done": done,
+                     "failed": fail, "missing": missing, "state": state})
+    return pd.DataFrame(rows, columns=["model", "step", "data", "estimates", "done", "failed", "missing", "state"])
+
+
+def pending(run_or_profile: str | Path, groups: Sequence[Group], settings: SamplerConfig | None = None) -> list[Group]:
+    """The groups that still lack a record."""
+    table = status(run_or_profile, groups, settings)
+    return [g for g, state in zip(groups, table["state"], strict=True) if state != "done"]
+
+
+def task_threads() -> int | None:
+    """The CPUs a cluster task was given (SLURM's ``SLURM_CPUS_PER_TASK``), None outside one."""
+    value = os.environ.get("SLURM_CPUS_PER_TASK")
+    return int(value) if value and value.isdigit() else None
+
+
+def run_group(run_dir: str | Path, group: Group, settings: SamplerConfig | None = None, device: str = "auto",
+              progress: bool = False) -> dict[str, Any]:
+    """Compute every estimate of ``group`` that has no record yet (the paired reference once,
+    first); skip the others. An estimate that raises is logged under ``failed/`` and the group
+    goes on; the task raises at the end if any failed. Returns counts (computed, skipped, failed)."""
+    run = require_run(run_dir)
+    cfg = run_config(run)
+    settings = settings or cfg.sampler
+    threads = task_threads()
+    if threads:
+        torch.set_num_threads(threads)  # without cgroups a task would otherwise use every core of the node
+    dev = resolve_device(device)
+    state: dict[Any, Any] = {}
+    counts = {"computed": 0, "skipped": 0, "failed": 0}
+    errors = []
+    for job in group.jobs():
+        key = record_key(cfg, job, settings, run)
+        if (records_dir(run) / f"{key}.json").exists():
+            counts["skipped"] += 1
+            continue
+        try:
+            paired_baseline(run, cfg, job, settings, dev, state)
+            run_job(run, cfg, job, settings, dev, state)
+        except Exception as err:  # noqa: BLE001 - one estimate's failure must not lose the group's others
+            counts["failed"] += 1
+            errors.append(f"{job.component}: {err}")
+            write_json(failed_dir(run) / f"{key}.json", {"job": job.__dict__, "error": repr(err),
+                                                         "traceback": traceback.format_exc(), "time": time.time()})
+            continue
+        counts["computed"] += 1
+        (failed_dir(run) / f"{key}.json").unlink(missing_ok=True)
+        write_json(events_dir(run) / f"{key}.{socket.gethostname()}.{os.getpid()}.{time.time_ns()}.json",
+                   {"key": key, "group": group.name, "component": job.component, "host": socket.gethostname(),
+                    "pid": os.getpid(), "task": os.environ.get("SLURM_ARRAY_TASK_ID"),
+                    "job": os.environ.get("SLURM_JOB_ID"), "time": time.time()})
+    if errors:
+        raise RuntimeError(f"{group.name}: {len(errors)} estimate(s) failed: " + "; ".join(errors[:3]))
+    return counts
+
+
+def finished_events(run_dir: str | Path) -> pd.Series:
+    """How many times each record's estimate was finished, by key (from the events log)."""
+    names = [p.name.split(".")[0] for p in events_dir(Path(run_dir)).glob("*.json")]
+    return pd.Series(names, dtype=str).value_counts()

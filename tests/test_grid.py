@@ -1,0 +1,111 @@
+"""Sweep grids: groups, status, a group's task (skips, failures, events), and `rllc sweep`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rllc.config import SamplerConfig
+from rllc.estimate import grid, sweep
+from rllc.run import run_config
+from rllc.train import train_model
+
+FAST = SamplerConfig(chains=2, draws=6, burnin=2, batch_size=4, init_loss_batches=2)
+SAMPLER_FLAGS = ["--chains", "2", "--draws", "6", "--burnin", "2", "--batch-size", "4", "--init-loss-batches", "2"]
+
+
+@pytest.fixture()
+def trained_run(tiny_cfg, ci_prepared, run_dir):
+    train_model(tiny_cfg, "L2", run_dir, progress=False)
+    return run_dir
+
+
+def _sweep(run, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "rllc.cli", "sweep", "--run-dir", str(run), "--quiet", *SAMPLER_FLAGS, *args]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def test_groups_expand_heads_per_model_and_stride_keeps_the_ends(trained_run) -> None:
+    groups = grid.make_groups(trained_run, ["L2"], "all", ["full", "heads"], ["train", "test"], stride=2)
+    steps = sorted({g.step for g in groups})
+    assert steps == [0, 16, 24]  # every 2nd of 0, 8, 16, 24, and the last
+    assert len(groups) == 6 and groups[0].components == ("full", "0:0", "0:1", "0:2", "0:3", "1:0", "1:1", "1:2", "1:3")
+    assert groups[0].name == "L2@0/train"
+    with pytest.raises(ValueError, match="stride"):
+        grid.make_groups(trained_run, ["L2"], "all", ["full"], ["train"], stride=0)
+    with pytest.raises(KeyError, match="no checkpoint at step"):
+        grid.make_groups(trained_run, ["L2"], [5], ["full"], ["train"])
+
+
+def test_run_group_skips_records_logs_failures_and_events(trained_run) -> None:
+    (group,) = grid.make_groups(trained_run, ["L2"], [24], ["full", "1:0"], ["train"])
+    before = grid.status(trained_run, [group], FAST)
+    assert before[["done", "failed", "missing", "state"]].values.tolist() == [[0, 0, 2, "missing"]]
+    sweep.run_sweep(trained_run, ["L2"], [24], ["1:0"], ["train"], FAST, progress=False)  # one of the two exists
+    assert grid.status(trained_run, [group], FAST)["state"].tolist() == ["partial"]
+    counts = grid.run_group(trained_run, group, FAST)
+    assert counts == {"computed": 1, "skipped": 1, "failed": 0}
+    assert grid.status(trained_run, [group], FAST)["state"].tolist() == ["done"]
+    assert grid.run_group(trained_run, group, FAST) == {"computed": 0, "skipped": 2, "failed": 0}
+    events = grid.finished_events(trained_run)
+    assert events.sum() == 1 and events.max() == 1  # only the estimate this task computed
+
+    bad = grid.Group("L2", 24, "train", ("0:1", "7:7"))  # a head the model lacks fails; the other is computed
+    with pytest.raises(RuntimeError, match="1 estimate"):
+        grid.run_group(trained_run, bad, FAST)
+    table = grid.status(trained_run, [bad], FAST)
+    assert table[["done", "failed", "missing", "state"]].values.tolist() == [[1, 1, 0, "failed"]]
+    (logged,) = grid.failed_dir(trained_run).glob("*.json")
+    assert "7:7" in json.loads(logged.read_text())["job"]["component"]
+
+
+def test_sweep_command_runs_a_grid_once_and_reports_it(trained_run) -> None:
+    args = ["--steps", "8", "24", "--components", "full", "1:1", "--data", "train", "--workers", "1"]
+    status = _sweep(trained_run, *args, "--status")
+    assert status.returncode == 0, status.stderr
+    assert "2 groups (2 missing); 0 of 4 estimates done" in status.stdout
+    first = _sweep(trained_run, *args)
+    assert first.returncode == 0, first.stderr
+    records = sorted(p.name for p in sweep.records_dir(trained_run).glob("*.json"))
+    assert len(records) == 4
+    second = _sweep(trained_run, *args)
+    assert "nothing to do" in second.stdout
+    assert sorted(p.name for p in sweep.records_dir(trained_run).glob("*.json")) == records
+    assert "2 groups (2 done); 4 of 4 estimates done, 0 failed, 0 missing" in _sweep(trained_run, *args,
+                                                                                      "--status").stdout
+    # the records are the ones the notebooks' run_sweep would make
+    settings = dataclasses.replace(run_config(trained_run).sampler, chains=2, draws=6, burnin=2, batch_size=4,
+                                   init_loss_batches=2)  # the run's sampler with the flags above
+    table = sweep.run_sweep(trained_run, ["L2"], [8, 24], ["full", "1:1"], ["train"], settings, progress=False)
+    assert sorted(f"{k}.json" for k in table["key"]) == records
+    collected = _sweep(trained_run, *args, "--collect")
+    assert "4 estimates" in collected.stdout
+    bad = _sweep(trained_run, "--steps", "5")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "no checkpoint at step 5" in bad.stderr
+
+
+def test_slurm_executor_names_its_extra_and_checks_options(trained_run, monkeypatch) -> None:
+    from rllc.estimate import slurm
+
+    monkeypatch.setitem(sys.modules, "submitit", None)  # as if not installed
+    with pytest.raises(ValueError, match=r"pip install -e '\.\[cluster\]'"):
+        slurm._submitit()
+    with pytest.raises(ValueError, match="--time"):
+        slurm.SlurmOptions(time_min=0).check()
+    with pytest.raises(ValueError, match="requeue signal"):
+        slurm.SlurmOptions(time_min=1, signal_delay_s=90).check()
+
+
+def test_a_task_requeues_itself_with_its_group() -> None:
+    submitit = pytest.importorskip("submitit")
+    from rllc.estimate import slurm
+
+    group = grid.Group("L2", 24, "train", ("full",))
+    task = slurm.GroupTask("/somewhere", FAST)
+    again = task.checkpoint(group)
+    assert isinstance(again, submitit.helpers.DelayedSubmission)
+    assert again.function is task and again.args == (group,)

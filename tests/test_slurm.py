@@ -1,0 +1,134 @@
+"""`rllc sweep --executor slurm` against a real single-node SLURM (``.ci/slurm-up``).
+
+A small grid goes out as a job array; one task is cancelled while its group is half done; the
+same command is run again. The records must then equal a serial sweep's, none missing or
+duplicated, and no finished estimate may have run twice. In CI (CI=true) SLURM is brought up
+and a failure to do so fails the test; elsewhere the test skips unless SLURM is up (or
+RLLC_SLURM=1 asks to bring it up).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rllc.estimate import grid, sweep
+from rllc.run import run_config
+from rllc.train import train_model
+
+REPO = Path(__file__).resolve().parents[1]
+SLURM_UP = REPO / ".ci" / "slurm-up"
+# long enough per estimate (~0.3-1 s here) that a group is still running when it is cancelled
+FLAGS = ["--chains", "2", "--draws", "150", "--burnin", "5", "--batch-size", "4", "--init-loss-batches", "2"]
+GRID = ["--steps", "all", "--components", "full", "heads", "--data", "train"]
+SLURM = ["--executor", "slurm", "--time", "10", "--cpus-per-task", "1", "--array-parallelism", "2"]
+
+
+def _slurm_is_up() -> bool:
+    return subprocess.run(["bash", str(SLURM_UP), "status"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def slurm() -> None:
+    pytest.importorskip("submitit", reason="the slurm executor needs the cluster extra: pip install -e '.[cluster]'")
+    if _slurm_is_up():
+        return
+    if os.environ.get("CI") == "true" or os.environ.get("RLLC_SLURM") == "1":
+        out = subprocess.run(["bash", str(SLURM_UP)], capture_output=True, text=True)
+        assert out.returncode == 0, f".ci/slurm-up failed:\n{out.stdout}\n{out.stderr}"
+        assert _slurm_is_up()
+        return
+    pytest.skip("no SLURM here: run `.ci/slurm-up` as root (installs slurm-wlm and munge from Debian's packages "
+                "and starts a single-node cluster), or set RLLC_SLURM=1 to let this test do it")
+
+
+def _sweep(run: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "rllc.cli", "sweep", "--run-dir", str(run), "--quiet", *FLAGS, *GRID, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def _array_tasks(array: str) -> dict[str, str]:
+    """Task id -> state code (R running, PD pending) of an array's tasks that SLURM still lists."""
+    out = subprocess.run(["squeue", "-h", "-r", "-j", array, "-o", "%i %t"], capture_output=True, text=True).stdout
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def _wait_gone(array: str, timeout_s: float = 300.0) -> None:
+    start = time.monotonic()
+    while _array_tasks(array):
+        assert time.monotonic() - start < timeout_s, f"array {array} still listed after {timeout_s:.0f} s"
+        time.sleep(1.0)
+
+
+@pytest.mark.slow
+def test_slurm_sweep_survives_a_cancelled_task_and_equals_a_serial_sweep(slurm, tiny_cfg, ci_prepared,
+                                                                         tmp_path) -> None:
+    start = time.monotonic()
+    run = tmp_path / "run"
+    train_model(tiny_cfg, "L2", run, progress=False)
+    serial_run = tmp_path / "serial"
+    shutil.copytree(run, serial_run)
+    groups = grid.make_groups(run, ["L2"], "all", ["full", "heads"], ["train"])
+    n_estimates = sum(len(g.components) for g in groups)
+
+    first = _sweep(run, *SLURM)
+    assert first.returncode == 0, first.stderr
+    array = first.stdout.split("submitted array ")[1].split(":")[0]
+    # cancel a running task once its group has some records but not all
+    victim, deadline = None, time.monotonic() + 240
+    while victim is None and time.monotonic() < deadline:
+        status = grid.status(run, groups, dataclasses.replace(run_config(run).sampler, chains=2, draws=150, burnin=5,
+                                                              batch_size=4, init_loss_batches=2))
+        tasks = _array_tasks(array)
+        for task, state in tasks.items():
+            index = int(task.split("_")[1])
+            if state == "R" and status["state"].iloc[index] == "partial":
+                victim = task
+                break
+        time.sleep(0.2)
+    assert victim is not None, "no task was caught half-way through its group"
+    subprocess.run(["scancel", victim], check=True)
+    _wait_gone(array)
+    index = int(victim.split("_")[1])
+    settings = dataclasses.replace(run_config(run).sampler, chains=2, draws=150, burnin=5, batch_size=4,
+                                   init_loss_batches=2)
+    after_cancel = grid.status(run, groups, settings)
+    assert after_cancel["state"].iloc[index] != "done", "the cancelled task finished its group anyway"
+    assert (after_cancel.drop(index)["state"] == "done").all()  # the other tasks ran to the end
+
+    again = _sweep(run, *SLURM, "--wait")
+    assert again.returncode == 0, again.stderr
+    assert "1 tasks" in again.stdout  # only the cancelled group went out again
+    final = grid.status(run, groups, settings)
+    assert (final["state"] == "done").all() and final["done"].sum() == n_estimates
+    assert "nothing to do" in _sweep(run, *SLURM).stdout
+
+    # every record exactly once, and no finished estimate computed twice
+    records = sorted(sweep.records_dir(run).glob("*.json"))
+    assert len(records) == n_estimates
+    events = grid.finished_events(run)
+    assert len(events) == n_estimates and events.max() == 1
+
+    # the records equal a serial sweep's (one thread, as each SLURM task had)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = sweep.run_sweep(serial_run, ["L2"], "all", [c for c in groups[0].components], ["train"], settings,
+                                 progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    by_key = {r["key"]: r for r in sweep.load_records(run)}
+    assert sorted(by_key) == sorted(serial["key"])
+    for rec in sweep.load_records(serial_run):
+        assert by_key[rec["key"]]["traces"] == rec["traces"], rec["component"]
+        assert by_key[rec["key"]]["mean"] == rec["mean"]
+    print(f"SLURM sweep test: {n_estimates} estimates in {len(groups)} tasks, cancelled {victim}, "
+          f"{time.monotonic() - start:.0f} s")
