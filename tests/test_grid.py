@@ -109,3 +109,30 @@ def test_a_task_requeues_itself_with_its_group() -> None:
     again = task.checkpoint(group)
     assert isinstance(again, submitit.helpers.DelayedSubmission)
     assert again.function is task and again.args == (group,)
+
+
+def test_batched_pass_of_a_group_writes_the_records_a_sequential_sweep_would(trained_run, tmp_path) -> None:
+    """What a GPU task runs (one batched pass per chunk of a group), run here on CPU: the same
+    record keys as the sequential sweep, traces equal up to float reassociation."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    jobs = [sweep.Job("L2", 24, c, "train") for c in ("full", "0:1", "1:0", "1:3")]
+    chunks = sweep.batchable([*jobs, sweep.Job("L2", 24, "0:0", "model:L2"), sweep.Job("L2", 8, "full", "train")],
+                             size=3)
+    assert [len(c) for c in chunks] == [1, 3, 1, 1]  # the generator job alone; 4 jobs of a group in 3 + 1
+    other = tmp_path / "copy"
+    shutil.copytree(trained_run, other)
+    cfg = run_config(trained_run)
+    settings = dataclasses.replace(FAST, reference="paired")
+    sweep.run_jobs_batched(trained_run, cfg, jobs, settings, torch.device("cpu"), {})
+    sequential = sweep.run_sweep(other, ["L2"], [24], [j.component for j in jobs], ["train"], settings, progress=False)
+    batched = {r["key"]: r for r in sweep.load_records(trained_run)}
+    assert sorted(batched) == sorted(sequential["key"])
+    for rec in sweep.load_records(other):
+        np.testing.assert_allclose(batched[rec["key"]]["traces"], rec["traces"], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="one model, checkpoint and distribution"):
+        sweep.run_jobs_batched(trained_run, cfg, [jobs[0], sweep.Job("L2", 8, "full", "train")], settings,
+                               torch.device("cpu"), {})

@@ -239,6 +239,51 @@ def test_batched_chains_follow_the_same_trajectories(trained) -> None:
         assert a.per_chain == pytest.approx(b.per_chain, abs=1e-3)
 
 
+def test_batched_components_follow_each_components_own_trajectories(trained) -> None:
+    """Oracle: one sequential sample_llc per component. Heads of both layers and the full model
+    stacked in one batched pass draw the same noise and batches, so the traces agree up to float
+    reassociation."""
+    from rllc.estimate.llc import estimate_components
+
+    model, data = trained
+    s = SamplerConfig(epsilon=1e-3, gamma=100, nbeta=30, chains=2, draws=12, batch_size=16, init_loss_batches=2,
+                      reference="paired")
+    comps = ["0:1", "1:0", "full", "1:0+1:1"]
+    together = estimate_components(model, comps, data, s, device="cpu")
+    for comp, got in zip(comps, together, strict=True):
+        alone = sample_llc(model, data, component_masks(model, comp), s, batched=False)
+        np.testing.assert_allclose(got.traces, alone.traces, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got.baseline, alone.baseline, rtol=0, atol=1e-6)
+        assert got.per_chain == pytest.approx(alone.per_chain, abs=1e-3)
+        assert got.component == comp and got.n_weights == alone.n_weights
+    assert together[0].traces.tolist() != together[1].traces.tolist()  # components really differ
+    with pytest.raises(ValueError, match="no components"):
+        estimate_components(model, [], data, s)
+
+
+def test_batched_path_refuses_a_forward_that_loses_gradients() -> None:
+    """A forward that slices an nn.ParameterList computes with fresh Parameters under
+    functional_call: the vmapped gradient is zero. The first step's check must refuse it."""
+
+    class Sliced(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            g = torch.Generator().manual_seed(0)
+            self.ws = torch.nn.ParameterList([torch.nn.Parameter(torch.randn(4, 4, generator=g)) for _ in range(2)])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for w in self.ws[:2]:  # slicing re-wraps the parameters
+                x = x @ w
+            return x.pow(2).mean()
+
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(1))
+    s = SamplerConfig(chains=2, draws=4, batch_size=8, init_loss_batches=2, reference="init")
+    plain = sample_llc(Sliced(), x, None, s, loss_fn=lambda m, t: m(t), batched=False)
+    assert np.isfinite(plain.traces).all()
+    with pytest.raises(ValueError, match="differs from autograd"):
+        sample_llc(Sliced(), x, None, s, loss_fn=lambda m, t: m(t), batched=True)
+
+
 def test_fused_forward_matches_transformer_lens(trained) -> None:
     from rllc.model import fused as fastforward
 

@@ -33,7 +33,7 @@ from ..io import write_json
 from ..model.build import resolve_device
 from ..model.components import head_names
 from ..run import require_run, run_config
-from .sweep import Job, paired_baseline, record_key, records_dir, resolve_steps, run_job
+from .sweep import Job, batchable, paired_baseline, record_key, records_dir, resolve_steps, run_chunk
 
 HEADS = "heads"  # in a list of components: every head of the model
 
@@ -140,31 +140,39 @@ def run_group(run_dir: str | Path, group: Group, settings: SamplerConfig | None 
         torch.set_num_threads(threads)  # without cgroups a task would otherwise use every core of the node
     dev = resolve_device(device)
     state: dict[Any, Any] = {}
-    counts = {"computed": 0, "skipped": 0, "failed": 0}
+    keys = {job: record_key(cfg, job, settings, run) for job in group.jobs()}
+    todo = [job for job in group.jobs() if not (records_dir(run) / f"{keys[job]}.json").exists()]
+    counts = {"computed": 0, "skipped": len(keys) - len(todo), "failed": 0}
     errors = []
-    for job in group.jobs():
-        key = record_key(cfg, job, settings, run)
-        if (records_dir(run) / f"{key}.json").exists():
-            counts["skipped"] += 1
-            continue
+    # on a GPU the group's components go through batched passes; elsewhere one after another
+    chunks = batchable(todo) if dev.type == "cuda" else [[job] for job in todo]
+    for chunk in chunks:
         try:
-            paired_baseline(run, cfg, job, settings, dev, state)
-            run_job(run, cfg, job, settings, dev, state)
+            paired_baseline(run, cfg, chunk[0], settings, dev, state)
+            run_chunk(run, cfg, chunk, settings, dev, state)
         except Exception as err:  # noqa: BLE001 - one estimate's failure must not lose the group's others
-            counts["failed"] += 1
-            errors.append(f"{job.component}: {err}")
-            write_json(failed_dir(run) / f"{key}.json", {"job": job.__dict__, "error": repr(err),
-                                                         "traceback": traceback.format_exc(), "time": time.time()})
+            counts["failed"] += len(chunk)
+            errors += [f"{job.component}: {err}" for job in chunk]
+            for job in chunk:
+                write_json(failed_dir(run) / f"{keys[job]}.json",
+                           {"job": job.__dict__, "error": repr(err), "traceback": traceback.format_exc(),
+                            "time": time.time()})
             continue
-        counts["computed"] += 1
-        (failed_dir(run) / f"{key}.json").unlink(missing_ok=True)
-        write_json(events_dir(run) / f"{key}.{socket.gethostname()}.{os.getpid()}.{time.time_ns()}.json",
-                   {"key": key, "group": group.name, "component": job.component, "host": socket.gethostname(),
-                    "pid": os.getpid(), "task": os.environ.get("SLURM_ARRAY_TASK_ID"),
-                    "job": os.environ.get("SLURM_JOB_ID"), "time": time.time()})
+        for job in chunk:
+            counts["computed"] += 1
+            _log_finished(run, keys[job], group, job)
     if errors:
         raise RuntimeError(f"{group.name}: {len(errors)} estimate(s) failed: " + "; ".join(errors[:3]))
     return counts
+
+
+def _log_finished(run: Path, key: str, group: Group, job: Job) -> None:
+    """Clear the estimate's failure (if any) and log that it was finished, by whom."""
+    (failed_dir(run) / f"{key}.json").unlink(missing_ok=True)
+    write_json(events_dir(run) / f"{key}.{socket.gethostname()}.{os.getpid()}.{time.time_ns()}.json",
+               {"key": key, "group": group.name, "component": job.component, "host": socket.gethostname(),
+                "pid": os.getpid(), "task": os.environ.get("SLURM_ARRAY_TASK_ID"),
+                "job": os.environ.get("SLURM_JOB_ID"), "time": time.time()})
 
 
 def finished_events(run_dir: str | Path) -> pd.Series:

@@ -38,11 +38,11 @@ from tqdm.auto import tqdm
 from ..config import SamplerConfig
 from ..model.components import ParamMasks, component_masks, component_size, parse_head
 from ..model.fused import HeadLoss, LayerInputs, SoftTargets, model_logits, next_token_loss, soft_ce, supports
-from .batched import run_chains_batched
+from .batched import run_chains_batched, run_components_batched
 from .sgld import BATCH_ORDERS, ESTIMATOR_VERSION, BatchFeed, LossFn, chain_feeds, n_steps, sgld_update
 
-__all__ = ["ESTIMATOR_VERSION", "BatchFeed", "LLCResult", "LossFn", "estimate_llc", "generator_loss", "n_steps",
-           "sample_llc"]
+__all__ = ["ESTIMATOR_VERSION", "BatchFeed", "LLCResult", "LossFn", "estimate_components", "estimate_llc",
+           "generator_loss", "n_steps", "sample_llc"]
 
 FLAG_DIVERGED = "diverged"
 FLAG_BELOW_INIT = "below_init"
@@ -438,3 +438,57 @@ def estimate_llc(
         loss_fn = generator_loss(targets) if targets is not None else next_token_loss
     return sample_llc(model, data, masks, settings, loss_fn, device=device, progress=progress,
                       component=component, data_name=data_name, bar=bar, baseline=baseline)
+
+
+def estimate_components(
+    model: nn.Module,
+    components: list[str],
+    data: torch.Tensor,
+    settings: SamplerConfig = SamplerConfig(),
+    data_name: str = "",
+    device: str | torch.device | None = None,
+    bar: tqdm | None = None,
+    baseline: np.ndarray | None = None,
+) -> list[LLCResult]:
+    """Several components of one model on one distribution in one batched pass (chains ×
+    components stacked with ``torch.func.vmap``: the way to fill a GPU with small estimates).
+
+    Each component's chains draw the noise and see the batches they would in its own
+    ``estimate_llc``, so the results equal those up to floating-point reassociation (a test
+    checks the traces). The paired reference (``baseline``) is the same for every component:
+    computed once here if not given. Token data only: a generator's predictions (eq. 11) are
+    estimated one component at a time (``estimate_llc``)."""
+    _check_settings(settings)
+    if not components:
+        raise ValueError("no components to estimate")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    work = copy.deepcopy(model)
+    work = work.to(dev, print_details=False) if _is_hooked(work) else work.to(dev)
+    work.train()
+    for p in work.parameters():
+        p.requires_grad_(False)
+    masks_list = [component_masks(work, c) for c in components]
+    feeds = chain_feeds(data, settings)
+    start = time.perf_counter()
+    chain_l0: np.ndarray | None = None
+    if settings.reference == "paired":
+        if baseline is None:
+            baseline = paired_baselines(work, feeds, next_token_loss, n_steps(settings), dev)
+        baseline = np.asarray(baseline, dtype=float)
+        if baseline.shape != (settings.chains, n_steps(settings)):
+            raise ValueError(f"baseline has shape {baseline.shape}; the sampler needs "
+                             f"{(settings.chains, n_steps(settings))} (chains, steps)")
+        l0: float | np.ndarray = float(select_draws(baseline, settings.burnin, settings.steps_between_draws,
+                                                    settings.draws).mean())
+    else:
+        baseline = None
+        firsts: dict[int, float] = {}
+        for f in feeds:
+            if id(f) not in firsts:
+                firsts[id(f)] = init_loss(work, f, next_token_loss, settings.init_loss_batches, dev)
+        chain_l0 = np.array([firsts[id(f)] for f in feeds])
+        l0 = chain_l0
+    traces = run_components_batched(work, masks_list, feeds, next_token_loss, settings, dev, bar)
+    seconds = (time.perf_counter() - start) / len(components)  # the pass's time, shared out
+    return [make_result(traces[k], l0, settings, component_size(work, masks_list[k]), component=c, data=data_name,
+                        seconds=seconds, baseline=baseline) for k, c in enumerate(components)]

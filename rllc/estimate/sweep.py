@@ -39,7 +39,7 @@ from ..model.checkpoints import CheckpointStore
 from ..model.fused import LayerInputs, SoftTargets, next_token_loss
 from ..run import find_run, identity, load_model, require_run, run_config
 from . import sgld
-from .llc import LLCResult, estimate_llc, generator_loss, paired_baselines
+from .llc import LLCResult, estimate_components, estimate_llc, generator_loss, paired_baselines
 from .sgld import n_steps
 
 GENERATOR_PREFIX = "model:"
@@ -221,6 +221,9 @@ def run_sweep(
                 paired_baseline(run, cfg, job, settings, dev, state)
             state.clear()
             _run_parallel(run, todo, settings, workers, bar, per_job)
+        elif dev.type == "cuda":
+            for chunk in batchable(todo):
+                run_chunk(run, cfg, chunk, settings, dev, state, bar)
         else:
             for job in todo:
                 run_job(run, cfg, job, settings, dev, state, bar)
@@ -256,6 +259,52 @@ def run_job(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: torc
                           layer_inputs=_layer_inputs(job, settings, state))
     key = record_key(cfg, job, settings, run)
     write_json(records_dir(run) / f"{key}.json", _record(job, result, key, dev))
+
+
+BATCH_COMPONENTS = 17  # on a GPU, components estimated in one batched pass (16 heads and the full model)
+
+
+def batchable(jobs: Sequence[Job], size: int = BATCH_COMPONENTS) -> list[list[Job]]:
+    """Jobs in chunks that one batched pass can take: the same model, checkpoint and token
+    distribution, at most ``size`` components; a generator distribution runs one job at a time."""
+    chunks: list[list[Job]] = []
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        if parse_generator(job.data) is not None:
+            chunks.append([job])
+        else:
+            groups.setdefault((job.model, job.step, job.data), []).append(job)
+    for group in groups.values():
+        chunks += [group[i:i + size] for i in range(0, len(group), size)]
+    return chunks
+
+
+def run_jobs_batched(run: Path, cfg: Config, jobs: Sequence[Job], settings: SamplerConfig, dev: torch.device,
+                     state: dict[Any, Any], bar: tqdm | None = None) -> None:
+    """Estimate jobs of one model, checkpoint and token distribution in one batched pass
+    (``llc.estimate_components``: chains × components on a GPU) and write their records."""
+    first = jobs[0]
+    if any((j.model, j.step, j.data) != (first.model, first.step, first.data) for j in jobs):
+        raise ValueError("a batched pass takes jobs of one model, checkpoint and distribution")
+    model = _model(run, first, dev, state)
+    baseline = paired_baseline(run, cfg, first, settings, dev, state)
+    tokens, generator = _data_tensor(cfg, run, first.data, dev, state.setdefault("data", {}))
+    if generator is not None:
+        raise ValueError("generator distributions are estimated one component at a time")
+    results = estimate_components(model, [j.component for j in jobs], tokens, settings, data_name=first.data,
+                                  device=dev, bar=bar, baseline=baseline)
+    for job, result in zip(jobs, results, strict=True):
+        key = record_key(cfg, job, settings, run)
+        write_json(records_dir(run) / f"{key}.json", _record(job, result, key, dev))
+
+
+def run_chunk(run: Path, cfg: Config, jobs: Sequence[Job], settings: SamplerConfig, dev: torch.device,
+              state: dict[Any, Any], bar: tqdm | None = None) -> None:
+    """One chunk of :func:`batchable`: a batched pass, or a single job on its own."""
+    if len(jobs) > 1:
+        run_jobs_batched(run, cfg, jobs, settings, dev, state, bar)
+    else:
+        run_job(run, cfg, jobs[0], settings, dev, state, bar)
 
 
 _WORKER: dict[str, Any] = {}
