@@ -26,8 +26,9 @@ from rllc.train import train_model
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_UP = REPO / ".ci" / "slurm-up"
-# long enough per estimate (~0.3-1 s here) that a group is still running when it is cancelled
-FLAGS = ["--chains", "2", "--draws", "150", "--burnin", "5", "--batch-size", "4", "--init-loss-batches", "2"]
+# long enough per estimate (~1 s here) that a group is still running when it is cancelled
+DRAWS = 400
+FLAGS = ["--chains", "2", "--draws", str(DRAWS), "--burnin", "5", "--batch-size", "4", "--init-loss-batches", "2"]
 GRID = ["--steps", "all", "--components", "full", "heads", "--data", "train"]
 SLURM = ["--executor", "slurm", "--time", "10", "--cpus-per-task", "1", "--array-parallelism", "2"]
 
@@ -85,7 +86,7 @@ def test_slurm_sweep_survives_a_cancelled_task_and_equals_a_serial_sweep(slurm, 
     # cancel a running task once its group has some records but not all
     victim, deadline = None, time.monotonic() + 240
     while victim is None and time.monotonic() < deadline:
-        status = grid.status(run, groups, dataclasses.replace(run_config(run).sampler, chains=2, draws=150, burnin=5,
+        status = grid.status(run, groups, dataclasses.replace(run_config(run).sampler, chains=2, draws=DRAWS, burnin=5,
                                                               batch_size=4, init_loss_batches=2))
         tasks = _array_tasks(array)
         for task, state in tasks.items():
@@ -95,10 +96,12 @@ def test_slurm_sweep_survives_a_cancelled_task_and_equals_a_serial_sweep(slurm, 
                 break
         time.sleep(0.2)
     assert victim is not None, "no task was caught half-way through its group"
+    # submitit lets a task ride out SIGTERM; SLURM kills it KillWait later (5 s in .ci/slurm-up's
+    # configuration), well before its group (~15 s) could finish
     subprocess.run(["scancel", victim], check=True)
     _wait_gone(array)
     index = int(victim.split("_")[1])
-    settings = dataclasses.replace(run_config(run).sampler, chains=2, draws=150, burnin=5, batch_size=4,
+    settings = dataclasses.replace(run_config(run).sampler, chains=2, draws=DRAWS, burnin=5, batch_size=4,
                                    init_loss_batches=2)
     after_cancel = grid.status(run, groups, settings)
     assert after_cancel["state"].iloc[index] != "done", "the cancelled task finished its group anyway"
