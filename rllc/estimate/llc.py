@@ -259,6 +259,33 @@ def paired_baselines(model: nn.Module, feeds: list[BatchFeed], loss_fn: LossFn, 
     return np.stack([done[id(f)] for f in feeds])
 
 
+def reference_losses(model: nn.Module, feeds: list[BatchFeed], loss_fn: LossFn, settings: SamplerConfig,
+                     device: torch.device, baseline: np.ndarray | None = None,
+                     ) -> tuple[np.ndarray | None, np.ndarray | None, float]:
+    """What an estimate's draws are compared with: (the paired baseline [chains, steps] or None,
+    each chain's L(w*) under the "init" reference or None, the L(w*) the result reports).
+
+    ``baseline``: the paired losses when the caller has them ([steps] is accepted with a shared
+    batch order); otherwise they are computed here."""
+    if settings.reference == "paired":
+        shape = (settings.chains, n_steps(settings))
+        if baseline is None:
+            baseline = paired_baselines(model, feeds, loss_fn, n_steps(settings), device)
+        baseline = np.asarray(baseline, dtype=float)
+        if baseline.shape == shape[1:] and settings.batch_order == "shared":
+            baseline = np.broadcast_to(baseline, shape).copy()
+        if baseline.shape != shape:
+            raise ValueError(f"baseline has shape {baseline.shape}; the sampler needs {shape} (chains, steps)")
+        return baseline, None, float(select_draws(baseline, settings.burnin, settings.steps_between_draws,
+                                                  settings.draws).mean())
+    firsts: dict[int, float] = {}
+    for f in feeds:
+        if id(f) not in firsts:
+            firsts[id(f)] = init_loss(model, f, loss_fn, settings.init_loss_batches, device)
+    chain_l0 = np.array([firsts[id(f)] for f in feeds])
+    return None, chain_l0, float(chain_l0.mean())
+
+
 def _run_chain(model: nn.Module, params: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
                feed: BatchFeed, loss_fn: LossFn, s: SamplerConfig, chain: int, device: torch.device,
                bar: tqdm | None) -> np.ndarray:
@@ -331,25 +358,7 @@ def sample_llc(
 
     feeds = chain_feeds(data, settings)
     start = time.perf_counter()
-    chain_l0 = None
-    if settings.reference == "paired":
-        shape = (settings.chains, n_steps(settings))
-        if baseline is None:
-            baseline = paired_baselines(work, feeds, loss_fn, n_steps(settings), dev)
-        baseline = np.asarray(baseline, dtype=float)
-        if baseline.shape == shape[1:] and settings.batch_order == "shared":
-            baseline = np.broadcast_to(baseline, shape).copy()
-        if baseline.shape != shape:
-            raise ValueError(f"baseline has shape {baseline.shape}; the sampler needs {shape} (chains, steps)")
-        l0 = float(select_draws(baseline, settings.burnin, settings.steps_between_draws, settings.draws).mean())
-    else:
-        baseline = None
-        firsts: dict[int, float] = {}
-        for f in feeds:
-            if id(f) not in firsts:
-                firsts[id(f)] = init_loss(work, f, loss_fn, settings.init_loss_batches, dev)
-        chain_l0 = np.array([firsts[id(f)] for f in feeds])
-        l0 = float(chain_l0.mean())
+    baseline, chain_l0, l0 = reference_losses(work, feeds, loss_fn, settings, dev, baseline)
     use_batched = batched if batched is not None else dev.type == "cuda"
     total = settings.chains * n_steps(settings)
     own_bar = bar is None
@@ -470,25 +479,9 @@ def estimate_components(
     masks_list = [component_masks(work, c) for c in components]
     feeds = chain_feeds(data, settings)
     start = time.perf_counter()
-    chain_l0: np.ndarray | None = None
-    if settings.reference == "paired":
-        if baseline is None:
-            baseline = paired_baselines(work, feeds, next_token_loss, n_steps(settings), dev)
-        baseline = np.asarray(baseline, dtype=float)
-        if baseline.shape != (settings.chains, n_steps(settings)):
-            raise ValueError(f"baseline has shape {baseline.shape}; the sampler needs "
-                             f"{(settings.chains, n_steps(settings))} (chains, steps)")
-        l0: float | np.ndarray = float(select_draws(baseline, settings.burnin, settings.steps_between_draws,
-                                                    settings.draws).mean())
-    else:
-        baseline = None
-        firsts: dict[int, float] = {}
-        for f in feeds:
-            if id(f) not in firsts:
-                firsts[id(f)] = init_loss(work, f, next_token_loss, settings.init_loss_batches, dev)
-        chain_l0 = np.array([firsts[id(f)] for f in feeds])
-        l0 = chain_l0
+    baseline, chain_l0, l0 = reference_losses(work, feeds, next_token_loss, settings, dev, baseline)
     traces = run_components_batched(work, masks_list, feeds, next_token_loss, settings, dev, bar)
     seconds = (time.perf_counter() - start) / len(components)  # the pass's time, shared out
-    return [make_result(traces[k], l0, settings, component_size(work, masks_list[k]), component=c, data=data_name,
-                        seconds=seconds, baseline=baseline) for k, c in enumerate(components)]
+    return [make_result(traces[k], chain_l0 if chain_l0 is not None else l0, settings,
+                        component_size(work, masks_list[k]), component=c, data=data_name, seconds=seconds,
+                        baseline=baseline) for k, c in enumerate(components)]
