@@ -136,3 +136,12 @@ def test_batched_pass_of_a_group_writes_the_records_a_sequential_sweep_would(tra
     with pytest.raises(ValueError, match="one model, checkpoint and distribution"):
         sweep.run_jobs_batched(trained_run, cfg, [jobs[0], sweep.Job("L2", 8, "full", "train")], settings,
                                torch.device("cpu"), {})
+
+
+def test_a_batched_pass_holds_what_device_memory_allows() -> None:
+    paper = SamplerConfig(chains=4, batch_size=32)
+    per = 4 * 32 * 1024 * 5000 * 4 * sweep.LOGIT_COPIES  # bytes of one component's logits and copies
+    assert per == 10_485_760_000
+    assert sweep.components_per_pass(1024, 5000, paper, free_bytes=141 * 10**9) == 6  # half of an H200
+    assert sweep.components_per_pass(1024, 5000, paper, free_bytes=10**9) == 1  # never fewer than one
+    assert sweep.components_per_pass(256, 320, SamplerConfig(chains=3, batch_size=8), 80 * 10**9) == 17  # the cap

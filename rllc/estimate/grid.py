@@ -33,7 +33,7 @@ from ..io import write_json
 from ..model.build import resolve_device
 from ..model.components import head_names
 from ..run import require_run, run_config
-from .sweep import Job, batchable, paired_baseline, record_key, records_dir, resolve_steps, run_chunk
+from .sweep import Job, batchable, paired_baseline, pass_size, record_key, records_dir, resolve_steps, run_chunk
 
 HEADS = "heads"  # in a list of components: every head of the model
 
@@ -145,7 +145,7 @@ def run_group(run_dir: str | Path, group: Group, settings: SamplerConfig | None 
     counts = {"computed": 0, "skipped": len(keys) - len(todo), "failed": 0}
     errors = []
     # on a GPU the group's components go through batched passes; elsewhere one after another
-    chunks = batchable(todo) if dev.type == "cuda" else [[job] for job in todo]
+    chunks = batchable(todo, pass_size(cfg, settings, dev)) if dev.type == "cuda" else [[job] for job in todo]
     for chunk in chunks:
         try:
             paired_baseline(run, cfg, chunk[0], settings, dev, state)

@@ -222,7 +222,7 @@ def run_sweep(
             state.clear()
             _run_parallel(run, todo, settings, workers, bar, per_job)
         elif dev.type == "cuda":
-            for chunk in batchable(todo):
+            for chunk in batchable(todo, pass_size(cfg, settings, dev)):
                 run_chunk(run, cfg, chunk, settings, dev, state, bar)
         else:
             for job in todo:
@@ -261,7 +261,27 @@ def run_job(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: torc
     write_json(records_dir(run) / f"{key}.json", _record(job, result, key, dev))
 
 
-BATCH_COMPONENTS = 17  # on a GPU, components estimated in one batched pass (16 heads and the full model)
+BATCH_COMPONENTS = 17  # on a GPU, components estimated in one batched pass at most (16 heads and the full model)
+# live float tensors of a chain's vocabulary-sized activations per token in one batched step: the
+# logits, their log-softmax and the gradients of both (the rest of an attention-only model is smaller)
+LOGIT_COPIES = 4
+
+
+def components_per_pass(n_ctx: int, d_vocab: int, settings: SamplerConfig, free_bytes: int,
+                        fraction: float = 0.5, cap: int = BATCH_COMPONENTS) -> int:
+    """How many components one batched pass can hold in ``fraction`` of ``free_bytes`` of device
+    memory: each stacks ``settings.chains`` chains whose logits ([batch, n_ctx, d_vocab] floats,
+    ``LOGIT_COPIES`` of them) dominate. At the paper's shape (4 chains x 32 x 1024 x 5,000) a
+    component needs ~10.5 GB, so a 141 GB device takes 6 at a time; the cpu shape takes ``cap``."""
+    per_component = settings.chains * settings.batch_size * n_ctx * d_vocab * 4 * LOGIT_COPIES
+    return max(1, min(cap, int(fraction * free_bytes // max(per_component, 1))))
+
+
+def pass_size(cfg: Config, settings: SamplerConfig, dev: torch.device) -> int:
+    """Components per batched pass on ``dev`` (a CUDA device: from its free memory now; the
+    profile's vocabulary size bounds the model's)."""
+    free, _ = torch.cuda.mem_get_info(dev)
+    return components_per_pass(cfg.model.n_ctx, cfg.tokenizer.vocab_size, settings, free)
 
 
 def batchable(jobs: Sequence[Job], size: int = BATCH_COMPONENTS) -> list[list[Job]]:
