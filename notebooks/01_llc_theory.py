@@ -264,7 +264,10 @@ display(budget_stages.round(3))
 # **Precision against time.** One estimate (the last checkpoint) at several chains × draws
 # settings: its standard error, what 1/√(chains × draws) predicts from the cheapest setting, and
 # its cost. If the measured error falls as predicted, the table above converts directly into
-# compute; if it falls slower (correlated draws), more chains are the better buy.
+# compute; if it falls slower (correlated draws), more chains are the better buy. Chain c's
+# batches and noise depend only on the seed and c, so on a CPU the longest setting is sampled and
+# the others are cut from it (`sweep.derive_records`: its first chains, to their first draws — the
+# numbers a run of their own gives, bit for bit); their times are its time per chain-step, scaled.
 
 # %%
 if cfg.llc.precision_chains and cfg.llc.precision_draws:
@@ -293,8 +296,8 @@ else:
 # not), and the LLC peaks early, inside the warm-up. A peak that belongs to the schedule moves with
 # it; one that belongs to what the model learns comes at the same test loss. L2 is retrained for
 # `llc.warmup_control_steps` steps with other warm-up lengths (same seed, data order and
-# checkpoints) and its LLC estimated with the profile's sampler (as the original run's here: the
-# peak stands far out of that sampler's noise). Rule (`stages.warmup_verdict`): the
+# checkpoints) and its LLC estimated with the profile's sampler (as the original run's here, cut
+# from the curve's longer estimates: the peak stands far out of that sampler's noise). Rule (`stages.warmup_verdict`): the
 # peak is a **stage** if it stays within one checkpoint spacing; a stage **delayed by the warm-up**
 # if it moves with the warm-up but always comes at the same test loss (within the loss change of
 # one checkpoint at the original peak); a **warm-up artefact** if it moves and comes at different

@@ -48,9 +48,9 @@ def test_run_group_skips_records_logs_failures_and_events(trained_run) -> None:
     sweep.run_sweep(trained_run, ["L2"], [24], ["1:0"], ["train"], FAST, progress=False)  # one of the two exists
     assert grid.status(trained_run, [group], FAST)["state"].tolist() == ["partial"]
     counts = grid.run_group(trained_run, group, FAST)
-    assert counts == {"computed": 1, "skipped": 1, "failed": 0}
+    assert counts == {"computed": 1, "skipped": 1, "cut": 0, "failed": 0}
     assert grid.status(trained_run, [group], FAST)["state"].tolist() == ["done"]
-    assert grid.run_group(trained_run, group, FAST) == {"computed": 0, "skipped": 2, "failed": 0}
+    assert grid.run_group(trained_run, group, FAST) == {"computed": 0, "skipped": 2, "cut": 0, "failed": 0}
     events = grid.finished_events(trained_run)
     assert events.sum() == 1 and events.max() == 1  # only the estimate this task computed
 

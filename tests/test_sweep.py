@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 
@@ -54,6 +56,42 @@ def test_sweep_is_cached_resumable_and_keyed_by_settings(trained_run, monkeypatc
     assert len(list(sweep.records_dir(trained_run).glob("*.json"))) == 5  # a new setting is a new record
     written = sweep.collect(trained_run)
     assert len(written) == 5 and (trained_run / "tables" / "llc_traces.parquet").exists()
+
+
+@pytest.mark.parametrize("reference", ["paired", "init"])
+def test_shorter_estimates_are_cut_from_longer_ones_bit_for_bit(trained_run, monkeypatch, reference) -> None:
+    long = dataclasses.replace(FAST, chains=3, draws=8, reference=reference)
+    short = dataclasses.replace(long, chains=2, draws=5)
+    jobs = dict(models=["L2"], steps=[24], components=["1:0", "full"], datas=["train"], progress=False)
+    sweep.run_sweep(trained_run, settings=long, **jobs)
+    real, calls = sweep.estimate_llc, []
+
+    def counting(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "estimate_llc", counting)
+    cut = sweep.run_sweep(trained_run, settings=short, **jobs)
+    assert calls == []  # nothing sampled: both cut from the longer records
+    cut_records = {r["component"]: r for r in sweep.load_records(trained_run, cut["key"])}
+    assert all(r["derived_from"] for r in cut_records.values())
+    # the same estimates sampled from scratch, with the index of longer records gone
+    for key in cut["key"]:
+        (sweep.records_dir(trained_run) / f"{key}.json").unlink()
+    shutil.rmtree(sweep.prefixes_dir(trained_run))
+    direct = sweep.run_sweep(trained_run, settings=short, **jobs)
+    assert sorted(calls) == ["1:0", "full"]
+    for rec in sweep.load_records(trained_run, direct["key"]):
+        other = cut_records[rec["component"]]
+        assert "derived_from" not in rec
+        for name in ("mean", "std", "sem", "per_chain", "flags", "n_ok", "init_loss", "traces", "baseline",
+                     "chain_init_loss", "n_weights", "settings", "key"):
+            assert other.get(name) == rec.get(name), name
+    # more chains but fewer draws, or another setting, cannot give an estimate: it is sampled
+    calls.clear()
+    sweep.run_sweep(trained_run, settings=dataclasses.replace(long, chains=2, draws=10), **jobs)
+    sweep.run_sweep(trained_run, settings=dataclasses.replace(short, nbeta=10.0), **jobs)
+    assert len(calls) == 4
 
 
 def test_generator_distribution_and_bad_names(trained_run) -> None:

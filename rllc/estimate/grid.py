@@ -33,7 +33,17 @@ from ..io import write_json
 from ..model.build import resolve_device
 from ..model.components import head_names
 from ..run import require_run, run_config
-from .sweep import Job, batchable, paired_baseline, pass_size, record_key, records_dir, resolve_steps, run_chunk
+from .sweep import (
+    Job,
+    batchable,
+    derive_records,
+    paired_baseline,
+    pass_size,
+    record_key,
+    records_dir,
+    resolve_steps,
+    run_chunk,
+)
 
 HEADS = "heads"  # in a list of components: every head of the model
 
@@ -131,7 +141,8 @@ def run_group(run_dir: str | Path, group: Group, settings: SamplerConfig | None 
               progress: bool = False) -> dict[str, Any]:
     """Compute every estimate of ``group`` that has no record yet (the paired reference once,
     first); skip the others. An estimate that raises is logged under ``failed/`` and the group
-    goes on; the task raises at the end if any failed. Returns counts (computed, skipped, failed)."""
+    goes on; the task raises at the end if any failed. Returns counts (computed, cut from longer
+    estimates, skipped, failed)."""
     run = require_run(run_dir)
     cfg = run_config(run)
     settings = settings or cfg.sampler
@@ -142,7 +153,9 @@ def run_group(run_dir: str | Path, group: Group, settings: SamplerConfig | None 
     state: dict[Any, Any] = {}
     keys = {job: record_key(cfg, job, settings, run) for job in group.jobs()}
     todo = [job for job in group.jobs() if not (records_dir(run) / f"{keys[job]}.json").exists()]
-    counts = {"computed": 0, "skipped": len(keys) - len(todo), "failed": 0}
+    cut = derive_records(run, cfg, todo, settings)  # contained in longer estimates already made
+    todo = [job for job in todo if job not in cut]
+    counts = {"computed": 0, "skipped": len(keys) - len(todo) - len(cut), "cut": len(cut), "failed": 0}
     errors = []
     # on a GPU the group's components go through batched passes; elsewhere one after another
     chunks = batchable(todo, pass_size(cfg, settings, dev)) if dev.type == "cuda" else [[job] for job in todo]

@@ -42,7 +42,7 @@ from .batched import run_chains_batched, run_components_batched
 from .sgld import BATCH_ORDERS, ESTIMATOR_VERSION, BatchFeed, LossFn, chain_feeds, n_steps, sgld_update
 
 __all__ = ["ESTIMATOR_VERSION", "BatchFeed", "LLCResult", "LossFn", "estimate_components", "estimate_llc",
-           "generator_loss", "n_steps", "sample_llc"]
+           "generator_loss", "n_steps", "prefix_result", "sample_llc"]
 
 FLAG_DIVERGED = "diverged"
 FLAG_BELOW_INIT = "below_init"
@@ -120,6 +120,8 @@ class LLCResult:
             out["traces"] = self.traces.tolist()
             if self.baseline is not None:
                 out["baseline"] = self.baseline.tolist()
+            if self.chain_init_loss is not None:
+                out["chain_init_loss"] = self.chain_init_loss.tolist()
         return out
 
 
@@ -398,6 +400,47 @@ def make_result(traces: np.ndarray, l0: float | np.ndarray, settings: SamplerCon
     return LLCResult(mean=mean, std=std, sem=sem, per_chain=per_chain, flags=flags, init_loss=l0,
                      traces=traces, settings=asdict(s), component=component, n_weights=n_weights, data=data,
                      seconds=seconds, baseline=baseline, chain_init_loss=chain_l0)
+
+
+PREFIX_SETTINGS = ("chains", "draws")  # the settings a shorter estimate may differ in from the record it is cut from
+
+
+def prefix_result(record: dict[str, Any], settings: SamplerConfig) -> LLCResult | None:
+    """The estimate under ``settings`` cut from the record of a longer one: its first
+    ``settings.chains`` chains, each to its first ``settings.draws`` draws.
+
+    Chain c's batches and noise are seeded by the sampler's seed and c alone and each chain runs
+    on its own, so the estimate with fewer chains or draws (all other settings equal) sees exactly
+    the first chains and steps of the longer one: its per-chain values, flags and summary are
+    recomputed here from those traces and references by ``make_result``, bit-identical to running
+    it (a test checks it). None when the record cannot give it: fewer chains or draws, other
+    settings, or (reference "init") no per-chain L(w*) stored. The time is the record's, scaled
+    to the number of chain-steps."""
+    src = record.get("settings", {})
+    want = asdict(settings)
+    if any(src.get(k) != v for k, v in want.items() if k not in PREFIX_SETTINGS):
+        return None
+    if src.get("chains", 0) < settings.chains or src.get("draws", 0) < settings.draws:
+        return None
+    chains, steps = settings.chains, n_steps(settings)
+    traces = np.asarray(record["traces"], dtype=float)[:chains, :steps]
+    baseline = None
+    if settings.reference == "paired":
+        if record.get("baseline") is None:
+            return None
+        baseline = np.asarray(record["baseline"], dtype=float)[:chains, :steps]
+        l0: float | np.ndarray = float(select_draws(baseline, settings.burnin, settings.steps_between_draws,
+                                                    settings.draws).mean())
+    elif record.get("chain_init_loss") is not None:
+        l0 = np.asarray(record["chain_init_loss"], dtype=float)[:chains]
+    else:
+        return None
+    if traces.shape != (chains, steps):
+        return None
+    src_steps = src["burnin"] + src["draws"] * src["steps_between_draws"]
+    seconds = float(record.get("seconds", 0.0)) * (chains * steps) / (src["chains"] * src_steps)
+    return make_result(traces, l0, settings, int(record["n_weights"]), component=record.get("component", ""),
+                       data=record.get("data", ""), seconds=seconds, baseline=baseline)
 
 
 def head_list(component: str) -> list[tuple[int, int]] | None:

@@ -39,7 +39,15 @@ from ..model.checkpoints import CheckpointStore
 from ..model.fused import LayerInputs, SoftTargets, next_token_loss
 from ..run import find_run, identity, load_model, require_run, run_config
 from . import sgld
-from .llc import LLCResult, estimate_components, estimate_llc, generator_loss, paired_baselines
+from .llc import (
+    PREFIX_SETTINGS,
+    LLCResult,
+    estimate_components,
+    estimate_llc,
+    generator_loss,
+    paired_baselines,
+    prefix_result,
+)
 from .sgld import n_steps
 
 GENERATOR_PREFIX = "model:"
@@ -111,17 +119,87 @@ def _generator_key(run: Path, cfg: Config, data: str) -> dict[str, Any] | None:
     return {"identity": identity(cfg, gen[0]), "step": step}
 
 
-def record_key(cfg: Config, job: Job, settings: SamplerConfig, run: Path) -> str:
-    return config_hash({
+def _key_parts(cfg: Config, job: Job, sampler: dict[str, Any], run: Path) -> dict[str, Any]:
+    return {
         "identity": identity(cfg, job.model), "step": job.step, "component": job.component.replace(" ", "").lower(),
         "data": job.data, "tokens": data_mod.tokens_key(cfg),
         "generator": _generator_key(run, cfg, job.data),
-        "sampler": dataclasses.asdict(settings), "estimator": sgld.ESTIMATOR_VERSION,
-    }, n=16)
+        "sampler": sampler, "estimator": sgld.ESTIMATOR_VERSION,
+    }
+
+
+def record_key(cfg: Config, job: Job, settings: SamplerConfig, run: Path) -> str:
+    return config_hash(_key_parts(cfg, job, dataclasses.asdict(settings), run), n=16)
+
+
+def family_key(cfg: Config, job: Job, settings: SamplerConfig, run: Path) -> str:
+    """The record key less the numbers of chains and draws: an estimate of one family can be cut
+    from any record of it with at least as many chains and draws (``llc.prefix_result``)."""
+    sampler = {k: v for k, v in dataclasses.asdict(settings).items() if k not in PREFIX_SETTINGS}
+    return config_hash({**_key_parts(cfg, job, sampler, run), "family": True}, n=16)
 
 
 def records_dir(run: Path) -> Path:
     return run / "llc" / "records"
+
+
+def prefixes_dir(run: Path) -> Path:
+    """An index of the records estimates can be cut from: one empty file per record computed on a
+    CPU, named ``<family key>.<chains>.<draws>.<record key>``."""
+    return run / "llc" / "prefixes"
+
+
+def write_record(run: Path, cfg: Config, job: Job, settings: SamplerConfig, result: LLCResult,
+                 dev: torch.device) -> str:
+    """Write an estimate's record (atomically) and, for one computed on a CPU, its entry in the
+    prefix index (a GPU's batched passes reassociate sums across chains, so only CPU records are
+    cut from). Returns the key."""
+    key = record_key(cfg, job, settings, run)
+    write_json(records_dir(run) / f"{key}.json", _record(job, result, key, dev))
+    if dev.type == "cpu" and "derived_from" not in result.meta:
+        index = prefixes_dir(run)
+        index.mkdir(parents=True, exist_ok=True)
+        (index / f"{family_key(cfg, job, settings, run)}.{settings.chains}.{settings.draws}.{key}").touch()
+    return key
+
+
+def prefix_index(run: Path) -> dict[str, list[tuple[int, int, str]]]:
+    """Family key -> [(chains, draws, record key)] of every indexed record."""
+    out: dict[str, list[tuple[int, int, str]]] = {}
+    index = prefixes_dir(run)
+    if index.is_dir():
+        for entry in index.iterdir():
+            parts = entry.name.split(".")
+            if len(parts) == 4:
+                out.setdefault(parts[0], []).append((int(parts[1]), int(parts[2]), parts[3]))
+    return out
+
+
+def derive_records(run: Path, cfg: Config, jobs: Sequence[Job], settings: SamplerConfig) -> list[Job]:
+    """Write the records of ``jobs`` that can be cut from longer estimates already computed (same
+    everything but at least as many chains and draws: ``llc.prefix_result``, bit-identical to
+    computing them); return the jobs so done. Each such record names its source (``derived_from``)."""
+    index = prefix_index(run)
+    if not index:
+        return []
+    done = []
+    for job in jobs:
+        family = index.get(family_key(cfg, job, settings, run), [])
+        sources = sorted((c * d, key) for c, d, key in family if c >= settings.chains and d >= settings.draws)
+        for _, key in sources:
+            path = records_dir(run) / f"{key}.json"
+            if not path.exists():
+                continue
+            source = read_json(path)
+            result = prefix_result(source, settings)
+            if result is None:
+                continue
+            result.meta["derived_from"] = key
+            own = record_key(cfg, job, settings, run)
+            write_json(records_dir(run) / f"{own}.json", _record(job, result, own, torch.device("cpu")))
+            done.append(job)
+            break
+    return done
 
 
 def baselines_dir(run: Path) -> Path:
@@ -211,8 +289,11 @@ def run_sweep(
     out_dir = records_dir(run)
     keys = {job: record_key(cfg, job, settings, run) for job in jobs}
     todo = [job for job in jobs if not (out_dir / f"{keys[job]}.json").exists()]
+    cut = derive_records(run, cfg, todo, settings)  # estimates contained in longer ones already made
+    todo = [job for job in todo if job not in cut]
     per_job = settings.chains * n_steps(settings)
-    with tqdm(total=len(todo) * per_job, desc=f"LLC sweep ({len(todo)} of {len(jobs)} estimates to do)",
+    cut_note = f"; {len(cut)} cut from longer estimates" if cut else ""
+    with tqdm(total=len(todo) * per_job, desc=f"LLC sweep ({len(todo)} of {len(jobs)} estimates to do{cut_note})",
               disable=not progress, mininterval=2.0, unit="step") as bar:
         state: dict[Any, Any] = {}
         if workers > 1 and dev.type == "cpu" and len(todo) > 1:
@@ -257,8 +338,7 @@ def run_job(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: torc
     result = estimate_llc(model, job.component, tokens, settings, generator=generator,
                           data_name=job.data, device=dev, bar=bar, baseline=baseline,
                           layer_inputs=_layer_inputs(job, settings, state))
-    key = record_key(cfg, job, settings, run)
-    write_json(records_dir(run) / f"{key}.json", _record(job, result, key, dev))
+    write_record(run, cfg, job, settings, result, dev)
 
 
 BATCH_COMPONENTS = 17  # on a GPU, components estimated in one batched pass at most (16 heads and the full model)
@@ -314,8 +394,7 @@ def run_jobs_batched(run: Path, cfg: Config, jobs: Sequence[Job], settings: Samp
     results = estimate_components(model, [j.component for j in jobs], tokens, settings, data_name=first.data,
                                   device=dev, bar=bar, baseline=baseline)
     for job, result in zip(jobs, results, strict=True):
-        key = record_key(cfg, job, settings, run)
-        write_json(records_dir(run) / f"{key}.json", _record(job, result, key, dev))
+        write_record(run, cfg, job, settings, result, dev)
 
 
 def run_chunk(run: Path, cfg: Config, jobs: Sequence[Job], settings: SamplerConfig, dev: torch.device,
@@ -462,11 +541,12 @@ def precision_grid(run_or_profile: str | Path, model: str, step: int, components
     """The same estimates (``components`` of ``model`` at ``step``, training data) at every
     ``chains`` × ``draws`` combination of the sampler ``settings``: rows of ``run_sweep`` with
     columns chains and draws (each cached like any estimate)."""
-    parts = []
-    for c in chains:
-        for d in draws:
-            s = dataclasses.replace(settings, chains=int(c), draws=int(d))
-            est = run_sweep(run_or_profile, [model], [step], list(components), ["train"], s, device=device,
-                            workers=workers, progress=progress)
-            parts.append(est.assign(chains=int(c), draws=int(d)))
-    return pd.concat(parts, ignore_index=True)
+    grid = [(int(c), int(d)) for c in chains for d in draws]
+    parts = {}
+    # the longest first: on a CPU every shorter setting is then cut from it (``derive_records``)
+    for c, d in sorted(grid, key=lambda cd: (cd[0] * cd[1], cd), reverse=True):
+        s = dataclasses.replace(settings, chains=c, draws=d)
+        est = run_sweep(run_or_profile, [model], [step], list(components), ["train"], s, device=device,
+                        workers=workers, progress=progress)
+        parts[(c, d)] = est.assign(chains=c, draws=d)
+    return pd.concat([parts[cd] for cd in grid], ignore_index=True)
