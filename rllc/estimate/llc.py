@@ -44,6 +44,13 @@ from .sgld import BATCH_ORDERS, ESTIMATOR_VERSION, BatchFeed, LossFn, chain_feed
 __all__ = ["ESTIMATOR_VERSION", "BatchFeed", "LLCResult", "LossFn", "estimate_components", "estimate_llc",
            "generator_loss", "n_steps", "prefix_result", "sample_llc"]
 
+# How an estimate's chains were run (in its record as "pass"). The key of a record does not say:
+# the three give the same numbers up to floating-point summation order (tests compare them), and
+# on a GPU which components share a pass depends on the free memory, not on the estimate.
+PASS_SEQUENTIAL = "chains one after another"
+PASS_VMAPPED = "chains vmapped"
+PASS_COMPONENTS = "components x chains vmapped"
+
 FLAG_DIVERGED = "diverged"
 FLAG_BELOW_INIT = "below_init"
 REFERENCES = ("init", "paired")
@@ -376,8 +383,10 @@ def sample_llc(
         if own_bar:
             bar.close()
     seconds = time.perf_counter() - start
-    return make_result(traces, chain_l0 if chain_l0 is not None else l0, settings, n_weights, component=component,
-                       data=data_name, seconds=seconds, baseline=baseline)
+    result = make_result(traces, chain_l0 if chain_l0 is not None else l0, settings, n_weights, component=component,
+                         data=data_name, seconds=seconds, baseline=baseline)
+    result.meta["pass"] = PASS_VMAPPED if use_batched else PASS_SEQUENTIAL
+    return result
 
 
 def make_result(traces: np.ndarray, l0: float | np.ndarray, settings: SamplerConfig, n_weights: int,
@@ -439,8 +448,10 @@ def prefix_result(record: dict[str, Any], settings: SamplerConfig) -> LLCResult 
         return None
     src_steps = src["burnin"] + src["draws"] * src["steps_between_draws"]
     seconds = float(record.get("seconds", 0.0)) * (chains * steps) / (src["chains"] * src_steps)
-    return make_result(traces, l0, settings, int(record["n_weights"]), component=record.get("component", ""),
-                       data=record.get("data", ""), seconds=seconds, baseline=baseline)
+    result = make_result(traces, l0, settings, int(record["n_weights"]), component=record.get("component", ""),
+                         data=record.get("data", ""), seconds=seconds, baseline=baseline)
+    result.meta["pass"] = record.get("pass", PASS_SEQUENTIAL)
+    return result
 
 
 def head_list(component: str) -> list[tuple[int, int]] | None:
@@ -525,6 +536,9 @@ def estimate_components(
     baseline, chain_l0, l0 = reference_losses(work, feeds, next_token_loss, settings, dev, baseline)
     traces = run_components_batched(work, masks_list, feeds, next_token_loss, settings, dev, bar)
     seconds = (time.perf_counter() - start) / len(components)  # the pass's time, shared out
-    return [make_result(traces[k], chain_l0 if chain_l0 is not None else l0, settings,
-                        component_size(work, masks_list[k]), component=c, data=data_name, seconds=seconds,
-                        baseline=baseline) for k, c in enumerate(components)]
+    results = [make_result(traces[k], chain_l0 if chain_l0 is not None else l0, settings,
+                           component_size(work, masks_list[k]), component=c, data=data_name, seconds=seconds,
+                           baseline=baseline) for k, c in enumerate(components)]
+    for r in results:
+        r.meta["pass"] = f"{PASS_COMPONENTS} ({len(components)} components)"
+    return results

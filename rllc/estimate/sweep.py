@@ -40,6 +40,7 @@ from ..model.fused import LayerInputs, SoftTargets, next_token_loss
 from ..run import find_run, identity, load_model, require_run, run_config
 from . import sgld
 from .llc import (
+    PASS_SEQUENTIAL,
     PREFIX_SETTINGS,
     LLCResult,
     estimate_components,
@@ -144,19 +145,19 @@ def records_dir(run: Path) -> Path:
 
 
 def prefixes_dir(run: Path) -> Path:
-    """An index of the records estimates can be cut from: one empty file per record computed on a
-    CPU, named ``<family key>.<chains>.<draws>.<record key>``."""
+    """An index of the records estimates can be cut from: one empty file per record whose chains
+    ran one after another, named ``<family key>.<chains>.<draws>.<record key>``."""
     return run / "llc" / "prefixes"
 
 
 def write_record(run: Path, cfg: Config, job: Job, settings: SamplerConfig, result: LLCResult,
                  dev: torch.device) -> str:
-    """Write an estimate's record (atomically) and, for one computed on a CPU, its entry in the
-    prefix index (a GPU's batched passes reassociate sums across chains, so only CPU records are
-    cut from). Returns the key."""
+    """Write an estimate's record (atomically) and, for one whose chains ran one after another
+    (on a CPU), its entry in the prefix index (vmapped chains on a GPU share their sums' order
+    across chains, so only sequential records are cut from). Returns the key."""
     key = record_key(cfg, job, settings, run)
     write_json(records_dir(run) / f"{key}.json", _record(job, result, key, dev))
-    if dev.type == "cpu" and "derived_from" not in result.meta:
+    if result.meta.get("pass") == PASS_SEQUENTIAL and "derived_from" not in result.meta:
         index = prefixes_dir(run)
         index.mkdir(parents=True, exist_ok=True)
         (index / f"{family_key(cfg, job, settings, run)}.{settings.chains}.{settings.draws}.{key}").touch()
