@@ -111,6 +111,12 @@ def _open_run(args: argparse.Namespace) -> Path:
     return require_run(_profile(args))
 
 
+# rllc sweep's SLURM flags (argparse dest) -> SlurmOptions field (None: not an option of the array)
+SLURM_FLAGS = {"partition": "partition", "time": "time_min", "gpus_per_task": "gpus_per_task",
+               "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb", "array_parallelism": "array_parallelism",
+               "signal_delay": "signal_delay_s", "max_requeues": "max_requeues", "wait": None}
+
+
 def cmd_sweep(args: argparse.Namespace) -> None:
     import dataclasses
 
@@ -147,7 +153,11 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if not todo:
         print(f"nothing to do: all {n_est} estimates of the {len(groups)} groups are in {run / 'llc' / 'records'}")
         return
+    slurm_args = {name: getattr(args, name) for name in SLURM_FLAGS if getattr(args, name) not in (None, False)}
     if args.executor == "local":
+        if slurm_args:
+            flags = ", ".join(f"--{n.replace('_', '-')}" for n in slurm_args)
+            raise ValueError(f"{flags}: for --executor slurm only (a local sweep runs here, to the end)")
         workers = args.workers if args.workers is not None else cfg.llc.workers
         for model in dict.fromkeys(g.model for g in todo):
             mine = [g for g in todo if g.model == model]
@@ -158,9 +168,9 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         return
     from .estimate import slurm
 
-    options = slurm.SlurmOptions(partition=args.partition, time_min=args.time, gpus_per_task=args.gpus_per_task,
-                                 cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
-                                 array_parallelism=args.array_parallelism)
+    if args.workers is not None:
+        raise ValueError("--workers is for --executor local (a SLURM task runs one process: --cpus-per-task)")
+    options = slurm.SlurmOptions(**{SLURM_FLAGS[n]: v for n, v in slurm_args.items() if SLURM_FLAGS[n]})
     array, submitted, busy = slurm.submit(run, todo, settings, options, device=args.device)
     if busy:
         print(f"{len(busy)} groups left out: still queued or running in array(s) {sorted(set(busy.values()))}")
@@ -290,11 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--status", action="store_true", help="print done/failed/missing per group; run nothing")
     sp.add_argument("--collect", action="store_true", help="assemble the run's estimate tables from its records")
     sp.add_argument("--partition", default=None, help="slurm: partition")
-    sp.add_argument("--time", type=int, default=60, help="slurm: minutes per task (requeued on timeout; default 60)")
-    sp.add_argument("--gpus-per-task", type=int, default=0, help="slurm: GPUs per task (default 0)")
-    sp.add_argument("--cpus-per-task", type=int, default=1, help="slurm: CPUs per task (default 1)")
+    sp.add_argument("--time", type=int, default=None, help="slurm: minutes per task (requeued on timeout; default 60)")
+    sp.add_argument("--gpus-per-task", type=int, default=None, help="slurm: GPUs per task (default 0)")
+    sp.add_argument("--cpus-per-task", type=int, default=None, help="slurm: CPUs per task (default 1)")
     sp.add_argument("--mem-gb", type=float, default=None, help="slurm: memory per task in GB")
-    sp.add_argument("--array-parallelism", type=int, default=64, help="slurm: tasks running at once (default 64)")
+    sp.add_argument("--array-parallelism", type=int, default=None, help="slurm: tasks running at once (default 64)")
+    sp.add_argument("--signal-delay", type=int, default=None,
+                    help="slurm: seconds before the time limit SLURM signals a task to requeue itself (default 90)")
+    sp.add_argument("--max-requeues", type=int, default=None,
+                    help="slurm: requeues after a timeout before a task gives up (default 20; preemption: unlimited)")
     sp.add_argument("--wait", action="store_true", help="slurm: block until the array has finished")
     for name, kind in _sampler_types().items():
         sp.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,

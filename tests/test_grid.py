@@ -86,6 +86,10 @@ def test_sweep_command_runs_a_grid_once_and_reports_it(trained_run) -> None:
     assert "4 estimates" in collected.stdout
     bad = _sweep(trained_run, "--steps", "5")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "no checkpoint at step 5" in bad.stderr
+    # a cluster's option on a local sweep is refused, not ignored
+    local = _sweep(trained_run, "--steps", "8", "--partition", "gpu", "--time", "30")
+    assert local.returncode == 2 and "Traceback" not in local.stderr
+    assert "--partition, --time: for --executor slurm only" in local.stderr
 
 
 def test_slurm_executor_names_its_extra_and_checks_options(trained_run, monkeypatch) -> None:
@@ -98,6 +102,8 @@ def test_slurm_executor_names_its_extra_and_checks_options(trained_run, monkeypa
         slurm.SlurmOptions(time_min=0).check()
     with pytest.raises(ValueError, match="requeue signal"):
         slurm.SlurmOptions(time_min=1, signal_delay_s=90).check()
+    with pytest.raises(ValueError, match="--max-requeues"):
+        slurm.SlurmOptions(max_requeues=-1).check()
 
 
 def test_a_task_requeues_itself_with_its_group() -> None:
@@ -133,6 +139,11 @@ def test_batched_pass_of_a_group_writes_the_records_a_sequential_sweep_would(tra
     assert sorted(batched) == sorted(sequential["key"])
     for rec in sweep.load_records(other):
         np.testing.assert_allclose(batched[rec["key"]]["traces"], rec["traces"], rtol=0, atol=1e-5)
+        # each record says how it ran; only the sequential ones index themselves to be cut from
+        assert (batched[rec["key"]]["pass"], rec["pass"]) == ("components x chains vmapped (4 components)",
+                                                              "chains one after another")
+    indexed = {p.name.split(".")[-1] for p in sweep.prefixes_dir(trained_run).glob("*")}
+    assert indexed.isdisjoint(batched)
     with pytest.raises(ValueError, match="one model, checkpoint and distribution"):
         sweep.run_jobs_batched(trained_run, cfg, [jobs[0], sweep.Job("L2", 8, "full", "train")], settings,
                                torch.device("cpu"), {})

@@ -10,6 +10,7 @@ RLLC_SLURM=1 asks to bring it up).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -135,3 +136,41 @@ def test_slurm_sweep_survives_a_cancelled_task_and_equals_a_serial_sweep(slurm, 
         assert by_key[rec["key"]]["mean"] == rec["mean"]
     print(f"SLURM sweep test: {n_estimates} estimates in {len(groups)} tasks, cancelled {victim}, "
           f"{time.monotonic() - start:.0f} s")
+
+
+@pytest.mark.slow
+def test_a_signalled_task_requeues_itself_and_skips_what_it_finished(slurm, tiny_cfg, ci_prepared, tmp_path) -> None:
+    """SLURM warns a task of its time limit (``--signal=USR2@<delay>``) and of preemption with
+    SIGUSR2; submitit then calls ``GroupTask.checkpoint`` and the task requeues itself. The signal
+    is sent here by hand (``scancel --signal``) once the group is half done, as SLURM sends it."""
+    run = tmp_path / "run"
+    train_model(tiny_cfg, "L2", run, progress=False)
+    (group,) = grid.make_groups(run, ["L2"], ["last"], ["full", "heads"], ["train"])
+    settings = dataclasses.replace(run_config(run).sampler, chains=2, draws=DRAWS, burnin=5, batch_size=4,
+                                   init_loss_batches=2)
+    cmd = [sys.executable, "-m", "rllc.cli", "sweep", "--run-dir", str(run), "--quiet", *FLAGS, "--steps", "last",
+           "--components", "full", "heads", "--data", "train", "--executor", "slurm", "--time", "5",
+           "--signal-delay", "120", "--max-requeues", "2", "--cpus-per-task", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    array = out.stdout.split("submitted array ")[1].split(":")[0]
+    script = next((sweep.records_dir(run).parent / "slurm").rglob("*_submission.sh")).read_text()
+    assert "--signal=USR2@120" in script and "--time=5" in script  # what SLURM itself will send, and when
+
+    signalled, deadline = False, time.monotonic() + 240
+    while not signalled and time.monotonic() < deadline:
+        done = int(grid.status(run, [group], settings)["done"].iloc[0])
+        if 0 < done < len(group.components) and "R" in _array_tasks(array).values():
+            subprocess.run(["scancel", "--signal=USR2", array], check=True)
+            signalled = True
+        time.sleep(0.2)
+    assert signalled, "the task was not caught half-way through its group"
+    _wait_gone(array)
+
+    final = grid.status(run, [group], settings)
+    assert final["state"].tolist() == ["done"], final.to_string()
+    events = [json.loads(p.read_text()) for p in grid.events_dir(run).glob("*.json")]
+    assert len(events) == len(group.components)  # every estimate finished exactly once
+    assert len({e["pid"] for e in events}) == 2  # some before the signal, the rest after the requeue
+    logs = "".join(p.read_text() for p in (sweep.records_dir(run).parent / "slurm").rglob("*_log.err"))
+    assert "Caught signal SIGUSR2" in logs and "preempted" in logs

@@ -69,9 +69,17 @@ class SlurmOptions:
     mem_gb: float | None = None
     array_parallelism: int = 64
     signal_delay_s: int = 90  # SLURM signals a task this long before its limit: it requeues then
+    # requeues after a timeout before a task gives up (preemptions do not count); each run of a
+    # task finishes at least the estimates that fit before its signal, so a group gets through
+    # unless one estimate outlasts --time
+    max_requeues: int = 20
 
     def check(self) -> None:
         problems = []
+        if self.signal_delay_s < 1:
+            problems.append(f"--signal-delay must be >= 1 second (got {self.signal_delay_s})")
+        if self.max_requeues < 0:
+            problems.append(f"--max-requeues must be >= 0 (got {self.max_requeues})")
         if self.time_min < 1:
             problems.append(f"--time must be >= 1 minute (got {self.time_min})")
         if self.gpus_per_task < 0 or self.cpus_per_task < 1 or self.array_parallelism < 1:
@@ -130,7 +138,8 @@ def submit(run: Path, groups: Sequence[Group], settings: SamplerConfig, options:
     todo = [g for g in groups if g.name not in busy]
     if not todo:
         return None, [], busy
-    executor = submitit.AutoExecutor(folder=slurm_dir(run) / "%j", cluster="slurm")
+    executor = submitit.AutoExecutor(folder=slurm_dir(run) / "%j", cluster="slurm",
+                                     slurm_max_num_timeout=options.max_requeues)
     params: dict[str, Any] = {
         "name": f"rllc-{run.name}", "timeout_min": options.time_min, "cpus_per_task": options.cpus_per_task,
         "slurm_array_parallelism": options.array_parallelism, "slurm_signal_delay_s": options.signal_delay_s,
