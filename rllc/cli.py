@@ -123,6 +123,12 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from .estimate import grid, sweep
     from .run import run_config
 
+    slurm_args = {name: getattr(args, name) for name in SLURM_FLAGS if getattr(args, name) not in (None, False)}
+    if args.executor == "local" and slurm_args:
+        flags = ", ".join(f"--{n.replace('_', '-')}" for n in slurm_args)
+        raise ValueError(f"{flags}: for --executor slurm only (a local sweep runs here, to the end)")
+    if args.executor == "slurm" and args.workers is not None:
+        raise ValueError("--workers is for --executor local (a SLURM task runs one process: --cpus-per-task)")
     run = _open_run(args)
     cfg = run_config(run)
     overrides = {name: getattr(args, name) for name in _sampler_types() if getattr(args, name) is not None}
@@ -153,11 +159,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if not todo:
         print(f"nothing to do: all {n_est} estimates of the {len(groups)} groups are in {run / 'llc' / 'records'}")
         return
-    slurm_args = {name: getattr(args, name) for name in SLURM_FLAGS if getattr(args, name) not in (None, False)}
     if args.executor == "local":
-        if slurm_args:
-            flags = ", ".join(f"--{n.replace('_', '-')}" for n in slurm_args)
-            raise ValueError(f"{flags}: for --executor slurm only (a local sweep runs here, to the end)")
         workers = args.workers if args.workers is not None else cfg.llc.workers
         for model in dict.fromkeys(g.model for g in todo):
             mine = [g for g in todo if g.model == model]
@@ -168,8 +170,6 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         return
     from .estimate import slurm
 
-    if args.workers is not None:
-        raise ValueError("--workers is for --executor local (a SLURM task runs one process: --cpus-per-task)")
     options = slurm.SlurmOptions(**{SLURM_FLAGS[n]: v for n, v in slurm_args.items() if SLURM_FLAGS[n]})
     array, submitted, busy = slurm.submit(run, todo, settings, options, device=args.device)
     if busy:
