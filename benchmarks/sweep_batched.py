@@ -79,10 +79,11 @@ def main() -> None:
     peak = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None
 
     paper = load_config("paper")
-    per_step = min(sequential, batched) / args.steps  # seconds per SGLD step of one estimate's chains
+    # seconds per SGLD step of one chain (the faster way), then per estimate at the paper's chains
+    per_chain_step = min(sequential, batched) / args.steps / s.chains
     paper_steps = n_steps(paper.sampler)
     estimates = 17 * len(paper.checkpoint_steps("L2")) * args.distributions
-    hours = estimates * per_step * paper_steps / 3600
+    hours = estimates * per_chain_step * paper.sampler.chains * paper_steps / 3600
     out = {
         "profile": args.profile, "device": str(dev),
         "gpu": torch.cuda.get_device_name() if dev.type == "cuda" else None,
@@ -95,7 +96,7 @@ def main() -> None:
         "projection": {
             "valid_for": f"the paper profile's grid on this device ({dev.type}) at the {args.profile} shape"
                          + ("" if args.profile == "paper" else ": not the paper's shape, so not its cost"),
-            "estimates": estimates, "sgld_steps_per_estimate": paper_steps,
+            "estimates": estimates, "chains_per_estimate": paper.sampler.chains, "sgld_steps_per_chain": paper_steps,
             "device_hours": hours, "wall_hours_on": {str(k): hours / k for k in args.gpus},
         },
     }
