@@ -293,15 +293,15 @@ else:
 # ### 5b. Is the early peak a stage or the learning-rate warm-up?
 #
 # The cpu profile warms the learning rate up linearly over `train.warmup_steps` (the paper does
-# not), and the LLC peaks early, inside the warm-up. A peak that belongs to the schedule moves with
-# it; one that belongs to what the model learns comes at the same test loss. L2 is retrained for
-# `llc.warmup_control_steps` steps with other warm-up lengths (same seed, data order and
+# not), and the LLC peaks early, inside the warm-up. A peak that belongs to the schedule moves
+# with it; one that belongs to what the model learns comes at the same test loss. L2 is retrained
+# for `llc.warmup_control_steps` steps with other warm-up lengths (same seed, data order and
 # checkpoints) and its LLC estimated with the profile's sampler (as the original run's here, cut
-# from the curve's longer estimates: the peak stands far out of that sampler's noise). Rule (`stages.warmup_verdict`): the
-# peak is a **stage** if it stays within one checkpoint spacing; a stage **delayed by the warm-up**
-# if it moves with the warm-up but always comes at the same test loss (within the loss change of
-# one checkpoint at the original peak); a **warm-up artefact** if it moves and comes at different
-# losses.
+# from the curve's longer estimates: the peak stands far out of that sampler's noise). Rule
+# (`stages.warmup_verdict`): the peak is a **stage** if it stays within one checkpoint spacing; a
+# stage **delayed by the warm-up** if it moves with the warm-up but always comes at the same test
+# loss (within the loss change of one checkpoint at the original peak); a **warm-up artefact** if
+# it moves and comes at different losses.
 
 # %%
 until = cfg.llc.warmup_control_steps
