@@ -123,7 +123,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from .estimate import grid, sweep
     from .run import run_config
 
-    slurm_args = {name: getattr(args, name) for name in SLURM_FLAGS if getattr(args, name) not in (None, False)}
+    slurm_args = {name: getattr(args, name) for name in SLURM_FLAGS if getattr(args, name) is not None}
     if args.executor == "local" and slurm_args:
         flags = ", ".join(f"--{n.replace('_', '-')}" for n in slurm_args)
         raise ValueError(f"{flags}: for --executor slurm only (a local sweep runs here, to the end)")
@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="slurm: seconds before the time limit SLURM signals a task to requeue itself (default 90)")
     sp.add_argument("--max-requeues", type=int, default=None,
                     help="slurm: requeues after a timeout before a task gives up (default 20; preemption: unlimited)")
-    sp.add_argument("--wait", action="store_true", help="slurm: block until the array has finished")
+    sp.add_argument("--wait", action="store_true", default=None, help="slurm: block until the array has finished")
     for name, kind in _sampler_types().items():
         sp.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
                         help=f"sampler setting ({kind.__name__}; default: the profile's)")

@@ -36,7 +36,7 @@ from ..run import require_run, run_config
 from .sweep import (
     Job,
     batchable,
-    derive_records,
+    missing_jobs,
     paired_baseline,
     pass_size,
     record_key,
@@ -152,9 +152,7 @@ def run_group(run_dir: str | Path, group: Group, settings: SamplerConfig | None 
     dev = resolve_device(device)
     state: dict[Any, Any] = {}
     keys = {job: record_key(cfg, job, settings, run) for job in group.jobs()}
-    todo = [job for job in group.jobs() if not (records_dir(run) / f"{keys[job]}.json").exists()]
-    cut = derive_records(run, cfg, todo, settings)  # contained in longer estimates already made
-    todo = [job for job in todo if job not in cut]
+    todo, cut = missing_jobs(run, cfg, group.jobs(), settings, keys)  # cut: contained in longer estimates
     counts = {"computed": 0, "skipped": len(keys) - len(todo) - len(cut), "cut": len(cut), "failed": 0}
     errors = []
     # on a GPU the group's components go through batched passes; elsewhere one after another

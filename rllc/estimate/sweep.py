@@ -180,7 +180,7 @@ def derive_records(run: Path, cfg: Config, jobs: Sequence[Job], settings: Sample
     """Write the records of ``jobs`` that can be cut from longer estimates already computed (same
     everything but at least as many chains and draws: ``llc.prefix_result``, bit-identical to
     computing them); return the jobs so done. Each such record names its source (``derived_from``)."""
-    index = prefix_index(run)
+    index = prefix_index(run) if jobs else {}
     if not index:
         return []
     done = []
@@ -196,11 +196,18 @@ def derive_records(run: Path, cfg: Config, jobs: Sequence[Job], settings: Sample
             if result is None:
                 continue
             result.meta["derived_from"] = key
-            own = record_key(cfg, job, settings, run)
-            write_json(records_dir(run) / f"{own}.json", _record(job, result, own, torch.device("cpu")))
+            write_record(run, cfg, job, settings, result, torch.device("cpu"))  # a cut record is not indexed
             done.append(job)
             break
     return done
+
+
+def missing_jobs(run: Path, cfg: Config, jobs: Sequence[Job], settings: SamplerConfig,
+                 keys: dict[Job, str]) -> tuple[list[Job], list[Job]]:
+    """(jobs to compute, jobs just cut from longer estimates) among ``jobs`` without a record."""
+    absent = [job for job in jobs if not (records_dir(run) / f"{keys[job]}.json").exists()]
+    cut = derive_records(run, cfg, absent, settings)
+    return [job for job in absent if job not in cut], cut
 
 
 def baselines_dir(run: Path) -> Path:
@@ -287,11 +294,8 @@ def run_sweep(
         raise ValueError(f"workers must be >= 1, got {workers}")
     jobs = [Job(m, s, c, d) for m in models for s, c, d in
             itertools.product(resolve_steps(run, m, steps), components, datas)]
-    out_dir = records_dir(run)
     keys = {job: record_key(cfg, job, settings, run) for job in jobs}
-    todo = [job for job in jobs if not (out_dir / f"{keys[job]}.json").exists()]
-    cut = derive_records(run, cfg, todo, settings)  # estimates contained in longer ones already made
-    todo = [job for job in todo if job not in cut]
+    todo, cut = missing_jobs(run, cfg, jobs, settings, keys)  # cut: contained in longer estimates already made
     per_job = settings.chains * n_steps(settings)
     cut_note = f"; {len(cut)} cut from longer estimates" if cut else ""
     with tqdm(total=len(todo) * per_job, desc=f"LLC sweep ({len(todo)} of {len(jobs)} estimates to do{cut_note})",
