@@ -295,15 +295,36 @@ def reference_losses(model: nn.Module, feeds: list[BatchFeed], loss_fn: LossFn, 
     return None, chain_l0, float(chain_l0.mean())
 
 
+@torch.no_grad()
+def _loss_at_anchor(model: nn.Module, params: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+                    loss_fn: LossFn, tokens: torch.Tensor) -> float:
+    """The loss at w* on a batch while a chain is away from it: the moving tensors' storage is
+    swapped for their values at w* (no copy), the loss computed, and the chain's weights put back."""
+    current = [p.data for p, _, _ in params]
+    try:
+        for p, anchor, _ in params:
+            p.data = anchor
+        return float(loss_fn(model, tokens))
+    finally:
+        for (p, _, _), data in zip(params, current, strict=True):
+            p.data = data
+
+
 def _run_chain(model: nn.Module, params: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
                feed: BatchFeed, loss_fn: LossFn, s: SamplerConfig, chain: int, device: torch.device,
-               bar: tqdm | None) -> np.ndarray:
+               bar: tqdm | None, reference: np.ndarray | None = None) -> np.ndarray:
+    """One chain from w*; its loss trace. ``reference``: a row to fill with the loss at w* on each
+    step's batch (the paired reference), computed just before the step's own loss on the same batch
+    so that a loss keeping the batch's frozen part (``HeadLoss``) computes that part once for both."""
     for p, anchor, _ in params:  # start every chain at w*
         p.data.copy_(anchor)
     noise_gen = torch.Generator(device=device).manual_seed(s.seed + chain)
     trace = np.empty(n_steps(s))
     for step in range(n_steps(s)):
-        loss = loss_fn(model, feed[step].to(device))
+        tokens = feed[step].to(device)
+        if reference is not None:
+            reference[step] = _loss_at_anchor(model, params, loss_fn, tokens)
+        loss = loss_fn(model, tokens)
         for p, _, _ in params:
             p.grad = None
         loss.backward()
@@ -311,6 +332,9 @@ def _run_chain(model: nn.Module, params: list[tuple[torch.Tensor, torch.Tensor, 
         trace[step] = value
         if not math.isfinite(value):
             trace[step:] = math.nan
+            if reference is not None:  # the reference stays defined for the steps the chain skips
+                for rest in range(step + 1, n_steps(s)):
+                    reference[rest] = _loss_at_anchor(model, params, loss_fn, feed[rest].to(device))
             if bar is not None:
                 bar.update(n_steps(s) - step)
             break
@@ -367,8 +391,16 @@ def sample_llc(
 
     feeds = chain_feeds(data, settings)
     start = time.perf_counter()
-    baseline, chain_l0, l0 = reference_losses(work, feeds, loss_fn, settings, dev, baseline)
     use_batched = batched if batched is not None else dev.type == "cuda"
+    # a head loss with per-chain orders computes each batch's frozen part once for both the paired
+    # reference and the chain's step (the same numbers as a separate reference pass, bit for bit)
+    inline = (baseline is None and settings.reference == "paired" and not use_batched
+              and isinstance(loss_fn, HeadLoss) and len(set(map(id, feeds))) == len(feeds))
+    if inline:
+        rows = np.empty((settings.chains, n_steps(settings)))
+        loss_fn.max_batches = max(loss_fn.max_batches, 1)
+    else:
+        baseline, chain_l0, l0 = reference_losses(work, feeds, loss_fn, settings, dev, baseline)
     total = settings.chains * n_steps(settings)
     own_bar = bar is None
     if own_bar:
@@ -377,11 +409,14 @@ def sample_llc(
         if use_batched:
             traces = run_chains_batched(work, masks, feeds, loss_fn, settings, dev, bar)
         else:
-            traces = np.stack([_run_chain(work, params, feeds[c], loss_fn, settings, c, dev, bar)
+            traces = np.stack([_run_chain(work, params, feeds[c], loss_fn, settings, c, dev, bar,
+                                          reference=rows[c] if inline else None)
                                for c in range(settings.chains)])
     finally:
         if own_bar:
             bar.close()
+    if inline:
+        baseline, chain_l0, l0 = reference_losses(work, feeds, loss_fn, settings, dev, rows)
     seconds = time.perf_counter() - start
     result = make_result(traces, chain_l0 if chain_l0 is not None else l0, settings, n_weights, component=component,
                          data=data_name, seconds=seconds, baseline=baseline)
