@@ -40,7 +40,7 @@ notebooks: reproduce
 # under Papermill with profiles/ci.yaml, then nbval (lax) over the executed notebooks.
 test: venv
 	$(BIN)/ruff check rllc tests notebooks benchmarks
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=15
 	$(BIN)/rllc notebooks --profile ci --run-dir runs/ci-test --quiet
 	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider runs/ci-test/notebooks
 

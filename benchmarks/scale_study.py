@@ -1,0 +1,286 @@
+"""Which scale brings the paper's phenomena onto 2 CPU cores? A resumable, cached scale study (issue 27).
+
+For each candidate setting (the cpu profile with one factor changed) L2 is trained to 36k steps at
+the cpu-long checkpoint schedule; the learning rate is constant after its warm-up, so the first 12k
+and 24k steps of that run *are* the 12k and 24k runs. At each length the study measures, with one
+protocol (06's per-seed protocol, ``rllc.report.seeds.claim_tables``, on the checkpoints up to
+that length):
+
+* stages: critical points of the full-model LLC curve that stand out of its noise (01's rule);
+* head types per layer at that checkpoint (scores, then tokens in context for the rest, as 06):
+  is there a layer-0 multigram head?
+* the induction heads' formation steps (steepest rise of the induction score) with 90% intervals,
+  and whether the two are resolved;
+* the wrLLC curves' clusters against the head types: consensus ARI per layer beside the
+  random-label null's 95% quantile;
+* the cost: seconds per training step and of the study's estimates.
+
+Everything is cached: the run directory of a setting (``--study-dir``, default
+``runs/scale-study``) holds its checkpoints, scores and LLC records, so a killed study resumes;
+each finished (setting, length) is one row of ``docs/scale-study.csv`` (committed: the study's
+result), keyed by the setting's resolved configuration, the estimator version and ``STUDY_VERSION``,
+so a row made by other code or settings is measured again, never reused.
+
+Usage:
+    python benchmarks/scale_study.py --list
+    python benchmarks/scale_study.py --settings base vocab1024 --lengths 12000 24000 36000
+    python benchmarks/scale_study.py --settings vocab1024 --lengths 12000 --train-only   # train to 12k only
+    python benchmarks/scale_study.py --table                               # the rows measured so far
+
+Run it with the allocator setting the Makefile exports (``make`` does; or export
+MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000) and nothing else heavy on the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rllc import paths
+from rllc.config import Config, config_hash, deep_merge, load_config
+from rllc.estimate.sgld import ESTIMATOR_VERSION
+
+STUDY_VERSION = 1  # bump when the protocol below changes what a row measures
+LENGTHS = (12_000, 24_000, 36_000)
+RESULTS = paths.REPO_ROOT / "docs" / "scale-study.csv"
+
+# The cpu-long schedule: L2 to 36k, a checkpoint every 500 steps after 6k. Only L2 is trained.
+LONG: dict[str, Any] = {"train": {"steps": {"L2": 36_000}, "checkpoints": [
+    {"start": 0, "stop": 500, "every": 50}, {"start": 600, "stop": 2000, "every": 100},
+    {"start": 2250, "stop": 6000, "every": 250}, {"start": 6500, "stop": 36_000, "every": 500}]}}
+
+# name -> (what changes, overrides of the cpu profile). One factor at a time against "base".
+SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "base": ("the cpu profile (vocab 320, 8 heads x 16, d_model 128, 62% code)", {}),
+    "vocab1024": ("a 1,024-token BPE instead of 320", {"tokenizer": {"vocab_size": 1024}}),
+    "heads4x32": ("4 heads x 32 at d_model 128 instead of 8 x 16", {"model": {"n_heads": 4, "d_head": 32}}),
+    "d256": ("d_model 256, 8 heads x 32 (the paper's head width)", {"model": {"d_model": 256, "d_head": 32}}),
+    "prose": ("a prose-heavy mixture: 4 MB of each code source (~25% code) instead of 12 + 20 MB",
+              {"corpus": {"source_max_bytes": {"python_stdlib": 4_000_000, "go_stdlib": 4_000_000}}}),
+}
+
+# What the study estimates at each length (the profile's sampler; 06's protocol)
+HEAD_CHECKPOINTS = 12  # per-head wrLLC checkpoints spread over each length
+CURVE_STRIDE = 2  # the full-model curve: every 2nd checkpoint up to each length
+
+
+def study_config(name: str) -> Config:
+    """The cpu profile with the setting's overrides and the 36k schedule."""
+    if name not in SETTINGS:
+        raise SystemExit(f"unknown setting {name!r}; choose from {', '.join(SETTINGS)}")
+    return load_config("cpu", deep_merge(LONG, SETTINGS[name][1]))
+
+
+def row_key(cfg: Config, name: str, length: int) -> str:
+    """What a row's numbers depend on: the resolved settings, the length and the code versions."""
+    return config_hash({"config": cfg, "setting": name, "length": length, "estimator": ESTIMATOR_VERSION,
+                        "study": STUDY_VERSION})
+
+
+def read_rows(path: Path = RESULTS) -> pd.DataFrame:
+    return pd.read_csv(path) if path.exists() else pd.DataFrame()
+
+
+def write_row(row: dict[str, Any], path: Path = RESULTS) -> pd.DataFrame:
+    """Add (or replace) one (setting, length) row, atomically."""
+    from rllc.io import atomic_write
+
+    rows = read_rows(path)
+    if len(rows):
+        rows = rows[~((rows["setting"] == row["setting"]) & (rows["length"] == row["length"]))]
+    rows = pd.concat([rows, pd.DataFrame([row])], ignore_index=True).sort_values(["setting", "length"])
+    atomic_write(path, lambda tmp: rows.to_csv(tmp, index=False))
+    return rows
+
+
+def done(cfg: Config, name: str, length: int, path: Path = RESULTS) -> bool:
+    rows = read_rows(path)
+    return bool(len(rows)) and bool(((rows["setting"] == name) & (rows["length"] == length)
+                                     & (rows["key"] == row_key(cfg, name, length))).any())
+
+
+def train(name: str, run: Path, until: int, progress: bool) -> None:
+    """Train (or resume) the setting's L2 up to step ``until`` (its weights do not depend on the
+    length: the 36k run's first ``until`` steps); the wall time per step is logged in the run."""
+    from rllc.data.tokens import prepare
+    from rllc.io import read_json, write_json
+    from rllc.model.checkpoints import CheckpointStore
+    from rllc.train import train_models
+
+    cfg = load_config("cpu", deep_merge(deep_merge(LONG, SETTINGS[name][1]), {"train": {"steps": {"L2": until}}}))
+    prepare(cfg)
+    store = CheckpointStore.for_model(run, "L2")
+    before = max(store.steps(), default=0) if store.root.exists() else 0
+    start = time.perf_counter()
+    train_models(cfg, ["L2"], run, processes=1, progress=progress)
+    after = max(store.steps(), default=0)
+    if after > before:
+        path = run / "study" / "train_times.json"
+        times = read_json(path) if path.exists() else []
+        times.append({"from": before, "to": after, "seconds": time.perf_counter() - start})
+        write_json(path, times)
+
+
+def seconds_per_step(run: Path) -> float:
+    """Training wall seconds per step, over the study's training calls on this setting."""
+    from rllc.io import read_json
+
+    path = run / "study" / "train_times.json"
+    times = read_json(path) if path.exists() else []
+    steps = sum(t["to"] - t["from"] for t in times)
+    return sum(t["seconds"] for t in times) / steps if steps else float("nan")
+
+
+def measure(cfg: Config, name: str, run: Path, length: int, progress: bool) -> dict[str, Any]:
+    """One row of the study: the setting at ``length`` steps (see the module docstring)."""
+    from rllc.analysis import clustering, interventions, patterns, trajectory
+    from rllc.analysis import head_types as ht
+    from rllc.data import tokens as data
+    from rllc.data.tokenizer import token_decoder
+    from rllc.estimate import sweep
+    from rllc.model.checkpoints import CheckpointStore
+    from rllc.report import claims, tables
+    from rllc.report import seeds as seeds_mod
+    from rllc.run import open_run
+
+    store = CheckpointStore.for_model(run, "L2")
+    have = [s for s in store.steps() if s <= length]
+    if not have or have[-1] != length:
+        raise SystemExit(f"{name}: no checkpoint at step {length} in {run}; train first")
+    opened = open_run(run)
+    final = opened.load_model("L2", length)
+    heads = [f"{layer}:{h}" for layer in range(final.cfg.n_layers) for h in range(final.cfg.n_heads)]
+    t0 = time.perf_counter()
+    behaviour = trajectory.behaviour_over_training(cfg, run, "L2", steps=have, progress=progress, icl=False)
+    by_score = ht.score_table(behaviour[behaviour["step"] <= length])
+    held_in = data.held_in_windows(cfg)
+    decode = token_decoder(data.prepare(cfg).tokenizer)
+    tic = interventions.tokens_in_context(final, held_in, heads, k=cfg.classify.tic_k,
+                                          batch_size=cfg.classify.batch_size, progress=False)
+    summary = pd.concat([patterns.classify_contexts(g, held_in.tolist(), decode)
+                         for _, g in tic.groupby("component", sort=False)], ignore_index=True)
+    types = ht.head_types(by_score.set_index("component")["type"], patterns.pattern_summary(summary))
+    t_scores = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    head_steps = sweep.spread(have, HEAD_CHECKPOINTS)
+    curve_steps = sorted(set(have[::CURVE_STRIDE]) | {have[-1]})
+    wr = sweep.run_sweep(run, ["L2"], head_steps, heads, ["train"], cfg.sampler, device="cpu",
+                         workers=cfg.llc.workers, progress=progress)
+    full = sweep.run_sweep(run, ["L2"], curve_steps, ["full"], ["train"], cfg.sampler, device="cpu",
+                           workers=cfg.llc.workers, progress=progress)
+    t_llc = time.perf_counter() - t0
+
+    found = seeds_mod.claim_tables(behaviour[behaviour["step"] <= length], types, wr, full, pd.DataFrame(), "",
+                                   cfg.train.warmup_steps, cfg.llc.stage_sigma, cfg.classify.max_k, cfg.seed,
+                                   by_score=by_score)
+    view = run / "study" / f"L2@{length}"
+    (view / "tables").mkdir(parents=True, exist_ok=True)
+    for table, df in found.items():
+        tables.write(view, table, df)
+    verdicts = {}
+    for c in claims.CLAIMS:
+        if c.name.split(".")[0] in ("1", "2a", "2b", "3", "5") and c.check is not None:
+            status, value, _ = c.check(view)
+            verdicts[c.name.split(".")[0]] = (status, value)
+
+    layer = {h: int(h.split(":")[0]) for h in heads}
+    l0_multigram = [h for h in heads if layer[h] == 0 and types[h] in ht.MULTIGRAM_TYPES]
+    timing = found["induction_timing"]
+    # the consensus clustering at k = the layer's number of types, beside its random-label null (02's table)
+    variants = clustering.ari_variants(wr[wr["component"] != "full"], types, "wr", cfg.classify.max_k,
+                                       seed=cfg.seed, min_step=1)
+    best = variants[(variants["algorithm"] == "consensus") & ~variants["standardised"]]
+    per_step = seconds_per_step(run)
+    return {
+        "setting": name, "length": length, "key": row_key(cfg, name, length),
+        "what": SETTINGS[name][0],
+        "d_model": cfg.model.d_model, "heads": f"{cfg.model.n_heads}x{cfg.model.d_head}",
+        "vocab": cfg.tokenizer.vocab_size,
+        "stages": len(found["stages_L2"]), "claim1": verdicts["1"][0],
+        "types_L0": _type_counts(types, layer, 0), "types_L1": _type_counts(types, layer, 1),
+        "L0_multigram_heads": " ".join(l0_multigram), "n_L0_multigram": len(l0_multigram),
+        "induction_heads": " ".join(timing["component"].astype(str)) if len(timing) else "",
+        "induction_steepest": " ".join(str(int(s)) for s in timing.get("steepest_step", [])),
+        "induction_intervals": " ".join(f"{int(lo)}-{int(hi)}" for lo, hi in zip(timing.get("lo", []),
+                                                                                 timing.get("hi", []), strict=False)),
+        "claim5": verdicts["5"][0], "claim5_value": verdicts["5"][1],
+        "ari_L0": _at(best, 0, "ari"), "null95_L0": _at(best, 0, "null_q95"), "p_L0": _at(best, 0, "p_value"),
+        "ari_L1": _at(best, 1, "ari"), "null95_L1": _at(best, 1, "null_q95"), "p_L1": _at(best, 1, "p_value"),
+        "best_variant_ari_L0": _best(variants, 0), "best_variant_ari_L1": _best(variants, 1),
+        "claim3": verdicts["3"][0], "claim2a": verdicts["2a"][0], "claim2b": verdicts["2b"][0],
+        "claims_passed": sum(v[0] == claims.PASS for v in verdicts.values()),
+        "train_s_per_step": per_step, "train_min_to_length": per_step * length / 60,
+        "llc_estimates": len(wr) + len(full), "llc_min": t_llc / 60, "scores_min": t_scores / 60,
+        "estimator_version": ESTIMATOR_VERSION, "study_version": STUDY_VERSION,
+    }
+
+
+def _at(best: pd.DataFrame, layer: int, col: str) -> float:
+    d = best[best["layer"] == layer]
+    return float(d[col].iloc[0]) if len(d) else float("nan")
+
+
+def _best(variants: pd.DataFrame, layer: int) -> float:
+    d = variants[variants["layer"] == layer]
+    return float(d["ari"].max()) if len(d) else float("nan")
+
+
+def _type_counts(types: pd.Series, layer: dict[str, int], which: int) -> str:
+    counts = types[[h for h in types.index if layer.get(h) == which]].value_counts()
+    return "; ".join(f"{t} {n}" for t, n in counts.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), metavar="NAME")
+    ap.add_argument("--lengths", nargs="+", type=int, default=list(LENGTHS), metavar="STEPS")
+    ap.add_argument("--study-dir", default="runs/scale-study",
+                    help="where the settings' runs go (default: %(default)s)")
+    ap.add_argument("--train-only", action="store_true", help="train (or resume) and stop")
+    ap.add_argument("--list", action="store_true", help="the grid and which rows are measured")
+    ap.add_argument("--table", action="store_true", help="print the rows measured so far")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args(argv)
+    for name in args.settings:
+        if name not in SETTINGS:
+            ap.error(f"unknown setting {name!r}; choose from {', '.join(SETTINGS)}")
+    for n in args.lengths:
+        if n not in LENGTHS:
+            ap.error(f"length {n} is not one of the study's {', '.join(map(str, LENGTHS))}")
+    if args.list:
+        for name, (what, _) in SETTINGS.items():
+            cfg = study_config(name)
+            have = [n for n in LENGTHS if done(cfg, name, n)]
+            print(f"{name:10s} {what}; measured at {', '.join(map(str, have)) or 'no length yet'}")
+        return 0
+    if args.table:
+        rows = read_rows()
+        print(rows.to_string(index=False) if len(rows) else f"no rows yet in {RESULTS}")
+        return 0
+    study = paths.REPO_ROOT / args.study_dir if not Path(args.study_dir).is_absolute() else Path(args.study_dir)
+    progress = not args.quiet
+    for name in args.settings:
+        cfg = study_config(name)
+        run = study / name
+        todo = [n for n in sorted(args.lengths) if not done(cfg, name, n)]
+        if not todo and not args.train_only:
+            print(f"{name}: every requested length is measured")
+            continue
+        train(name, run, max(args.lengths), progress)
+        if args.train_only:
+            continue
+        for length in todo:
+            row = measure(cfg, name, run, length, progress)
+            write_row(row)
+            print(pd.Series(row).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The scale study's bookkeeping (benchmarks/scale_study.py): settings, row keys, the results file."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rllc import paths
+from rllc.config import load_config
+from rllc.run import identity
+
+
+@pytest.fixture(scope="module")
+def study():
+    path = paths.REPO_ROOT / "benchmarks" / "scale_study.py"
+    spec = importlib.util.spec_from_file_location("scale_study", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_base_is_the_cpu_model_and_each_setting_changes_only_its_factor(study) -> None:
+    cpu = load_config("cpu")
+    base = study.study_config("base")
+    # the base setting trains the cpu profile's L2 (same weights: length is not part of the identity)
+    assert identity(base, "L2") == identity(cpu, "L2")
+    assert base.train.steps["L2"] == max(study.LENGTHS) and 36_000 in base.checkpoint_steps("L2")
+    assert set(study.LENGTHS) <= set(base.checkpoint_steps("L2"))
+    changed = {}
+    for name in study.SETTINGS:
+        cfg = study.study_config(name)
+        differs = {k for k in ("tokenizer", "model", "corpus") if getattr(cfg, k) != getattr(base, k)}
+        changed[name] = differs
+        assert (identity(cfg, "L2") == identity(base, "L2")) == (name == "base"), name
+    assert changed == {"base": set(), "vocab1024": {"tokenizer"}, "heads4x32": {"model"}, "d256": {"model"},
+                       "prose": {"corpus"}}
+    assert study.study_config("vocab1024").tokenizer.vocab_size == 1024
+    assert study.study_config("d256").model.d_model == 256 == 8 * study.study_config("d256").model.d_head
+
+
+def test_row_keys_change_with_setting_length_and_code_version(study, monkeypatch) -> None:
+    cfg = study.study_config("base")
+    key = study.row_key(cfg, "base", 12_000)
+    assert key == study.row_key(study.study_config("base"), "base", 12_000)
+    assert key != study.row_key(cfg, "base", 24_000)
+    assert key != study.row_key(study.study_config("vocab1024"), "vocab1024", 12_000)
+    monkeypatch.setattr(study, "STUDY_VERSION", study.STUDY_VERSION + 1)
+    assert key != study.row_key(cfg, "base", 12_000)
+    monkeypatch.setattr(study, "ESTIMATOR_VERSION", study.ESTIMATOR_VERSION + 1)
+    assert key != study.row_key(cfg, "base", 12_000)
+
+
+def test_rows_are_replaced_per_setting_and_length_and_done_checks_the_key(study, tmp_path: Path) -> None:
+    path = tmp_path / "scale-study.csv"
+    cfg = study.study_config("base")
+    assert not study.done(cfg, "base", 12_000, path)
+    study.write_row({"setting": "base", "length": 12_000, "key": study.row_key(cfg, "base", 12_000),
+                     "stages": 3}, path)
+    study.write_row({"setting": "base", "length": 24_000, "key": "other", "stages": 4}, path)
+    study.write_row({"setting": "base", "length": 12_000, "key": study.row_key(cfg, "base", 12_000),
+                     "stages": 5}, path)
+    rows = pd.read_csv(path)
+    assert len(rows) == 2 and rows.set_index("length").loc[12_000, "stages"] == 5
+    assert study.done(cfg, "base", 12_000, path)
+    assert not study.done(cfg, "base", 24_000, path)  # a row of another key is measured again
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("argv, message", [(["--settings", "huge"], "unknown setting 'huge'"),
+                                           (["--lengths", "5000"], "length 5000 is not one of")])
+def test_bad_arguments_are_refused_in_one_line(study, argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        study.main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
