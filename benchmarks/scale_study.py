@@ -236,6 +236,23 @@ def _type_counts(types: pd.Series, layer: dict[str, int], which: int) -> str:
     return "; ".join(f"{t} {n}" for t, n in counts.items())
 
 
+def markdown(rows: pd.DataFrame) -> str:
+    """The study's summary table (setting -> stages, layer-0 multigram heads, induction timing, ARI
+    vs null, cost), written from the rows."""
+    head = ("| setting | steps | stages | layer-0 types | L0 multigram | induction heads: steepest rise (90% interval)"
+            " | claim 5 | ARI L0 / null q95 | ARI L1 / null q95 | train s/step | train min | study min |")
+    out = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows.sort_values(["setting", "length"]).itertuples():
+        timing = ", ".join(f"{h} {s} ({i})" for h, s, i in zip(str(r.induction_heads).split(),
+                                                                str(r.induction_steepest).split(),
+                                                                str(r.induction_intervals).split(), strict=False))
+        out.append(f"| {r.setting} | {int(r.length):,} | {int(r.stages)} | {r.types_L0} | "
+                   f"{r.L0_multigram_heads if isinstance(r.L0_multigram_heads, str) else 'none'} | {timing or '—'} | "
+                   f"{r.claim5} | {r.ari_L0:.2f} / {r.null95_L0:.2f} | {r.ari_L1:.2f} / {r.null95_L1:.2f} | "
+                   f"{r.train_s_per_step:.3f} | {r.train_min_to_length:.1f} | {r.llc_min + r.scores_min:.1f} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), metavar="NAME")
@@ -245,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-only", action="store_true", help="train (or resume) and stop")
     ap.add_argument("--list", action="store_true", help="the grid and which rows are measured")
     ap.add_argument("--table", action="store_true", help="print the rows measured so far")
+    ap.add_argument("--markdown", action="store_true", help="with --table: the summary as a Markdown table")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     for name in args.settings:
@@ -261,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.table:
         rows = read_rows()
-        print(rows.to_string(index=False) if len(rows) else f"no rows yet in {RESULTS}")
+        if not len(rows):
+            print(f"no rows yet in {RESULTS}")
+        else:
+            print(markdown(rows) if args.markdown else rows.to_string(index=False))
         return 0
     study = paths.REPO_ROOT / args.study_dir if not Path(args.study_dir).is_absolute() else Path(args.study_dir)
     progress = not args.quiet

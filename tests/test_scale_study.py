@@ -75,3 +75,16 @@ def test_bad_arguments_are_refused_in_one_line(study, argv, message, capsys) -> 
     with pytest.raises(SystemExit) as exit_:
         study.main(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_summary_table_has_one_line_per_row_and_the_rows_numbers(study) -> None:
+    row = {"setting": "base", "length": 12_000, "stages": 3, "types_L0": "previous-token 4; current-token 4",
+           "L0_multigram_heads": float("nan"), "induction_heads": "1:0 1:5", "induction_steepest": "4000 4500",
+           "induction_intervals": "3500-5000 4000-6000", "claim5": "fail", "ari_L0": -0.12, "null95_L0": 0.16,
+           "ari_L1": 0.22, "null95_L1": 0.22, "train_s_per_step": 0.069, "train_min_to_length": 13.8,
+           "llc_min": 12.0, "scores_min": 2.5}
+    text = study.markdown(pd.DataFrame([row, {**row, "length": 24_000, "stages": 5, "L0_multigram_heads": "0:3"}]))
+    lines = text.splitlines()
+    assert len(lines) == 4 and len({line.count("|") for line in lines}) == 1
+    assert "| base | 12,000 | 3 | previous-token 4; current-token 4 | none | 1:0 4000 (3500-5000), 1:5 4500" in lines[2]
+    assert "| 0:3 |" in lines[3] and "| -0.12 / 0.16 | 0.22 / 0.22 | 0.069 | 13.8 | 14.5 |" in lines[2]
