@@ -69,11 +69,12 @@ HEAD_CHECKPOINTS = 12  # per-head wrLLC checkpoints spread over each length
 CURVE_STRIDE = 2  # the full-model curve: every 2nd checkpoint up to each length
 
 
-def study_config(name: str) -> Config:
-    """The cpu profile with the setting's overrides and the 36k schedule."""
+def study_config(name: str, until: int | None = None) -> Config:
+    """The cpu profile with the setting's overrides and the 36k schedule (trained only to ``until``)."""
     if name not in SETTINGS:
         raise SystemExit(f"unknown setting {name!r}; choose from {', '.join(SETTINGS)}")
-    return load_config("cpu", deep_merge(LONG, SETTINGS[name][1]))
+    over = deep_merge(LONG, SETTINGS[name][1])
+    return load_config("cpu", over if until is None else deep_merge(over, {"train": {"steps": {"L2": until}}}))
 
 
 def row_key(cfg: Config, name: str, length: int) -> str:
@@ -112,7 +113,7 @@ def train(name: str, run: Path, until: int, progress: bool) -> None:
     from rllc.model.checkpoints import CheckpointStore
     from rllc.train import train_models
 
-    cfg = load_config("cpu", deep_merge(deep_merge(LONG, SETTINGS[name][1]), {"train": {"steps": {"L2": until}}}))
+    cfg = study_config(name, until)
     prepare(cfg)
     store = CheckpointStore.for_model(run, "L2")
     before = max(store.steps(), default=0) if store.root.exists() else 0
@@ -143,6 +144,7 @@ def measure(cfg: Config, name: str, run: Path, length: int, progress: bool) -> d
     from rllc.data import tokens as data
     from rllc.data.tokenizer import token_decoder
     from rllc.estimate import sweep
+    from rllc.model.build import head_names
     from rllc.model.checkpoints import CheckpointStore
     from rllc.report import claims, tables
     from rllc.report import seeds as seeds_mod
@@ -154,7 +156,7 @@ def measure(cfg: Config, name: str, run: Path, length: int, progress: bool) -> d
         raise SystemExit(f"{name}: no checkpoint at step {length} in {run}; train first")
     opened = open_run(run)
     final = opened.load_model("L2", length)
-    heads = [f"{layer}:{h}" for layer in range(final.cfg.n_layers) for h in range(final.cfg.n_heads)]
+    heads = head_names(final)
     t0 = time.perf_counter()
     behaviour = trajectory.behaviour_over_training(cfg, run, "L2", steps=have, progress=progress, icl=False)
     by_score = ht.score_table(behaviour[behaviour["step"] <= length])
@@ -183,11 +185,12 @@ def measure(cfg: Config, name: str, run: Path, length: int, progress: bool) -> d
     (view / "tables").mkdir(parents=True, exist_ok=True)
     for table, df in found.items():
         tables.write(view, table, df)
-    verdicts = {}
+    verdicts = {}  # the per-seed claims but 4 (code drLLC: not part of a row)
     for c in claims.CLAIMS:
-        if c.name.split(".")[0] in ("1", "2a", "2b", "3", "5") and c.check is not None:
+        number = c.name.split(".")[0]
+        if number in seeds_mod.PER_SEED_CLAIMS and number != "4" and c.check is not None:
             status, value, _ = c.check(view)
-            verdicts[c.name.split(".")[0]] = (status, value)
+            verdicts[number] = (status, value)
 
     layer = {h: int(h.split(":")[0]) for h in heads}
     l0_multigram = [h for h in heads if layer[h] == 0 and types[h] in ht.MULTIGRAM_TYPES]

@@ -395,10 +395,9 @@ def sample_llc(
     # a head loss with per-chain orders computes each batch's frozen part once for both the paired
     # reference and the chain's step (the same numbers as a separate reference pass, bit for bit)
     inline = (baseline is None and settings.reference == "paired" and not use_batched
-              and isinstance(loss_fn, HeadLoss) and len(set(map(id, feeds))) == len(feeds))
+              and isinstance(loss_fn, HeadLoss) and settings.batch_order == "per_chain")
     if inline:
         rows = np.empty((settings.chains, n_steps(settings)))
-        loss_fn.max_batches = max(loss_fn.max_batches, 1)
     else:
         baseline, chain_l0, l0 = reference_losses(work, feeds, loss_fn, settings, dev, baseline)
     total = settings.chains * n_steps(settings)
@@ -529,8 +528,8 @@ def estimate_llc(
     targets = SoftTargets.of(generator) if generator is not None else None
     if fast:
         # with a shared order every chain revisits the same batches: keep their frozen prefixes;
-        # with per-chain orders no batch comes back within an estimate, so keep none
-        keep = n_steps(settings) if settings.batch_order == "shared" else 0
+        # with per-chain orders a batch comes back only for the step right after its paired reference
+        keep = n_steps(settings) if settings.batch_order == "shared" else 1
         loss_fn = HeadLoss(heads, targets=targets, max_batches=keep, inputs=layer_inputs)
     else:
         loss_fn = generator_loss(targets) if targets is not None else next_token_loss
