@@ -42,7 +42,7 @@ from typing import Any
 import pandas as pd
 
 from rllc import paths
-from rllc.config import Config, config_hash, deep_merge, load_config
+from rllc.config import Config, config_hash, deep_merge, load_config, seeded_name
 from rllc.estimate.sgld import ESTIMATOR_VERSION
 
 STUDY_VERSION = 1  # bump when the protocol below changes what a row measures
@@ -77,37 +77,53 @@ def study_config(name: str, until: int | None = None) -> Config:
     return load_config("cpu", over if until is None else deep_merge(over, {"train": {"steps": {"L2": until}}}))
 
 
-def row_key(cfg: Config, name: str, length: int) -> str:
-    """What a row's numbers depend on: the resolved settings, the length and the code versions."""
-    return config_hash({"config": cfg, "setting": name, "length": length, "estimator": ESTIMATOR_VERSION,
-                        "study": STUDY_VERSION})
+def model_name(cfg: Config, seed: int | None) -> str:
+    """The trained model of a row: "L2" for the run's own seed, "L2-s<k>" for initialisation seed k
+    (06's convention: the batch order stays the run's, only the initialisation changes)."""
+    return seeded_name("L2", cfg.seed if seed is None else seed, cfg.seed)
+
+
+def row_key(cfg: Config, name: str, length: int, seed: int | None = None) -> str:
+    """What a row's numbers depend on: the resolved settings, the length, the initialisation seed
+    (another seed than the run's only: rows of the run's seed keep their keys) and the code versions."""
+    parts: dict[str, Any] = {"config": cfg, "setting": name, "length": length, "estimator": ESTIMATOR_VERSION,
+                             "study": STUDY_VERSION}
+    if seed is not None and seed != cfg.seed:
+        parts["init_seed"] = seed
+    return config_hash(parts)
 
 
 def read_rows(path: Path = RESULTS) -> pd.DataFrame:
     return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
 
+def _same(rows: pd.DataFrame, name: str, length: int, seed: int) -> pd.Series:
+    return (rows["setting"] == name) & (rows["length"] == length) & (rows["seed"] == seed)
+
+
 def write_row(row: dict[str, Any], path: Path = RESULTS) -> pd.DataFrame:
-    """Add (or replace) one (setting, length) row, atomically."""
+    """Add (or replace) one (setting, length, seed) row, atomically."""
     from rllc.io import atomic_write
 
     rows = read_rows(path)
     if len(rows):
-        rows = rows[~((rows["setting"] == row["setting"]) & (rows["length"] == row["length"]))]
-    rows = pd.concat([rows, pd.DataFrame([row])], ignore_index=True).sort_values(["setting", "length"])
+        rows = rows[~_same(rows, row["setting"], row["length"], row["seed"])]
+    rows = pd.concat([rows, pd.DataFrame([row])], ignore_index=True).sort_values(["setting", "length", "seed"])
     atomic_write(path, lambda tmp: rows.to_csv(tmp, index=False))
     return rows
 
 
-def done(cfg: Config, name: str, length: int, path: Path = RESULTS) -> bool:
+def done(cfg: Config, name: str, length: int, seed: int | None = None, path: Path = RESULTS) -> bool:
     rows = read_rows(path)
-    return bool(len(rows)) and bool(((rows["setting"] == name) & (rows["length"] == length)
-                                     & (rows["key"] == row_key(cfg, name, length))).any())
+    seed = cfg.seed if seed is None else seed
+    return bool(len(rows)) and bool((_same(rows, name, length, seed)
+                                     & (rows["key"] == row_key(cfg, name, length, seed))).any())
 
 
-def train(name: str, run: Path, until: int, progress: bool) -> None:
-    """Train (or resume) the setting's L2 up to step ``until`` (its weights do not depend on the
-    length: the 36k run's first ``until`` steps); the wall time per step is logged in the run."""
+def train(name: str, run: Path, until: int, progress: bool, model: str = "L2") -> None:
+    """Train (or resume) the setting's ``model`` (L2 or another seed's L2) up to step ``until`` (its
+    weights do not depend on the length: the 36k run's first ``until`` steps); the wall time per
+    step is logged in the run."""
     from rllc.data.tokens import prepare
     from rllc.io import read_json, write_json
     from rllc.model.checkpoints import CheckpointStore
@@ -115,30 +131,35 @@ def train(name: str, run: Path, until: int, progress: bool) -> None:
 
     cfg = study_config(name, until)
     prepare(cfg)
-    store = CheckpointStore.for_model(run, "L2")
+    store = CheckpointStore.for_model(run, model)
     before = max(store.steps(), default=0) if store.root.exists() else 0
     start = time.perf_counter()
-    train_models(cfg, ["L2"], run, processes=1, progress=progress)
+    train_models(cfg, [model], run, processes=1, progress=progress)
     after = max(store.steps(), default=0)
     if after > before:
-        path = run / "study" / "train_times.json"
+        path = _times_path(run, model)
         times = read_json(path) if path.exists() else []
         times.append({"from": before, "to": after, "seconds": time.perf_counter() - start})
         write_json(path, times)
 
 
-def seconds_per_step(run: Path) -> float:
-    """Training wall seconds per step, over the study's training calls on this setting."""
+def _times_path(run: Path, model: str) -> Path:
+    return run / "study" / ("train_times.json" if model == "L2" else f"train_times_{model}.json")
+
+
+def seconds_per_step(run: Path, model: str = "L2") -> float:
+    """Training wall seconds per step, over the study's training calls on this setting's ``model``."""
     from rllc.io import read_json
 
-    path = run / "study" / "train_times.json"
+    path = _times_path(run, model)
     times = read_json(path) if path.exists() else []
     steps = sum(t["to"] - t["from"] for t in times)
     return sum(t["seconds"] for t in times) / steps if steps else float("nan")
 
 
-def measure(cfg: Config, name: str, run: Path, length: int, progress: bool) -> dict[str, Any]:
-    """One row of the study: the setting at ``length`` steps (see the module docstring)."""
+def measure(cfg: Config, name: str, run: Path, length: int, progress: bool, seed: int | None = None) -> dict[str, Any]:
+    """One row of the study: the setting at ``length`` steps, initialisation ``seed`` (default: the
+    run's), see the module docstring."""
     from rllc.analysis import clustering, interventions, patterns, trajectory
     from rllc.analysis import head_types as ht
     from rllc.data import tokens as data
@@ -150,15 +171,17 @@ def measure(cfg: Config, name: str, run: Path, length: int, progress: bool) -> d
     from rllc.report import seeds as seeds_mod
     from rllc.run import open_run
 
-    store = CheckpointStore.for_model(run, "L2")
+    model = model_name(cfg, seed)
+    seed = cfg.seed if seed is None else seed
+    store = CheckpointStore.for_model(run, model)
     have = [s for s in store.steps() if s <= length]
     if not have or have[-1] != length:
-        raise SystemExit(f"{name}: no checkpoint at step {length} in {run}; train first")
+        raise SystemExit(f"{name}: no checkpoint of {model} at step {length} in {run}; train first")
     opened = open_run(run)
-    final = opened.load_model("L2", length)
+    final = opened.load_model(model, length)
     heads = head_names(final)
     t0 = time.perf_counter()
-    behaviour = trajectory.behaviour_over_training(cfg, run, "L2", steps=have, progress=progress, icl=False)
+    behaviour = trajectory.behaviour_over_training(cfg, run, model, steps=have, progress=progress, icl=False)
     by_score = ht.score_table(behaviour[behaviour["step"] <= length])
     held_in = data.held_in_windows(cfg)
     decode = token_decoder(data.prepare(cfg).tokenizer)
@@ -172,16 +195,16 @@ def measure(cfg: Config, name: str, run: Path, length: int, progress: bool) -> d
     t0 = time.perf_counter()
     head_steps = sweep.spread(have, HEAD_CHECKPOINTS)
     curve_steps = sorted(set(have[::CURVE_STRIDE]) | {have[-1]})
-    wr = sweep.run_sweep(run, ["L2"], head_steps, heads, ["train"], cfg.sampler, device="cpu",
+    wr = sweep.run_sweep(run, [model], head_steps, heads, ["train"], cfg.sampler, device="cpu",
                          workers=cfg.llc.workers, progress=progress)
-    full = sweep.run_sweep(run, ["L2"], curve_steps, ["full"], ["train"], cfg.sampler, device="cpu",
+    full = sweep.run_sweep(run, [model], curve_steps, ["full"], ["train"], cfg.sampler, device="cpu",
                            workers=cfg.llc.workers, progress=progress)
     t_llc = time.perf_counter() - t0
 
     found = seeds_mod.claim_tables(behaviour[behaviour["step"] <= length], types, wr, full, pd.DataFrame(), "",
                                    cfg.train.warmup_steps, cfg.llc.stage_sigma, cfg.classify.max_k, cfg.seed,
                                    by_score=by_score)
-    view = run / "study" / f"L2@{length}"
+    view = run / "study" / f"{model}@{length}"
     (view / "tables").mkdir(parents=True, exist_ok=True)
     for table, df in found.items():
         tables.write(view, table, df)
@@ -199,9 +222,9 @@ def measure(cfg: Config, name: str, run: Path, length: int, progress: bool) -> d
     variants = clustering.ari_variants(wr[wr["component"] != "full"], types, "wr", cfg.classify.max_k,
                                        seed=cfg.seed, min_step=1)
     best = variants[(variants["algorithm"] == "consensus") & ~variants["standardised"]]
-    per_step = seconds_per_step(run)
+    per_step = seconds_per_step(run, model)
     return {
-        "setting": name, "length": length, "key": row_key(cfg, name, length),
+        "setting": name, "length": length, "seed": seed, "key": row_key(cfg, name, length, seed),
         "what": SETTINGS[name][0],
         "d_model": cfg.model.d_model, "heads": f"{cfg.model.n_heads}x{cfg.model.d_head}",
         "vocab": cfg.tokenizer.vocab_size,
@@ -242,14 +265,15 @@ def _type_counts(types: pd.Series, layer: dict[str, int], which: int) -> str:
 def markdown(rows: pd.DataFrame) -> str:
     """The study's summary table (setting -> stages, layer-0 multigram heads, induction timing, ARI
     vs null, cost), written from the rows."""
-    head = ("| setting | steps | stages | layer-0 types | L0 multigram | induction heads: steepest rise (90% interval)"
-            " | claim 5 | ARI L0 / null q95 | ARI L1 / null q95 | train s/step | train min | study min |")
+    head = ("| setting | seed | steps | stages | layer-0 types | L0 multigram"
+            " | induction heads: steepest rise (90% interval) | claim 5 | ARI L0 / null q95 | ARI L1 / null q95"
+            " | train s/step | train min | study min |")
     out = [head, "|" + "---|" * head.count(" | ") + "---|"]
-    for r in rows.sort_values(["setting", "length"]).itertuples():
+    for r in rows.sort_values(["setting", "length", "seed"]).itertuples():
         timing = ", ".join(f"{h} {s} ({i})" for h, s, i in zip(str(r.induction_heads).split(),
                                                                 str(r.induction_steepest).split(),
                                                                 str(r.induction_intervals).split(), strict=False))
-        out.append(f"| {r.setting} | {int(r.length):,} | {int(r.stages)} | {r.types_L0} | "
+        out.append(f"| {r.setting} | {int(r.seed)} | {int(r.length):,} | {int(r.stages)} | {r.types_L0} | "
                    f"{r.L0_multigram_heads if isinstance(r.L0_multigram_heads, str) else 'none'} | {timing or '—'} | "
                    f"{r.claim5} | {r.ari_L0:.2f} / {r.null95_L0:.2f} | {r.ari_L1:.2f} / {r.null95_L1:.2f} | "
                    f"{r.train_s_per_step:.3f} | {r.train_min_to_length:.1f} | {r.llc_min + r.scores_min:.1f} |")
@@ -260,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), metavar="NAME")
     ap.add_argument("--lengths", nargs="+", type=int, default=list(LENGTHS), metavar="STEPS")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, metavar="K",
+                    help="initialisation seeds of L2 (06's convention: the run's batch order kept); "
+                         "default: the run's own seed")
     ap.add_argument("--study-dir", default="runs/scale-study",
                     help="where the settings' runs go (default: %(default)s)")
     ap.add_argument("--train-only", action="store_true", help="train (or resume) and stop")
@@ -274,11 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.lengths:
         if n not in LENGTHS:
             ap.error(f"length {n} is not one of the study's {', '.join(map(str, LENGTHS))}")
+    if args.seeds is not None and (len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0):
+        ap.error(f"--seeds {' '.join(map(str, args.seeds))}: give distinct non-negative seeds")
     if args.list:
+        rows = read_rows()
         for name, (what, _) in SETTINGS.items():
             cfg = study_config(name)
-            have = [n for n in LENGTHS if done(cfg, name, n)]
-            print(f"{name:10s} {what}; measured at {', '.join(map(str, have)) or 'no length yet'}")
+            seeds = sorted(set(rows[rows["setting"] == name]["seed"]) | {cfg.seed}) if len(rows) else [cfg.seed]
+            have = [f"{n} (seed {k})" for k in seeds for n in LENGTHS if done(cfg, name, n, k)]
+            print(f"{name:10s} {what}; measured at {', '.join(have) or 'no length yet'}")
         return 0
     if args.table:
         rows = read_rows()
@@ -292,17 +323,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.settings:
         cfg = study_config(name)
         run = study / name
-        todo = [n for n in sorted(args.lengths) if not done(cfg, name, n)]
-        if not todo and not args.train_only:
-            print(f"{name}: every requested length is measured")
-            continue
-        train(name, run, max(args.lengths), progress)
-        if args.train_only:
-            continue
-        for length in todo:
-            row = measure(cfg, name, run, length, progress)
-            write_row(row)
-            print(pd.Series(row).to_string())
+        for seed in args.seeds or [cfg.seed]:
+            todo = [n for n in sorted(args.lengths) if not done(cfg, name, n, seed)]
+            if not todo and not args.train_only:
+                print(f"{name}, seed {seed}: every requested length is measured")
+                continue
+            train(name, run, max(args.lengths), progress, model_name(cfg, seed))
+            if args.train_only:
+                continue
+            for length in todo:
+                row = measure(cfg, name, run, length, progress, seed)
+                write_row(row)
+                print(pd.Series(row).to_string())
     return 0
 
 
