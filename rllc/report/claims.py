@@ -21,7 +21,8 @@ import pandas as pd
 from ..analysis import agreement
 from ..analysis import head_types as ht
 from ..analysis.clustering import layer_of
-from . import diagnoses, tables
+from ..run import run_config
+from . import diagnoses, study, tables
 
 PASS, FAIL, NOT_COMPUTED, UNDEFINED = "pass", "fail", "not computed", "undefined"
 COLUMNS = ["claim", "status", "value", "threshold", "notebook", "diagnosis"]
@@ -250,10 +251,11 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
-def scorecard(run_dir: str | Path) -> pd.DataFrame:
+def scorecard(run_dir: str | Path, study_rows: str | Path = study.STUDY_ROWS) -> pd.DataFrame:
     """One row per claim: claim, status, value, threshold, notebook, and diagnosis (why it holds
     or fails: scale, noise or method, with its evidence; ``rllc.report.diagnoses``) where the
-    run's tables allow one."""
+    run's tables allow one. On a cpu run a failing claim's diagnosis also names the cheapest
+    setting of the scale study (``study_rows``, ``rllc.report.study``) that reproduced it."""
     run = Path(run_dir)
     rows = []
     for c in CLAIMS:
@@ -271,7 +273,19 @@ def scorecard(run_dir: str | Path) -> pd.DataFrame:
     number = card["claim"].str.split(".").str[0]
     card["diagnosis"] = [f"{found.at[n, 'diagnosis']}: {found.at[n, 'evidence']}" if n in found.index else ""
                          for n in number]
+    if _profile(run) == study.STUDY_PROFILE:  # a failing claim: what the scale study of this profile found
+        rows = study.read_rows(study_rows)
+        notes = [study.reproduced(n, rows) if s == FAIL else "" for n, s in zip(number, card["status"], strict=True)]
+        card["diagnosis"] = ["; ".join(p for p in (d, note) if p) for d, note in zip(card["diagnosis"], notes,
+                                                                                   strict=True)]
     return card
+
+
+def _profile(run: Path) -> str | None:
+    try:
+        return run_config(run).profile
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
 
 
 def write_scorecard(run_dir: str | Path) -> pd.DataFrame:

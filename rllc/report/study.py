@@ -1,0 +1,53 @@
+"""What the scale study says of a claim that fails on the cpu profile (issue 27).
+
+``benchmarks/scale_study.py`` measures the cpu profile with one factor changed at a time (vocabulary,
+head width, model width, the code/prose mixture, training length), at several seeds, and writes a row
+per (setting, length, seed) to ``docs/scale-study.csv`` with the verdicts of the claims a row can
+check (1, 2a, 2b, 3, 5). When such a claim fails on a cpu run, its diagnosis names the cheapest
+setting of the study that reproduced it, or says that none did and what was tried.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .. import paths
+from ..estimate.sgld import ESTIMATOR_VERSION
+
+STUDY_ROWS = paths.REPO_ROOT / "docs" / "scale-study.csv"
+STUDY_PROFILE = "cpu"  # the profile whose settings the study varies
+CHECKED = ("1", "2a", "2b", "3", "5")  # the claims a row of the study checks
+PASS = "pass"  # the scorecard's word (rllc.report.claims.PASS; a test holds them equal)
+
+
+def read_rows(path: str | Path = STUDY_ROWS) -> pd.DataFrame:
+    """The study's rows made by this estimator (rows of older estimators would mislead); empty when
+    the study has no rows."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame()
+    rows = pd.read_csv(path)
+    return rows[rows["estimator_version"] == ESTIMATOR_VERSION].reset_index(drop=True)
+
+
+def reproduced(claim: str, rows: pd.DataFrame) -> str:
+    """One sentence: the cheapest (setting, length) of the study on which ``claim`` passed, with on
+    how many of its seeds, or that no row reproduced it and which were tried; "" when the study does
+    not check the claim or has no rows. Cost: the row's measured training minutes to its length."""
+    column = f"claim{claim}"
+    if claim not in CHECKED or rows.empty or column not in rows:
+        return ""
+    runs = rows.groupby(["setting", "length"]).agg(seeds=("seed", "size"),
+                                                    passed=(column, lambda s: int((s == PASS).sum())),
+                                                    minutes=("train_min_to_length", "mean")).reset_index()
+    hits = runs[runs["passed"] > 0].sort_values(["minutes", "setting"])
+    if hits.empty:
+        tried = ", ".join(f"{r.setting} at {int(r.length):,}" for r in runs.sort_values(["setting", "length"])
+                          .itertuples())
+        return f"scale study: no setting reproduced it ({tried}; {int(runs['seeds'].sum())} runs)"
+    best = hits.iloc[0]
+    return (f"scale study: the cheapest setting that reproduced it is {best['setting']} at "
+            f"{int(best['length']):,} steps ({int(best['passed'])} of {int(best['seeds'])} seeds; "
+            f"{best['minutes']:.0f} min of training)")
