@@ -44,10 +44,11 @@ import pandas as pd
 from rllc import paths
 from rllc.config import Config, config_hash, deep_merge, load_config, seeded_name
 from rllc.estimate.sgld import ESTIMATOR_VERSION
+from rllc.report.study import STUDY_ROWS
 
 STUDY_VERSION = 1  # bump when the protocol below changes what a row measures
 LENGTHS = (12_000, 24_000, 36_000)
-RESULTS = paths.REPO_ROOT / "docs" / "scale-study.csv"
+RESULTS = STUDY_ROWS  # the rows the scorecard's diagnoses read (rllc.report.study)
 
 # The cpu-long schedule: L2 to 36k, a checkpoint every 500 steps after 6k. Only L2 is trained.
 LONG: dict[str, Any] = {"train": {"steps": {"L2": 36_000}, "checkpoints": [

@@ -123,6 +123,11 @@ def run_config(run_dir: str | Path) -> Config:
     return from_dict(raw["profile"], raw)
 
 
+def run_profile(run_dir: str | Path) -> str | None:
+    """The profile a run directory was made with; None for a folder that is not (yet) a run."""
+    return run_config(run_dir).profile if (Path(run_dir) / "config.yaml").exists() else None
+
+
 class ProfileMismatch(ValueError):
     """A run directory was made with another profile than the one named."""
 

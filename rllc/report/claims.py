@@ -21,7 +21,7 @@ import pandas as pd
 from ..analysis import agreement
 from ..analysis import head_types as ht
 from ..analysis.clustering import layer_of
-from ..run import run_config
+from ..run import run_profile
 from . import diagnoses, study, tables
 
 PASS, FAIL, NOT_COMPUTED, UNDEFINED = "pass", "fail", "not computed", "undefined"
@@ -273,19 +273,13 @@ def scorecard(run_dir: str | Path, study_rows: str | Path = study.STUDY_ROWS) ->
     number = card["claim"].str.split(".").str[0]
     card["diagnosis"] = [f"{found.at[n, 'diagnosis']}: {found.at[n, 'evidence']}" if n in found.index else ""
                          for n in number]
-    if _profile(run) == study.STUDY_PROFILE:  # a failing claim: what the scale study of this profile found
+    if run_profile(run) == study.STUDY_PROFILE:  # a failing claim: what the scale study of this profile found
         rows = study.read_rows(study_rows)
         notes = [study.reproduced(n, rows) if s == FAIL else "" for n, s in zip(number, card["status"], strict=True)]
         card["diagnosis"] = ["; ".join(p for p in (d, note) if p) for d, note in zip(card["diagnosis"], notes,
                                                                                    strict=True)]
     return card
 
-
-def _profile(run: Path) -> str | None:
-    try:
-        return run_config(run).profile
-    except (FileNotFoundError, KeyError, ValueError):
-        return None
 
 
 def write_scorecard(run_dir: str | Path) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from ..analysis import head_types as ht
 from ..analysis.clustering import layer_of
 from ..analysis.patterns import PATTERNS
 from ..io import atomic_write
-from ..run import find_run, run_config
+from ..run import find_run, run_profile
 
 SCORE_LABELS = {"previous_token": "previous-token score", "current_token": "current-token score",
                 "induction": "induction score", "icl": "ICL score (late − early loss)"}
@@ -39,8 +39,7 @@ def savefig(fig: plt.Figure, run_dir: str | Path, name: str) -> Path:
     """Stamp ``fig`` (profile, run, commit, date; sampler settings if marked) and write
     ``<run>/figures/<name>.png`` atomically."""
     run = find_run(run_dir)
-    profile = run_config(run).profile if (run / "config.yaml").exists() else None
-    lines = [provenance.stamp_line(profile, str(run))]
+    lines = [provenance.stamp_line(run_profile(run), str(run))]
     if getattr(fig, _SAMPLER_ATTR, None):
         lines.insert(0, getattr(fig, _SAMPLER_ATTR))
     # below everything already drawn (legends and notes placed under the axes included)
