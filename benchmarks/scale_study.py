@@ -42,13 +42,14 @@ from typing import Any
 import pandas as pd
 
 from rllc import paths
+from rllc.analysis.head_types import RULE_VERSION
 from rllc.config import Config, config_hash, deep_merge, load_config, seeded_name
 from rllc.estimate.sgld import ESTIMATOR_VERSION
-from rllc.report.study import STUDY_ROWS
+from rllc.report.study import STUDY_ROWS, STUDY_VERSION  # bump it when the protocol below changes a row
 
-STUDY_VERSION = 1  # bump when the protocol below changes what a row measures
 LENGTHS = (12_000, 24_000, 36_000)
 RESULTS = STUDY_ROWS  # the rows the scorecard's diagnoses read (rllc.report.study)
+HEAD_ROWS = STUDY_ROWS.with_name("scale-study-heads.csv")  # per head: scores and the type under each rule
 
 # The cpu-long schedule: L2 to 36k, a checkpoint every 500 steps after 6k. Only L2 is trained.
 LONG: dict[str, Any] = {"train": {"steps": {"L2": 36_000}, "checkpoints": [
@@ -88,7 +89,7 @@ def row_key(cfg: Config, name: str, length: int, seed: int | None = None) -> str
     """What a row's numbers depend on: the resolved settings, the length, the initialisation seed
     (another seed than the run's only: rows of the run's seed keep their keys) and the code versions."""
     parts: dict[str, Any] = {"config": cfg, "setting": name, "length": length, "estimator": ESTIMATOR_VERSION,
-                             "study": STUDY_VERSION}
+                             "study": STUDY_VERSION, "types": RULE_VERSION}
     if seed is not None and seed != cfg.seed:
         parts["init_seed"] = seed
     return config_hash(parts)
@@ -111,6 +112,20 @@ def write_row(row: dict[str, Any], path: Path = RESULTS) -> pd.DataFrame:
         rows = rows[~_same(rows, row["setting"], row["length"], row["seed"])]
     rows = pd.concat([rows, pd.DataFrame([row])], ignore_index=True).sort_values(["setting", "length", "seed"])
     atomic_write(path, lambda tmp: rows.to_csv(tmp, index=False))
+    return rows
+
+
+def write_head_rows(heads: pd.DataFrame, path: Path = HEAD_ROWS) -> pd.DataFrame:
+    """Add (or replace) the per-head rows of one (setting, length, seed), atomically."""
+    from rllc.io import atomic_write
+
+    rows = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    first = heads.iloc[0]
+    if len(rows):
+        rows = rows[~_same(rows, first["setting"], first["length"], first["seed"])]
+    cols = ["setting", "length", "seed", *[c for c in heads.columns if c not in ("setting", "length", "seed")]]
+    rows = pd.concat([rows, heads[cols]], ignore_index=True).sort_values(["setting", "length", "seed", "component"])
+    atomic_write(path, lambda tmp: rows.to_csv(tmp, index=False, float_format="%.4f"))
     return rows
 
 
@@ -183,7 +198,8 @@ def measure(cfg: Config, name: str, run: Path, length: int, progress: bool, seed
     heads = head_names(final)
     t0 = time.perf_counter()
     behaviour = trajectory.behaviour_over_training(cfg, run, model, steps=have, progress=progress, icl=False)
-    by_score = ht.score_table(behaviour[behaviour["step"] <= length])
+    upto = behaviour[behaviour["step"] <= length]
+    by_score = ht.score_table(upto)
     held_in = data.held_in_windows(cfg)
     decode = token_decoder(data.prepare(cfg).tokenizer)
     tic = interventions.tokens_in_context(final, held_in, heads, k=cfg.classify.tic_k,
@@ -191,6 +207,11 @@ def measure(cfg: Config, name: str, run: Path, length: int, progress: bool, seed
     summary = pd.concat([patterns.classify_contexts(g, held_in.tolist(), decode)
                          for _, g in tic.groupby("component", sort=False)], ignore_index=True)
     types = ht.head_types(by_score.set_index("component")["type"], patterns.pattern_summary(summary))
+    by_score_v1 = ht.score_table(upto, "v1")
+    types_v1 = ht.head_types(by_score_v1.set_index("component")["type"], patterns.pattern_summary(summary))
+    last = upto[(upto["step"] == length) & (upto["layer"] >= 0)]
+    sensitivity = ht.rule_sensitivity(last).assign(type=types.reindex(heads).to_numpy(),
+                                                   type_v1_final=types_v1.reindex(heads).to_numpy())
     t_scores = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -202,19 +223,25 @@ def measure(cfg: Config, name: str, run: Path, length: int, progress: bool, seed
                            workers=cfg.llc.workers, progress=progress)
     t_llc = time.perf_counter() - t0
 
-    found = seeds_mod.claim_tables(behaviour[behaviour["step"] <= length], types, wr, full, pd.DataFrame(), "",
-                                   cfg.train.warmup_steps, cfg.llc.stage_sigma, cfg.classify.max_k, cfg.seed,
-                                   by_score=by_score)
-    view = run / "study" / f"{model}@{length}"
-    (view / "tables").mkdir(parents=True, exist_ok=True)
-    for table, df in found.items():
-        tables.write(view, table, df)
-    verdicts = {}  # the per-seed claims but 4 (code drLLC: not part of a row)
-    for c in claims.CLAIMS:
-        number = c.name.split(".")[0]
-        if number in seeds_mod.PER_SEED_CLAIMS and number != "4" and c.check is not None:
-            status, value, _ = c.check(view)
-            verdicts[number] = (status, value)
+    def verdicts_of(rule_types: pd.Series, rule_scores: pd.DataFrame, suffix: str) -> tuple[dict, dict]:
+        """The per-seed claims but 4 (code drLLC: not part of a row) with one rule's types."""
+        found = seeds_mod.claim_tables(upto, rule_types, wr, full, pd.DataFrame(), "", cfg.train.warmup_steps,
+                                       cfg.llc.stage_sigma, cfg.classify.max_k, cfg.seed, by_score=rule_scores)
+        view = run / "study" / f"{model}@{length}{suffix}"
+        (view / "tables").mkdir(parents=True, exist_ok=True)
+        for table, df in found.items():
+            tables.write(view, table, df)
+        out = {}
+        for c in claims.CLAIMS:
+            number = c.name.split(".")[0]
+            if number in seeds_mod.PER_SEED_CLAIMS and number != "4" and c.check is not None:
+                status, value, _ = c.check(view)
+                out[number] = (status, value)
+        return found, out
+
+    found, verdicts = verdicts_of(types, by_score, "")
+    found_v1, verdicts_v1 = verdicts_of(types_v1, by_score_v1, "-v1")
+    write_head_rows(sensitivity.assign(setting=name, length=length, seed=seed))
 
     layer = {h: int(h.split(":")[0]) for h in heads}
     l0_multigram = [h for h in heads if layer[h] == 0 and types[h] in ht.MULTIGRAM_TYPES]
@@ -242,6 +269,13 @@ def measure(cfg: Config, name: str, run: Path, length: int, progress: bool, seed
         "best_variant_ari_L0": _best(variants, 0), "best_variant_ari_L1": _best(variants, 1),
         "claim3": verdicts["3"][0], "claim2a": verdicts["2a"][0], "claim2b": verdicts["2b"][0],
         "claims_passed": sum(v[0] == claims.PASS for v in verdicts.values()),
+        # the same row under type rule v1 (raw random-token attention > 0.2), from the same estimates
+        "types_L0_v1": _type_counts(types_v1, layer, 0), "types_L1_v1": _type_counts(types_v1, layer, 1),
+        "L0_multigram_heads_v1": " ".join(h for h in heads if layer[h] == 0 and types_v1[h] in ht.MULTIGRAM_TYPES),
+        "induction_heads_v1": " ".join(found_v1["induction_timing"]["component"].astype(str)),
+        **{f"claim{n}_v1": verdicts_v1[n][0] for n in ("2a", "2b", "3", "5")},
+        "claim3_value_v1": verdicts_v1["3"][1], "claim5_value_v1": verdicts_v1["5"][1],
+        "claims_passed_v1": sum(v[0] == claims.PASS for v in verdicts_v1.values()),
         "train_s_per_step": per_step, "train_min_to_length": per_step * length / 60,
         "llc_estimates": len(wr) + len(full), "llc_min": t_llc / 60, "scores_min": t_scores / 60,
         "estimator_version": ESTIMATOR_VERSION, "study_version": STUDY_VERSION,

@@ -185,20 +185,33 @@ for score, lay in (("previous_token", 0), ("induction", 1), ("current_token", 0)
     if (score, lay) in best:
         col = best[(score, lay)]
         t = ht.TYPE_THRESHOLDS[score]
-        first = scores.formation_step(behaviour, score, lay, t)
-        lines.append(f"- best layer-{lay} {plot.SCORE_LABELS[score]}: {col.iloc[-1]:.3f} at the end; "
-                     f"first above {t} at {f'step {first:,}' if first is not None else 'no checkpoint'}.")
+        first = ht.formation_step(behaviour, score, lay)
+        lines.append(f"- best layer-{lay} {plot.SCORE_LABELS[score]} (random tokens): {col.iloc[-1]:.3f} at the end; "
+                     f"the type rule's measure first above {t} at "
+                     f"{f'step {first:,}' if first is not None else 'no checkpoint'}.")
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]
 # ## 5. Heads at the end of training
 #
-# A head gets the type whose score clears its threshold by the widest margin, and is otherwise
-# a *multigram* head (the paper's name for the rest: heads whose ablation hurts the prediction of
-# n-grams and skip n-grams). Chance levels are about 1/length for all three scores (≈ 0.03 for
-# previous- and current-token, ≈ 0.01 for induction); the thresholds sit well above them and
-# below the values of the heads that clearly specialise (compare the paper's reference values:
-# previous-token heads 0.29 and 0.23, all others ≤ 0.08).
+# The paper (Section 4.1) calls a head a previous-token (current-token) head if it *strongly and
+# systematically* attends to the previous (current) token, and finds induction heads as Elhage et
+# al. do; every other head is a *multigram* head. The rule (`rllc.analysis.head_types`, with its
+# sources) reads this as:
+#
+# - **systematically**: on random tokens *and* on held-out text, so the smaller of the two shares
+#   counts;
+# - **strongly**: that one position gets the majority (> 0.5) of the attention the head spends on
+#   content (every key but the first, where heads park attention they do not use); chance is
+#   ≈ 0.03. Two positions cannot both hold a majority, so a head that splits its attention
+#   between itself and the previous token is a multigram head;
+# - **induction**: the induction score on a random sequence repeated twice above 0.2 (chance
+#   ≈ 0.01).
+#
+# The columns `previous_token`, `current_token` and `induction` below are those measures; the raw
+# scores follow (`_raw`: `previous_token_raw` on random tokens, `previous_token_text_raw` on text,
+# `first_position…` the attention parked on the first position). `02` shows how the types change
+# under the earlier rule and the alternatives.
 
 # %%
 final = behaviour[(behaviour["step"] == behaviour["step"].max()) & (behaviour["layer"] >= 0)]

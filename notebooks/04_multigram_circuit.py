@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from rllc.analysis import composition, interventions, patterns, refinement, scores
+from rllc.analysis import composition, interventions, patterns, refinement
 from rllc.analysis import head_types as ht
 from rllc.analysis.clustering import layer_of
 from rllc.analysis.stages import nearest_boundary, stage_of
@@ -211,10 +211,10 @@ nb.write("l1_gap_heads", gaps)
 print(f"{len(est)} estimates ({len(steps)} checkpoints × {len(HEADS)} heads × 2 distributions); "
       f"{int((est['n_ok'] < est['n_chains']).sum())} with flagged chains")
 
-prev_step = scores.formation_step(behaviour, "previous_token", 0, ht.TYPE_THRESHOLDS["previous_token"])
-if prev_step is None:  # no previous-token head ever forms: the step where the best one scores highest
-    prev = behaviour[(behaviour["score"] == "previous_token") & (behaviour["layer"] == 0)]
-    prev_step = int(prev.groupby("step")["value"].max().idxmax())
+prev_step = ht.formation_step(behaviour, "previous_token", 0)
+if prev_step is None:  # no previous-token head ever forms: the step where the best one's share is highest
+    prev = ht.rule_measures(behaviour[behaviour["layer"] == 0][["step", "component", "score", "value"]])
+    prev_step = int(prev[prev["score"] == "previous_token"].groupby("step")["value"].max().idxmax())
 boundary = (nearest_boundary(stage_table, prev_step) if stage_table is not None else None) or prev_step
 named = [c for c in HEADS if types[c] in (ht.PREVIOUS_TOKEN, ht.CURRENT_TOKEN, ht.INDUCTION)] + l0_multi
 groups = {"all": HEADS, "named": sorted(set(named)), "layer-1 multigram": l1_multi,
@@ -239,7 +239,7 @@ test = log[(log["split"] == "test") & log["model"].isin(["L1", "L2"])].pivot_tab
                                                                                    values="loss").dropna()
 diff = (test["L1"] - test["L2"]) if {"L1", "L2"} <= set(test.columns) else pd.Series(dtype=float)
 b = by_type.set_index("group")
-lines = [f"- Boundary: step {boundary:,} (best layer-0 previous-token score first above "
+lines = [f"- Boundary: step {boundary:,} (best layer-0 previous-token share, the type rule's measure, first above "
          f"{ht.TYPE_THRESHOLDS['previous_token']} at step {prev_step:,})."]
 for g in ("all", "named", "layer-1 multigram"):
     if g in b.index:
@@ -308,7 +308,7 @@ display(Markdown("\n".join(lines)))
 # the head, or now among the tokens in context of a layer-1 head.
 
 # %%
-target = scores.formation_step(behaviour, "induction", 1, ht.TYPE_THRESHOLDS["induction"]) or steps[len(steps) // 2]
+target = ht.formation_step(behaviour, "induction", 1) or steps[len(steps) // 2]
 mid = min(steps[1:-1] or steps, key=lambda s: abs(np.log1p(s) - np.log1p(target)))
 held_in = nb.held_in_windows()
 seqs = held_in.tolist()

@@ -106,6 +106,10 @@ class ScoreConfig:
     icl_halfwidth: int = 0  # average each position's loss with this many neighbours on each side
     icl_batches: int = 4
     batch_size: int = 100
+    # the previous- and current-token shares on text: held-out windows of the training mixture, the
+    # mean over every query position from text_min_pos on (rllc.analysis.head_types states the rule)
+    text_windows: int = 64
+    text_min_pos: int = 8
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def test_head_types_combine_scores_and_patterns():
 def test_threshold_report_finds_the_gap_and_chance():
     cfg = ScoreConfig(min_len=16, max_len=16, induction_len=8)
     chance = scores.chance_levels(cfg)
-    assert abs(chance["previous_token"] - 1 / 16) < 1e-12
+    assert abs(chance["previous_token"] - 1 / 15) < 1e-12  # 16 keys, the first left out
     table = pd.DataFrame({"component": ["0:0", "0:1", "0:2", "0:3"], "layer": 0, "score": "previous_token",
                           "value": [0.03, 0.05, 0.06, 0.35]})
     r = scores.threshold_report(table, cfg, {"previous_token": 0.2}).iloc[0]

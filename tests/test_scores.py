@@ -59,7 +59,7 @@ def test_scores_are_deterministic_and_tidy(l2):
     cfg = config.ScoreConfig(n_samples=16, min_len=8, max_len=16, induction_len=8, batch_size=16)
     a, b = scores.head_scores(l2, cfg, seed=1), scores.head_scores(l2, cfg, seed=1)
     pd.testing.assert_frame_equal(a, b)
-    assert len(a) == 2 * 4 * 3 and set(a["score"]) == set(head_types.SCORE_TYPES)
+    assert len(a) == 2 * 4 * 4 and set(a["score"]) == {*head_types.SCORE_TYPES, "first_position"}
 
 
 def test_score_sequences_must_fit_the_context(l2):

@@ -18,9 +18,13 @@ def _behaviour(final: dict[str, dict[str, float]], steps=(0, 100, 200, 400, 800,
         frac = i / (len(steps) - 1)
         for c in HEADS:
             layer, head = map(int, c.split(":"))
-            for score in ht.SCORE_TYPES:
+            for score in (*ht.SCORE_TYPES, "previous_token_text", "current_token_text"):  # text as random tokens
+                base = score.removesuffix("_text")
                 rows.append({"model": "L2", "step": s, "layer": layer, "head": head, "component": c, "score": score,
-                             "value": 0.02 + frac * final.get(c, {}).get(score, 0.0)})
+                             "value": 0.02 + frac * final.get(c, {}).get(base, 0.0)})
+            for score in ("first_position", "first_position_text"):
+                rows.append({"model": "L2", "step": s, "layer": layer, "head": head, "component": c, "score": score,
+                             "value": 0.0})
         rows.append({"model": "L2", "step": s, "layer": -1, "head": -1, "component": "model", "score": "icl",
                      "value": -frac})
     return pd.DataFrame(rows)

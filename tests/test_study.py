@@ -15,19 +15,21 @@ from rllc.report import claims, study
 def _row(setting: str, seed: int, minutes: float, claim5: str, length: int = 12_000, version: int = ESTIMATOR_VERSION):
     return {"setting": setting, "length": length, "seed": seed, "claim1": "fail", "claim2a": "pass",
             "claim2b": "pass", "claim3": "fail", "claim5": claim5, "train_min_to_length": minutes,
-            "estimator_version": version}
+            "estimator_version": version, "study_version": study.STUDY_VERSION}
 
 
 ROWS = pd.DataFrame([_row("base", 1, 14.0, "fail"), _row("base", 2, 13.0, "pass"), _row("base", 3, 15.0, "fail"),
                      _row("vocab1024", 1, 19.0, "pass"), _row("base", 1, 28.0, "pass", length=24_000),
-                     _row("heads4x32", 1, 30.0, "pass", version=ESTIMATOR_VERSION - 1)])
+                     _row("heads4x32", 1, 30.0, "pass", version=ESTIMATOR_VERSION - 1),
+                     {**_row("d256", 1, 31.0, "pass"), "study_version": study.STUDY_VERSION - 1}])
 
 
-def test_the_cheapest_reproducing_setting_counts_its_seeds_and_ignores_rows_of_older_estimators(tmp_path) -> None:
+def test_the_cheapest_reproducing_setting_counts_its_seeds_and_ignores_rows_of_older_versions(tmp_path) -> None:
     path = tmp_path / "rows.csv"
     ROWS.to_csv(path, index=False)
     rows = study.read_rows(path)
     assert len(rows) == 5 and "heads4x32" not in set(rows["setting"])  # made by an older estimator
+    assert "d256" not in set(rows["setting"])  # made by an older study version (head types of rule 1)
     # base at 12k passes on 1 of its 3 seeds and costs 13 min (its fastest seed): cheaper than vocab1024 (19)
     assert study.reproduced("5", rows) == ("scale study: the cheapest setting that reproduced it is base at 12,000 "
                                            "steps (1 of 3 seeds; 13 min of training)")

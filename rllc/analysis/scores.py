@@ -3,6 +3,11 @@
 * previous-token score: on BOS + uniform random tokens (lengths min_len..max_len), the attention
   from the last token to the one before it, averaged over samples (as in Hoogland et al. 2024);
 * current-token score: the same, attention from the last token to itself;
+* first-position score: the same protocol, attention from the last token to the first position
+  (BOS): the attention a head parks there is not spent on content (``head_types`` uses the rest);
+* the same three on text (``*_text``): held-out windows of the training mixture, the mean over
+  every query position from ``text_min_pos`` on, attention to the position before, to itself and
+  to the window's first position;
 * induction score (Olsson et al. 2022): on BOS + a random sequence repeated twice, the attention
   from each token of the second copy to the token after its first occurrence;
 * ICL score: the loss at a late context position minus the loss at an early one (500 and 50 at
@@ -24,7 +29,7 @@ from .interventions import ablation_spec, mean_z, per_token_loss, token_losses_m
 
 # Part of the key of cached behaviour tables (rllc.analysis.trajectory): bump it when a change
 # here alters the scores for the same settings.
-SCORES_VERSION = 1
+SCORES_VERSION = 2  # 2: first-position and text scores beside the random-token ones
 # The ICL score must end at least this much below where it started (nats) to count as falling.
 ICL_DROP = -0.3
 
@@ -49,15 +54,17 @@ def _patterns(model: HookedTransformer, tokens: torch.Tensor,
             yield layer, cache[name].float().cpu(), slice(i, i + batch_size)
 
 
-def head_scores(model: HookedTransformer, cfg: ScoreConfig, bos: int = 0, seed: int = 0) -> pd.DataFrame:
-    """Previous-token, current-token and induction scores of every head: tidy rows
-    (layer, head, component, score, value)."""
+def head_scores(model: HookedTransformer, cfg: ScoreConfig, bos: int = 0, seed: int = 0,
+                text: torch.Tensor | None = None) -> pd.DataFrame:
+    """Previous-token, current-token, first-position and induction scores of every head, and with
+    ``text`` (windows [n, n_ctx]; the first ``cfg.text_windows`` are used) the three attention
+    shares on text: tidy rows (layer, head, component, score, value)."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     if n_layers == 0:
         return pd.DataFrame(columns=["layer", "head", "component", "score", "value"])
     if 1 + 2 * cfg.induction_len > model.cfg.n_ctx or cfg.max_len > model.cfg.n_ctx:
         raise ValueError(f"score sequences do not fit n_ctx={model.cfg.n_ctx}")
-    sums = {s: torch.zeros(n_layers, n_heads) for s in SCORE_TYPES}
+    sums = {s: torch.zeros(n_layers, n_heads) for s in (*SCORE_TYPES, "first_position")}
 
     # previous / current token: last position of sequences of random length
     seqs = random_sequences(cfg.n_samples, cfg.max_len, model.cfg.d_vocab, bos, seed)
@@ -68,6 +75,7 @@ def head_scores(model: HookedTransformer, cfg: ScoreConfig, bos: int = 0, seed: 
         rows = torch.arange(len(q))
         sums["previous_token"][layer] += pat[rows, :, q, q - 1].sum(0)
         sums["current_token"][layer] += pat[rows, :, q, q].sum(0)
+        sums["first_position"][layer] += pat[rows, :, q, 0].sum(0)
 
     # induction: BOS + r + r; query 1+T+i attends to key 2+i (the token after r_i's first copy)
     T = cfg.induction_len
@@ -78,13 +86,35 @@ def head_scores(model: HookedTransformer, cfg: ScoreConfig, bos: int = 0, seed: 
     for layer, pat, _ in _patterns(model, rep, cfg.batch_size):
         sums["induction"][layer] += pat[:, :, qpos, kpos].mean(-1).sum(0)
 
+    means = {score: total / cfg.n_samples for score, total in sums.items()}
+    if text is not None:
+        means.update(text_shares(model, text[: cfg.text_windows], cfg))
     rows = []
-    for score, total in sums.items():
+    for score, mean in means.items():
         for layer in range(n_layers):
             for head in range(n_heads):
                 rows.append({"layer": layer, "head": head, "component": f"{layer}:{head}",
-                             "score": score, "value": float(total[layer, head] / cfg.n_samples)})
+                             "score": score, "value": float(mean[layer, head])})
     return pd.DataFrame(rows)
+
+
+TEXT_SCORES = ("previous_token_text", "current_token_text", "first_position_text")
+
+
+def text_shares(model: HookedTransformer, windows: torch.Tensor, cfg: ScoreConfig) -> dict[str, torch.Tensor]:
+    """Each head's mean attention on text ([n_layers, n_heads] per score of ``TEXT_SCORES``): from
+    every query position q >= ``cfg.text_min_pos`` of ``windows`` to q - 1, to q, and to 0."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    n_pos = windows.shape[1]
+    if not 1 <= cfg.text_min_pos < n_pos:
+        raise ValueError(f"text_min_pos={cfg.text_min_pos} must lie in 1..{n_pos - 1} (the windows' length)")
+    q = torch.arange(cfg.text_min_pos, n_pos)
+    sums = {s: torch.zeros(n_layers, n_heads) for s in TEXT_SCORES}
+    for layer, pat, _ in _patterns(model, windows, cfg.batch_size):
+        sums["previous_token_text"][layer] += pat[:, :, q, q - 1].mean(-1).sum(0)
+        sums["current_token_text"][layer] += pat[:, :, q, q].mean(-1).sum(0)
+        sums["first_position_text"][layer] += pat[:, :, q, 0].mean(-1).sum(0)
+    return {s: total / max(len(windows), 1) for s, total in sums.items()}
 
 
 def icl_positions(n_ctx: int, cfg: ScoreConfig) -> tuple[int, int]:
@@ -147,24 +177,27 @@ def per_head_icl(model: HookedTransformer, tokens: torch.Tensor, cfg: ScoreConfi
 
 
 def chance_levels(cfg: ScoreConfig) -> dict[str, float]:
-    """Scores of a head that attends uniformly (to BOS and every earlier token)."""
+    """The measures of a head that attends uniformly: its share of content attention (every key but
+    the first) at the last of L random tokens is 1/(L - 1), averaged over the lengths; induction:
+    1/(number of keys) over the second copy's queries."""
     lengths = torch.arange(cfg.min_len, cfg.max_len + 1, dtype=torch.float64)  # query at index L-1: L keys
-    uniform_last = float((1 / lengths).mean())
+    uniform_content = float((1 / (lengths - 1)).mean())
     T = cfg.induction_len
     queries = torch.arange(1 + T, 1 + 2 * T - 1, dtype=torch.float64)
-    return {"previous_token": uniform_last, "current_token": uniform_last,
+    return {"previous_token": uniform_content, "current_token": uniform_content,
             "induction": float((1 / (queries + 1)).mean())}
 
 
-def threshold_report(scores: pd.DataFrame, cfg: ScoreConfig,
+def threshold_report(measures: pd.DataFrame, cfg: ScoreConfig,
                      thresholds: dict[str, float] | None = None) -> pd.DataFrame:
-    """For each score: chance level, threshold, the heads above it, and where the widest gap in
-    the sorted scores lies (a threshold inside that gap separates the same heads)."""
+    """For each measure of the type rule (``head_types.rule_measures``: tidy rows component, score,
+    value): chance level, threshold, the heads above it, and where the widest gap in the sorted
+    values lies (a threshold inside that gap separates the same heads)."""
     thresholds = thresholds or TYPE_THRESHOLDS
     chance = chance_levels(cfg)
     rows = []
     for score, t in thresholds.items():
-        v = scores.loc[scores["score"] == score].sort_values("value")
+        v = measures.loc[measures["score"] == score].sort_values("value")
         vals = v["value"].to_numpy()
         gaps = vals[1:] - vals[:-1] if len(vals) > 1 else []
         i = int(gaps.argmax()) if len(gaps) else 0
@@ -175,12 +208,3 @@ def threshold_report(scores: pd.DataFrame, cfg: ScoreConfig,
                      "widest_gap_to": float(vals[i + 1]) if len(gaps) else float("nan"),
                      "threshold_in_gap": bool(len(gaps) and vals[i] < t <= vals[i + 1])})
     return pd.DataFrame(rows)
-
-
-def formation_step(behaviour: pd.DataFrame, score: str, layer: int, threshold: float) -> int | None:
-    """The first checkpoint at which the best head of ``layer`` scores above ``threshold`` on
-    ``score`` (tidy behaviour rows step, layer, score, value); None if none ever does."""
-    d = behaviour[(behaviour["score"] == score) & (behaviour["layer"] == layer)]
-    best = d.groupby("step")["value"].max().sort_index()
-    above = best[best > threshold]
-    return int(above.index[0]) if len(above) else None

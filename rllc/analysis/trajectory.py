@@ -38,7 +38,7 @@ def behaviour_over_training(cfg: Config, run_dir: str | Path, name: str = "L2",
             state["bos"] = bos_id(data_mod.prepare(cfg).tokenizer)
             state["test"] = data_mod.load_tokens(cfg, "test")
         model = load_model(run, name, step)
-        part = head_scores(model, cfg.scores, bos=state["bos"], seed=cfg.seed)
+        part = head_scores(model, cfg.scores, bos=state["bos"], seed=cfg.seed, text=state["test"])
         if icl:
             part = pd.concat([part, pd.DataFrame([{"layer": -1, "head": -1, "component": "model", "score": "icl",
                                                    "value": icl_score(model, state["test"], cfg.scores)}])],

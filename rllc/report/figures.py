@@ -320,12 +320,13 @@ def head_llc_curves(estimates: pd.DataFrame, types: pd.Series, settings: dict, s
 
 
 def score_distribution(scores: pd.DataFrame, report: pd.DataFrame) -> plt.Figure:
-    """Final behavioural scores of every head (strip plot per score) with threshold and chance."""
+    """The type rule's measures of every head at the last checkpoint (strip plot per measure; tidy
+    rows component, score, value) with threshold and chance."""
     fig, axes = plt.subplots(1, len(report), figsize=(3.2 * len(report), 3.0), squeeze=False)
     for ax, r in zip(axes[0], report.itertuples(), strict=True):
         d = scores[scores["score"] == r.score]
         ax.scatter(np.zeros(len(d)) + np.random.default_rng(0).uniform(-0.15, 0.15, len(d)), d["value"],
-                   c=["C0" if lay == 0 else "C2" for lay in d["layer"]], s=18)
+                   c=["C0" if c.startswith("0:") else "C2" for c in d["component"]], s=18)
         for _, row in d[d["value"] > r.threshold].iterrows():
             ax.annotate(row["component"], (0.18, row["value"]), fontsize=7)
         ax.axhline(r.threshold, color="C3", linestyle="--", linewidth=1, label=f"threshold {r.threshold:g}")
@@ -334,7 +335,7 @@ def score_distribution(scores: pd.DataFrame, report: pd.DataFrame) -> plt.Figure
         ax.set_xlim(-0.5, 0.8)
         ax.set_title(SCORE_LABELS.get(r.score, r.score), fontsize=9)
         ax.legend(fontsize=6.5, loc="upper right")
-    axes[0][0].set_ylabel("score at the last checkpoint (blue L0, green L1)")
+    axes[0][0].set_ylabel("measure at the last checkpoint (blue L0, green L1)")
     fig.tight_layout()
     return fig
 

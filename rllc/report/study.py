@@ -17,19 +17,23 @@ from .. import paths
 from ..estimate.sgld import ESTIMATOR_VERSION
 
 STUDY_ROWS = paths.REPO_ROOT / "docs" / "scale-study.csv"
+# What a row measures (benchmarks/scale_study.py): 2 = head types by rule 2
+# (rllc.analysis.head_types.RULE_VERSION). Rows of other versions are not read.
+STUDY_VERSION = 2
 STUDY_PROFILE = "cpu"  # the profile whose settings the study varies
 CHECKED = ("1", "2a", "2b", "3", "5")  # the claims a row of the study checks
 PASS = "pass"  # the scorecard's word (rllc.report.claims.PASS; a test holds them equal)
 
 
 def read_rows(path: str | Path = STUDY_ROWS) -> pd.DataFrame:
-    """The study's rows made by this estimator (rows of older estimators would mislead); empty when
-    the study has no rows."""
+    """The study's rows made by this estimator and study version (rows of older estimators or type
+    rules would mislead); empty when the study has no rows."""
     path = Path(path)
     if not path.exists():
         return pd.DataFrame()
     rows = pd.read_csv(path)
-    return rows[rows["estimator_version"] == ESTIMATOR_VERSION].reset_index(drop=True)
+    keep = (rows["estimator_version"] == ESTIMATOR_VERSION) & (rows["study_version"] == STUDY_VERSION)
+    return rows[keep].reset_index(drop=True)
 
 
 def reproduced(claim: str, rows: pd.DataFrame) -> str:
