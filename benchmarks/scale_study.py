@@ -315,6 +315,33 @@ def markdown(rows: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def types_markdown(heads: pd.DataFrame, rows: pd.DataFrame) -> str:
+    """Per head of each (setting, length, seed): the raw attention to itself and to the previous
+    token on random tokens / text, the rule's shares, the type under rule 1 and under the rule
+    (tokens in context included); then claims 2a, 2b, 3 and 5 under both rules, from the rows."""
+    out = []
+    for (setting, length, seed), d in heads.groupby(["setting", "length", "seed"], sort=True):
+        out += [f"**{setting}, seed {int(seed)}, step {int(length):,}**", "",
+                "| head | current, rand | current, text | previous, rand | previous, text | first, rand / text"
+                " | current share | previous share | induction | type, rule 1 | type, rule 2 |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in d.itertuples():
+            changed = "**" if r.type_v1_final != r.type else ""
+            out.append(f"| {r.component} | {r.current_token_random:.2f} | {r.current_token_text:.2f} | "
+                       f"{r.previous_token_random:.2f} | {r.previous_token_text:.2f} | "
+                       f"{r.first_position_random:.2f} / {r.first_position_text:.2f} | {r.current_token_share:.2f} | "
+                       f"{r.previous_token_share:.2f} | {r.induction:.2f} | {r.type_v1_final} | "
+                       f"{changed}{r.type}{changed} |")
+        out.append("")
+    if len(rows):
+        out += ["| setting | seed | steps | claim | rule 1 | rule 2 |", "|---|---|---|---|---|---|"]
+        for r in rows.sort_values(["setting", "length", "seed"]).to_dict("records"):
+            for n in ("2a", "2b", "3", "5"):
+                out.append(f"| {r['setting']} | {int(r['seed'])} | {int(r['length']):,} | {n} | "
+                           f"{r[f'claim{n}_v1']} | {r[f'claim{n}']} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), metavar="NAME")
@@ -328,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="the grid and which rows are measured")
     ap.add_argument("--table", action="store_true", help="print the rows measured so far")
     ap.add_argument("--markdown", action="store_true", help="with --table: the summary as a Markdown table")
+    ap.add_argument("--types", action="store_true",
+                    help="per head: scores and the type under rule 1 and the rule, and the claims under both")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     for name in args.settings:
@@ -345,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
             seeds = sorted(set(rows[rows["setting"] == name]["seed"]) | {cfg.seed}) if len(rows) else [cfg.seed]
             have = [f"{n} (seed {k})" for k in seeds for n in LENGTHS if done(cfg, name, n, k)]
             print(f"{name:10s} {what}; measured at {', '.join(have) or 'no length yet'}")
+        return 0
+    if args.types:
+        heads = pd.read_csv(HEAD_ROWS) if HEAD_ROWS.exists() else pd.DataFrame()
+        print(types_markdown(heads, read_rows()) if len(heads) else f"no rows yet in {HEAD_ROWS}")
         return 0
     if args.table:
         rows = read_rows()

@@ -91,7 +91,7 @@ nb.savefig(fig, "06_seed_loss")
 #
 # The head scores of `00` at every checkpoint of every seed (not the model's ICL score, which costs
 # as much as all head scores together and no claim here reads), the score types at the last checkpoint
-# (thresholds `rllc.analysis.head_types.TYPE_THRESHOLDS`), and for the remaining heads the
+# (the rule of `rllc.analysis.head_types`, as in `00`), and for the remaining heads the
 # tokens-in-context classification of `02` (multigram or Dyck multigram). The run's own seed
 # reuses `02`'s head types.
 

@@ -10,10 +10,9 @@ from typing import Any
 import jupytext
 import nbformat
 import papermill
-import yaml
 
 from . import paths
-from .config import profile_path
+from .config import profile_path, profile_settings
 from .run import resolve_path
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -46,11 +45,14 @@ def execute(source: Path, out: Path, parameters: dict[str, Any], progress: bool 
 
 
 def profile_parameters(profile: str, run_dir: Path) -> dict[str, Any]:
-    """The profile file itself is the Papermill parameters (``profile`` and ``config``), plus
-    the run directory as an absolute path: the executed notebook then finds the same run from
-    any working directory (nbval re-executes it in its own folder)."""
-    raw = yaml.safe_load(profile_path(profile).read_text()) or {}
-    return {"profile": raw.get("profile", profile), "config": raw.get("config", {}),
+    """The Papermill parameters: ``profile`` (its name, or a file's absolute path), ``config`` (its
+    settings with every ``extends:`` resolved, so the executed notebook shows them), and the run
+    directory as an absolute path: the executed notebook then finds the same run from any working
+    directory (nbval re-executes it in its own folder)."""
+    path = profile_path(profile)
+    is_file = Path(profile).suffix in (".yaml", ".yml")
+    _, settings = profile_settings(profile)
+    return {"profile": str(path.resolve()) if is_file else str(profile), "config": settings,
             "run_dir": str(resolve_path(run_dir))}
 
 

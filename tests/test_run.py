@@ -113,3 +113,19 @@ def test_sampler_flags_are_typed_from_the_annotations() -> None:
     types = _sampler_types()
     assert types["epsilon"] is float and types["chains"] is int and types["reference"] is str
     assert types["diverge_margin"] is float  # float | None
+
+
+def test_a_profile_file_outside_the_repository_reaches_the_notebooks_with_its_extends(tmp_path):
+    from rllc import runner
+    from rllc.config import load_config
+
+    mine = tmp_path / "elsewhere" / "my-ci.yaml"
+    mine.parent.mkdir()
+    mine.write_text("profile: my-ci\nextends: ci\nconfig:\n  train: {batch_size: 3}\n")
+    params = runner.profile_parameters(str(mine), tmp_path / "run")
+    assert params["profile"] == str(mine.resolve())  # the file, not its name (no profiles/my-ci.yaml exists)
+    assert params["config"]["train"]["batch_size"] == 3 and "model" in params["config"]  # ci's settings merged
+    # what a notebook resolves from its parameters is what the file says, extends included
+    cfg = load_config(params["profile"], params["config"])
+    assert cfg == load_config(mine) and cfg.train.batch_size == 3 and cfg.model == load_config("ci").model
+    assert runner.profile_parameters("ci", tmp_path / "run")["profile"] == "ci"
