@@ -267,11 +267,9 @@ display(variants.round(3))
 
 # %%
 _, ari_v1, _ = clustering.cluster_layers(head_wr, types_v1, cfg.classify.max_k, seed=cfg.seed, min_step=1)
-by_rule = pd.concat([a[(a["algorithm"] == "consensus") & a["matches_types"]].assign(rule=r)
-                     for r, a in ((ht.DEFAULT_RULE, ari_wr), ("v1", ari_v1))], ignore_index=True)
-by_rule = by_rule[["rule", "layer", "k", "ari"]]
-nb.write("claim3_by_type_rule", by_rule)
-display(by_rule.pivot_table(index="layer", columns="rule", values="ari").round(2))
+by_rule = claims.compare_rules(run, "3", {"clusters_ari_wr": ari_v1})
+with pd.option_context("display.max_colwidth", 120):
+    display(by_rule[by_rule["claim"].str.startswith("3.")])
 display(Markdown("Types of rule `v1` that differ: " + (", ".join(
     f"{c} {types_v1[c]} → {types[c]}" for c in HEADS if types_v1[c] != types[c]) or "none") + "."))
 

@@ -104,6 +104,16 @@ nb.savefig(fig, "03_dr_wr_ratio")
 # %%
 by_type = refinement.ratio_by_type(ratios, {ht.INDUCTION: induction, ht.MULTIGRAM: multigram})
 nb.write("dr_ratio_by_type", by_type.assign(candidates=candidates))
+# the same under type rule v1 (rllc.analysis.head_types), from the same estimates
+behaviour = nb.read("behaviour_L2")
+types_v1 = ht.final_types(behaviour, head_table, "v1")
+induction_v1 = types_v1[types_v1 == ht.INDUCTION].index.tolist()
+multigram_v1 = [h for h in types_v1[types_v1.isin(ht.MULTIGRAM_TYPES)].index if h not in induction_v1]
+if induction_v1:
+    by_type_v1 = refinement.ratio_by_type(ratios, {ht.INDUCTION: induction_v1, ht.MULTIGRAM: multigram_v1})
+    claims.compare_rules(run, "4", {"dr_ratio_by_type": by_type_v1.assign(candidates=False)})
+else:
+    claims.compare_rules(run, "4", (claims.UNDEFINED, "no induction head under rule v1"))
 wide_ratio = by_type.pivot_table(index=["data", "window"], columns="group", values="mean_ratio")
 display(wide_ratio.round(3))
 if {ht.INDUCTION, ht.MULTIGRAM} <= set(wide_ratio.columns):
@@ -163,7 +173,6 @@ hw = refinement.TIMING_HALF_WIDTH  # the dense every-checkpoint curves are timed
 
 icl_only = noise.with_difference_se(icl[icl["variant"].isin(["only", "none"])][["component", "step", "value"]],
                                     after)
-behaviour = nb.read("behaviour_L2")
 ind_rows = (behaviour["score"] == "induction") & behaviour["component"].isin(induction)
 ind_scores = noise.with_difference_se(behaviour[ind_rows][["component", "step", "value"]], after)
 
@@ -181,6 +190,12 @@ timing = pd.concat([
     refinement.timing(dr_curves[dr_curves["component"] != "together"], "drllc", "up", min_step=after,
                       seed=cfg.seed)], ignore_index=True)
 nb.write("induction_timing", timing.assign(candidates=candidates))
+# claim 5 reads the types only through the induction heads: under rule v1 it is the same claim when
+# they are the same heads
+same = sorted(induction_v1) == sorted(induction) and not candidates
+claims.compare_rules(run, "5", {"induction_timing": timing.assign(candidates=False)} if same else
+                     (claims.NOT_COMPUTED, f"rule v1's induction heads ({', '.join(induction_v1) or 'none'}) differ "
+                                           f"from the rule's ({', '.join(induction)})"))
 resolution = refinement.timing_resolution(timing)
 nb.write("timing_resolution", resolution)
 display(timing)

@@ -338,6 +338,31 @@ display(Markdown(
 
 # %% [markdown]
 # ## 7. The scorecard
+#
+# Claims 6 and 7 read the types through the layer-0 and layer-1 multigram heads (and 6 through the
+# named heads too). Under type rule v1 (`rllc.analysis.head_types`) they are the same claims when
+# those head sets are the same, `undefined` when layer 0 then has no multigram head, and not
+# computed here otherwise.
+
+# %%
+types_v1 = ht.final_types(behaviour, head_table, "v1")
+l0_v1 = [c for c in types_v1.index if c.startswith("0:") and types_v1[c] in ht.MULTIGRAM_TYPES]
+l1_v1 = [c for c in types_v1.index if c.startswith("1:") and types_v1[c] in ht.MULTIGRAM_TYPES]
+named_v1 = [c for c in types_v1.index if types_v1[c] in (ht.PREVIOUS_TOKEN, ht.CURRENT_TOKEN, ht.INDUCTION)] + l0_v1
+same_sets = {"6": (sorted(l0_v1), sorted(l1_v1), sorted(set(named_v1))) == (sorted(l0_multi), sorted(l1_multi),
+                                                                            sorted(set(named)))
+             and not l0_candidates,
+             "7": (sorted(l0_v1), sorted(l1_v1)) == (sorted(l0_multi), sorted(l1_multi)) and not l0_candidates}
+for number, tables_read in (("6", ("l1_gap_by_type",)), ("7", ("composition_turnaround", "composition_coupling"))):
+    if not l0_v1:
+        claims.compare_rules(run, number, (claims.UNDEFINED, "no layer-0 multigram head under rule v1"))
+    elif same_sets[number]:
+        claims.compare_rules(run, number, {t: nb.read(t) for t in tables_read})
+    else:
+        claims.compare_rules(run, number, (claims.NOT_COMPUTED, "rule v1's head groups differ: layer-0 multigram "
+                                           f"{', '.join(l0_v1)}; layer-1 multigram {', '.join(l1_v1)}"))
+with pd.option_context("display.max_colwidth", 120):
+    display(nb.read("claims_by_type_rule"))
 
 # %%
 card = claims.write_scorecard(run)

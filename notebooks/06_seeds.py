@@ -98,12 +98,13 @@ nb.savefig(fig, "06_seed_loss")
 # %%
 decode = token_decoder(data.prepare(cfg).tokenizer)
 held_in = nb.held_in_windows()
-behaviour, by_score, types = {}, {}, {}
+behaviour, by_score, types, types_v1 = {}, {}, {}, {}
 for name in NAMES:
     behaviour[name] = trajectory.behaviour_over_training(cfg, run, name, progress=progress, icl=name == "L2")
     by_score[name] = ht.score_table(behaviour[name])
     if name == "L2":
         types[name] = nb.head_types
+        types_v1[name] = ht.final_types(behaviour[name], nb.read("head_types"), "v1")  # for claim 10 under rule v1
         continue
     score_types = by_score[name].set_index("component")["type"]
     tic = interventions.tokens_in_context(nb.run.load_model(name, "last"), held_in, HEADS, k=cfg.classify.tic_k,
@@ -111,6 +112,7 @@ for name in NAMES:
     summary = pd.concat([patterns.classify_contexts(g, held_in.tolist(), decode)
                          for _, g in tic.groupby("component", sort=False)], ignore_index=True)
     types[name] = ht.head_types(score_types, patterns.pattern_summary(summary))
+    types_v1[name] = ht.final_types(behaviour[name], patterns.pattern_summary(summary), "v1")
 
 # %% [markdown]
 # ## 3. Per-head rLLC curves of every seed (Figure 23 analogue)
@@ -244,6 +246,20 @@ lines.append("- For comparison, the same k-shape clusters against the run's own 
              + ("; ".join(f"layer {int(r.layer)} ARI {r.ari:.2f}" for r in own_fit.itertuples()) or "undefined")
              + " (claim 3 asks this of the consensus).")
 display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# The same transfer scored against the types of rule v1 (`rllc.analysis.head_types`: raw
+# random-token attention above 0.2), from the same curves: what the change of type rule did to
+# claim 10.
+
+# %%
+_, transfer_v1 = clustering.transfer_to_runs(reference, types_v1["L2"],
+                                             {n: (wr[wr["model"] == n], types_v1[n]) for n in NAMES[1:]},
+                                             range(2, cfg.classify.max_k + 1), seed=cfg.seed)
+if len(transfer):
+    rule_rows = claims.compare_rules(run, "10", {"cluster_transfer": transfer_v1})
+    with pd.option_context("display.max_colwidth", 160):
+        display(rule_rows)
 
 # %% [markdown]
 # ## 6. The scorecard

@@ -372,7 +372,9 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def profile_path(profile: str | Path) -> Path:
     """A profile name (``ci``, ``cpu``, ``paper``) or a path to a YAML file."""
     candidate = Path(profile)
-    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.exists():
+            raise FileNotFoundError(f"profile file {candidate} does not exist")
         return candidate
     path = paths.PROFILES_DIR / f"{profile}.yaml"
     if not path.exists():
@@ -383,16 +385,35 @@ def profile_path(profile: str | Path) -> Path:
 
 def profile_settings(profile: str | Path, seen: tuple[str, ...] = ()) -> tuple[str, dict[str, Any]]:
     """(name, ``config`` mapping) of a profile file. A profile may start from another with
-    ``extends: <profile>``: its ``config`` is then merged over that profile's (lists replace)."""
+    ``extends: <profile>`` (a name, or a YAML path relative to the file): its ``config`` is then
+    merged over that profile's (lists replace). Bad files raise one-line errors naming the fix."""
     path = profile_path(profile).resolve()
     if str(path) in seen:
-        raise ValueError(f"profile {path.stem!r} extends itself: {' -> '.join(Path(p).stem for p in (*seen, path))}")
-    raw = yaml.safe_load(path.read_text()) or {}
+        chain = " -> ".join(Path(p).name for p in (*seen, path))
+        raise ValueError(f"profile {path.name} extends itself through a cycle: {chain}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"profile {path}: YAML syntax error{where}: {getattr(err, 'problem', None) or err}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"profile {path}: expected a mapping with 'profile', 'extends' and 'config' keys")
     name = raw.get("profile", path.stem)
     settings = raw.get("config", {}) or {}
     base = raw.get("extends")
     if base:
-        settings = deep_merge(profile_settings(base, (*seen, str(path)))[1], settings)
+        base_ref = Path(str(base))
+        if base_ref.suffix in (".yaml", ".yml") and not base_ref.is_absolute():
+            base_ref = path.parent / base_ref
+        try:
+            base_settings = profile_settings(base_ref if base_ref.suffix in (".yaml", ".yml") else str(base),
+                                             (*seen, str(path)))[1]
+        except FileNotFoundError:
+            available = sorted(p.stem for p in paths.PROFILES_DIR.glob("*.yaml"))
+            raise FileNotFoundError(f"profile {path}: extends: {base!r} is neither a profile ({', '.join(available)}) "
+                                    f"nor an existing YAML file") from None
+        settings = deep_merge(base_settings, settings)
     return name, settings
 
 
@@ -403,9 +424,33 @@ def load_config(profile: str | Path = "cpu", overrides: dict[str, Any] | None = 
 
 
 def from_dict(profile: str, settings: dict[str, Any]) -> Config:
-    """A ``Config`` from plain settings (a profile's ``config`` mapping, or ``Config.to_dict()``)."""
+    """A ``Config`` from plain settings (a profile's ``config`` mapping, or ``Config.to_dict()``),
+    refused with a one-line error when a notebook could not work with it (:func:`validate`)."""
     settings = {k: v for k, v in settings.items() if k != "profile"}
-    return _build(Config, {**settings, "profile": profile}, where=f"profile {profile}")
+    return validate(_build(Config, {**settings, "profile": profile}, where=f"profile {profile}"))
+
+
+# 06 clusters and transfers wrLLC curves over at least this many per-head checkpoints after step 0
+MIN_HEAD_CHECKPOINTS_AFTER_INIT = 3
+
+
+def validate(cfg: Config) -> Config:
+    """``cfg``, or a ValueError naming the first setting no notebook can work with and its bound."""
+    s, n_ctx, where = cfg.scores, cfg.model.n_ctx, f"profile {cfg.profile}"
+    if not 2 <= s.min_len <= s.max_len:
+        raise ValueError(f"{where}: scores.min_len {s.min_len} must lie in 2..scores.max_len ({s.max_len})")
+    if s.max_len > n_ctx:
+        raise ValueError(f"{where}: scores.max_len {s.max_len} does not fit model.n_ctx {n_ctx}")
+    if 1 + 2 * s.induction_len > n_ctx:
+        raise ValueError(f"{where}: scores.induction_len {s.induction_len} needs model.n_ctx >= "
+                         f"{1 + 2 * s.induction_len} (BOS + the sequence twice); model.n_ctx is {n_ctx}")
+    if not 1 <= s.text_min_pos < n_ctx:
+        raise ValueError(f"{where}: scores.text_min_pos {s.text_min_pos} must lie in 1..{n_ctx - 1} (model.n_ctx - 1)")
+    minimum = MIN_HEAD_CHECKPOINTS_AFTER_INIT + 1
+    if 0 < cfg.llc.head_checkpoints < minimum:
+        raise ValueError(f"{where}: llc.head_checkpoints {cfg.llc.head_checkpoints} is below its minimum of {minimum} "
+                         f"(06 needs {MIN_HEAD_CHECKPOINTS_AFTER_INIT} after step 0; 0 means every checkpoint)")
+    return cfg
 
 
 def config_hash(obj: Any, n: int = 10) -> str:

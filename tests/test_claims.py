@@ -113,3 +113,18 @@ def test_claim_10_reads_the_median_kshape_transfer_at_each_seeds_types(tmp_path)
     assert claims.scorecard(tmp_path).set_index("claim").at[c10, "status"] == "fail"
     _write(tmp_path, "cluster_transfer.csv", _transfer_rows([("L2-s2", 0, "kshape", 0.9, False)]))
     assert claims.scorecard(tmp_path).set_index("claim").at[c10, "status"] == "undefined"
+
+
+def test_a_claim_under_the_rule_and_rule_v1_side_by_side(tmp_path):
+    ari = pd.DataFrame({"k": [2, 2], "algorithm": ["consensus"] * 2, "ari": [0.8, 0.6], "layer": [0, 1],
+                        "n_types": [2, 2], "matches_types": [True, True]})
+    _write(tmp_path, "clusters_ari_wr.csv", ari)
+    rows = claims.compare_rules(tmp_path, "3", {"clusters_ari_wr": ari.assign(ari=[0.8, 0.1])})
+    by_rule = rows.set_index("rule")["status"]
+    assert by_rule[head_types.DEFAULT_RULE] == claims.PASS and by_rule["v1"] == claims.FAIL
+    assert (tmp_path / "type-rules" / "v1" / "tables" / "clusters_ari_wr.csv").exists()
+    assert claims.scorecard(tmp_path).set_index("notebook").loc["02_wrllc", "status"] == claims.PASS  # run untouched
+    # a verdict the notebook decided, and a second claim: the first claim's rows are kept, its own replaced
+    claims.compare_rules(tmp_path, "6", (claims.UNDEFINED, "no layer-0 multigram head under rule v1"))
+    rows = claims.compare_rules(tmp_path, "6", (claims.UNDEFINED, "again"))
+    assert len(rows) == 4 and rows["value"].str.contains("again").sum() == 1

@@ -43,3 +43,33 @@ def test_a_failing_notebook_does_not_stop_the_ones_after_it(tmp_path, monkeypatc
         runner.execute_all("ci", run, progress=False)
     assert (run / "ran.txt").read_text() == "yes"
     assert (run / "notebooks" / "00_bad.ipynb").exists()
+
+
+BAD_PROFILES = {
+    "missing-extends.yaml": ("profile: a\nextends: no-such-profile\nconfig: {}\n",
+                             "extends: 'no-such-profile' is neither"),
+    "cycle-a.yaml": ("profile: a\nextends: cycle-b.yaml\nconfig: {}\n",
+                     "cycle: cycle-a.yaml -> cycle-b.yaml -> cycle-a"),
+    "syntax.yaml": ("profile: s\nconfig:\n  train: {steps: {L2: 10}\n  model: {}\n", "YAML syntax error at line 4"),
+    "too-short.yaml": ("profile: t\nextends: ci\nconfig:\n  model: {n_ctx: 24}\n",
+                       "scores.max_len 32 does not fit model.n_ctx 24"),
+    "few-checkpoints.yaml": ("profile: f\nextends: ci\nconfig:\n  llc: {head_checkpoints: 3}\n",
+                             "llc.head_checkpoints 3 is below its minimum of 4"),
+}
+
+
+def test_bad_profile_files_get_one_line_errors_and_write_nothing(tmp_path, capsys):
+    import pytest
+
+    from rllc import cli
+
+    (tmp_path / "cycle-b.yaml").write_text("profile: b\nextends: cycle-a.yaml\nconfig: {}\n")
+    for name, (text, expected) in BAD_PROFILES.items():
+        (tmp_path / name).write_text(text)
+        for args in (["describe"], ["train", "--run-dir", str(tmp_path / "run")]):
+            with pytest.raises(SystemExit) as exit_info:
+                cli.main([*args, "--profile", str(tmp_path / name)])
+            err = capsys.readouterr().err
+            assert exit_info.value.code == 2, (name, err)
+            assert expected in err and err.count("\n") == 1 and "Traceback" not in err, (name, err)
+            assert not (tmp_path / "run").exists()

@@ -189,3 +189,12 @@ def head_types(score_types: pd.Series, pattern_summary: pd.DataFrame | None = No
         top = pattern_summary.set_index("component")["top_pattern"].reindex(out.index)
         out = out.where(~((out == MULTIGRAM) & (top == "dyck")), DYCK)
     return out.rename("type")
+
+
+def final_types(behaviour: pd.DataFrame, pattern_summary: pd.DataFrame | None,
+                rule: Rule | str = DEFAULT_RULE) -> pd.Series:
+    """Each head's final type under ``rule``: its score type at the last checkpoint of
+    ``behaviour`` (tidy rows step, layer, component, score, value), the rest split by
+    ``pattern_summary`` (columns component, top_pattern: 02's ``head_types`` table will do)."""
+    last = behaviour[(behaviour["step"] == behaviour["step"].max()) & (behaviour["layer"] >= 0)]
+    return head_types(classify(last, rule), pattern_summary)

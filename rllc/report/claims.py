@@ -287,3 +287,36 @@ def write_scorecard(run_dir: str | Path) -> pd.DataFrame:
     card = scorecard(run_dir)
     tables.write(run_dir, "claims", card)
     return card
+
+
+RULE_CLAIMS_COLUMNS = ["claim", "rule", "status", "value"]
+
+
+def compare_rules(run_dir: str | Path, number: str, other: dict[str, pd.DataFrame] | tuple[str, str],
+                  rule: str = "v1") -> pd.DataFrame:
+    """Claim ``number`` under the type rule (the run's own tables) and under ``rule``, written to
+    the run's ``claims_by_type_rule`` table (this claim's rows replaced). ``other``: the tables the
+    claim reads, recomputed with ``rule``'s types (written to ``<run>/type-rules/<rule>``, where the
+    claim's own check reads them), or a (status, value) the notebook decided without them."""
+    run = Path(run_dir)
+    claim = next(c for c in CLAIMS if c.name.split(".")[0] == number)
+    if claim.check is None:
+        raise ValueError(f"claim {number} has no check")
+    if isinstance(other, tuple):
+        status_o, value_o = other
+    else:
+        view = run / "type-rules" / rule
+        for name, df in other.items():
+            tables.write(view, name, df)
+        status_o, value_o, _ = claim.check(view)
+    try:
+        status, value, _ = claim.check(run)
+    except tables.MissingTable as err:
+        status, value = NOT_COMPUTED, str(err)
+    rows = pd.DataFrame([{"claim": claim.name, "rule": ht.DEFAULT_RULE, "status": status, "value": value},
+                         {"claim": claim.name, "rule": rule, "status": status_o, "value": value_o}])
+    old = tables.read_optional(run, "claims_by_type_rule")
+    old = old[old["claim"] != claim.name] if old is not None else None
+    out = pd.concat([old, rows], ignore_index=True) if old is not None and len(old) else rows
+    tables.write(run, "claims_by_type_rule", out)
+    return out

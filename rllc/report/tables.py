@@ -100,8 +100,6 @@ _ALL = (
     _t("type_rule_sensitivity", "tables/type_rule_sensitivity.csv",
        "component previous_token_share current_token_share induction type_paper type_v1", "02_wrllc",
        "per head: raw attention on random tokens and text, the type rule's shares, the score type under each rule"),
-    _t("claim3_by_type_rule", "tables/claim3_by_type_rule.csv", "rule layer k ari", "02_wrllc",
-       "claim 3's consensus ARI at k = the number of types, with the types of the rule and of rule v1"),
     _t("clusters_ari_variants", "tables/clusters_ari_variants.csv",
        "layer curves standardised algorithm k n_heads ari null_q95 null_q99 p_value p_family", "02_wrllc",
        "the ARI of each clustering variant of the wrLLC curves beside its random-label null"),
@@ -195,6 +193,8 @@ _ALL = (
     _t("claims_by_seed", "tables/claims_by_seed.csv",
        "claim n_seeds n_pass n_decided holds pass_seeds fail_seeds undefined_seeds main_scorecard", "06_seeds",
        "on how many seeds each claim holds"),
+    _t("claims_by_type_rule", "tables/claims_by_type_rule.csv", "claim rule status value", "rllc",
+       "the type-dependent claims (3, 5, 6, 7, 10) under the type rule and under rule v1, from the same estimates"),
     _t("claims", "claims.csv", "claim status value threshold notebook", "rllc",
        "the claims scorecard (rllc.report.claims)"),
 )
