@@ -138,8 +138,9 @@ full_panels = {
 }
 fig = plot.full_model_measures(full_panels, stage_table, title=f"Full model — profile {cfg.profile}")
 nb.savefig(fig, "05_full_model_trace_fisher")
-wide_f = fisher.pivot_table(index="step", columns="measure", values="value")
-wide_fse = fisher.pivot_table(index="step", columns="measure", values="se")
+# unstack, not pivot_table: with one probe the SEs are all NaN, and pivot_table would drop their column
+wide_f = fisher.set_index(["step", "measure"])["value"].unstack()
+wide_fse = fisher.set_index(["step", "measure"])["se"].unstack()
 z = (wide_f["fim_trace"] - wide_f["fim_trace_grad"]) / np.hypot(wide_fse["fim_trace"], wide_fse["fim_trace_grad"])
 rel_se = (fisher["se"] / fisher["value"].abs()).groupby(fisher["measure"]).median()
 tr_full = full_tr[full_tr["data"] == train_data].set_index("step")["value"]
