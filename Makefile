@@ -12,7 +12,13 @@ TORCH_SPEC ?= torch==2.13.0
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 100000000000
 
-.PHONY: venv data train reproduce notebooks test lint unit bench clean
+# The offline book (make book): the published notebooks of a run (rllc publish RUN_DIR), rendered
+# by Sphinx + myst-nb without executing anything; MathJax from its npm package, served locally.
+BOOK_NOTEBOOKS ?= docs/notebooks
+BOOK_DIR ?= build/book
+MATHJAX_VERSION := 3.2.2
+
+.PHONY: venv data train reproduce notebooks test lint unit bench clean book book-check publish
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,11 +44,38 @@ notebooks: reproduce
 
 # The test command: lint, unit tests (the import-layer test among them), then every notebook
 # under Papermill with profiles/ci.yaml, then nbval (lax) over the executed notebooks.
+# Then the book is built from the ci run's executed notebooks and checked in headless Chromium.
 test: venv
 	$(BIN)/ruff check rllc tests notebooks benchmarks
-	$(BIN)/python -m pytest tests --durations=15
+	$(BIN)/python -m pytest tests -m "not book" --durations=15
 	$(BIN)/rllc notebooks --profile ci --run-dir runs/ci-test --quiet
 	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider runs/ci-test/notebooks
+	$(BIN)/rllc publish runs/ci-test --out build/ci-notebooks
+	$(MAKE) book BOOK_NOTEBOOKS=build/ci-notebooks
+	$(MAKE) book-check
+
+# The reader's edition of the default run: its executed notebooks into docs/notebooks, then the book
+publish: venv
+	$(BIN)/rllc publish $(RUN_DIR) --out docs/notebooks
+
+$(BOOK_DIR)/mathjax-$(MATHJAX_VERSION)/es5/tex-chtml.js:
+	mkdir -p $(BOOK_DIR)/cache
+	cd $(BOOK_DIR)/cache && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null
+	rm -rf $(BOOK_DIR)/mathjax-$(MATHJAX_VERSION) && mkdir -p $(BOOK_DIR)/mathjax-$(MATHJAX_VERSION)
+	tar xzf $(BOOK_DIR)/cache/mathjax-$(MATHJAX_VERSION).tgz -C $(BOOK_DIR)/mathjax-$(MATHJAX_VERSION) --strip-components=1
+
+book: venv $(BOOK_DIR)/mathjax-$(MATHJAX_VERSION)/es5/tex-chtml.js
+	rm -rf $(BOOK_DIR)/src $(BOOK_DIR)/html
+	mkdir -p $(BOOK_DIR)/src
+	cp -r book/. $(BOOK_DIR)/src/
+	cp -r $(BOOK_NOTEBOOKS) $(BOOK_DIR)/src/notebooks
+	cp -r $(BOOK_DIR)/mathjax-$(MATHJAX_VERSION)/es5 $(BOOK_DIR)/src/_static/mathjax
+	$(BIN)/sphinx-build -q -b html $(BOOK_DIR)/src $(BOOK_DIR)/html
+	@echo "book: $(BOOK_DIR)/html/index.html"
+
+# Every page of the built book in headless Chromium, the network blocked (tests/test_book.py)
+book-check: venv
+	RLLC_BOOK_DIR=$(BOOK_DIR)/html $(BIN)/python -m pytest -p no:cacheprovider -m book tests/test_book.py -q
 
 lint: venv
 	$(BIN)/ruff check rllc tests notebooks benchmarks
@@ -64,4 +97,4 @@ bench: venv
 	$(BIN)/python benchmarks/layer_inputs.py --profile $(PROFILE) --heads 3
 
 clean:
-	rm -rf runs/ci-test runs/ci
+	rm -rf runs/ci-test runs/ci build

@@ -260,20 +260,6 @@ nb.write("clusters_ari_variants", variants)
 display(variants.round(3))
 
 # %% [markdown]
-# ### 4d. Claim 3 under the earlier type rule
-#
-# The same curves and clusterings, scored against the types of rule `v1` (raw random-token
-# attention above 0.2) instead of the rule's: what the change of rule did to claim 3.
-
-# %%
-_, ari_v1, _ = clustering.cluster_layers(head_wr, types_v1, cfg.classify.max_k, seed=cfg.seed, min_step=1)
-by_rule = claims.compare_rules(run, "3", {"clusters_ari_wr": ari_v1})
-with pd.option_context("display.max_colwidth", 120):
-    display(by_rule[by_rule["claim"].str.startswith("3.")])
-display(Markdown("Types of rule `v1` that differ: " + (", ".join(
-    f"{c} {types_v1[c]} → {types[c]}" for c in HEADS if types_v1[c] != types[c]) or "none") + "."))
-
-# %% [markdown]
 # ### 4b. Can the estimates tell the heads of a layer apart?
 #
 # At each checkpoint, the spread (sd) of a layer's wrLLCs against the typical standard error of one
@@ -317,6 +303,20 @@ if len(d3):
                  "when a variant or a feature separates the types beyond chance though the consensus does not; "
                  "*scale* otherwise.)")
 display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# ### 4d. Claim 3 under the earlier type rule
+#
+# The same curves and clusterings, scored against the types of rule `v1` (raw random-token
+# attention above 0.2) instead of the rule's: what the change of rule did to claim 3.
+
+# %%
+_, ari_v1, _ = clustering.cluster_layers(head_wr, types_v1, cfg.classify.max_k, seed=cfg.seed, min_step=1)
+by_rule = claims.compare_rules(run, "3", {"clusters_ari_wr": ari_v1})
+with pd.option_context("display.max_colwidth", 120):
+    display(by_rule[by_rule["claim"].str.startswith("3.")])
+display(Markdown("Types of rule `v1` that differ: " + (", ".join(
+    f"{c} {types_v1[c]} → {types[c]}" for c in HEADS if types_v1[c] != types[c]) or "none") + "."))
 
 # %% [markdown]
 # ## 5. The scorecard

@@ -1,4 +1,4 @@
-"""The ``rllc`` command line: data, train, notebooks, llc, sweep, describe, compare."""
+"""The ``rllc`` command line: data, train, notebooks, llc, sweep, describe, compare, publish."""
 
 from __future__ import annotations
 
@@ -229,6 +229,15 @@ def cmd_describe(args: argparse.Namespace) -> None:
                       "checkpoints": {n: len(cfg.checkpoint_steps(n)) for n in MODEL_NAMES}}, indent=2))
 
 
+def cmd_publish(args: argparse.Namespace) -> None:
+    from .report.publish import publish
+
+    written = publish(Path(args.run_dir), Path(args.out))
+    notebooks = [p for p in written if p.suffix == ".ipynb"]
+    size = sum(p.stat().st_size for p in written) / 1e6
+    print(f"{len(notebooks)} notebooks and {len(written) - len(notebooks)} other files ({size:.1f} MB) in {args.out}")
+
+
 def _user_errors() -> tuple[type[Exception], ...]:
     from .model.checkpoints import CorruptCheckpoint, IdentityMismatch
 
@@ -321,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--atol", type=float, default=1e-6)
     sp.add_argument("--rtol", type=float, default=1e-6)
     sp.set_defaults(func=cmd_compare)
+
+    sp = sub.add_parser("publish", help="a run's executed notebooks for readers: outputs kept, volatile metadata "
+                                        "stripped, a provenance cell first; with the book's landing tables")
+    sp.add_argument("run_dir", help="a run directory whose notebooks `rllc notebooks` executed")
+    sp.add_argument("--out", default="docs/notebooks", help="where they go (default: %(default)s)")
+    sp.set_defaults(func=cmd_publish)
 
     sp = sub.add_parser("describe", help="print the resolved configuration and parameter counts as JSON")
     common(sp, run_dir=False)

@@ -13,6 +13,7 @@ import papermill
 
 from . import paths
 from .config import profile_path, profile_settings
+from .io import write_text
 from .run import resolve_path
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -31,17 +32,50 @@ def to_ipynb(source: Path) -> nbformat.NotebookNode:
     return nb
 
 
+PACKAGES = ("rllc", "torch", "transformer-lens", "numpy", "pandas", "scikit-learn", "tslearn", "devinterp",
+            "papermill")
+
+
+def execution_provenance(profile: str, started: str, seconds: float) -> dict[str, Any]:
+    """What made an executed notebook: commit, profile, when, on what machine, package versions
+    (stored in the notebook's metadata as ``rllc``; ``rllc publish`` shows it as its first cell)."""
+    import os
+    import platform
+    from importlib import metadata
+
+    from .provenance import cpu_model, git_commit
+
+    commit, dirty = git_commit()
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"commit": commit, "dirty": dirty, "profile": profile, "started": started,
+            "seconds": round(seconds, 1), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+            "python": platform.python_version(), "packages": versions}
+
+
 def execute(source: Path, out: Path, parameters: dict[str, Any], progress: bool = True) -> float:
     """Run one notebook; returns its wall time in seconds. The executed notebook is written to
-    ``out`` even when a cell fails (then papermill raises)."""
+    ``out`` even when a cell fails (then papermill raises); a notebook that ran through carries its
+    :func:`execution_provenance` in its metadata."""
+    import datetime as dt
+
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / source.with_suffix(".ipynb").name
         nbformat.write(to_ipynb(source), src)
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         start = time.perf_counter()
         papermill.execute_notebook(str(src), str(out), parameters=parameters, kernel_name="python3",
                                    progress_bar=progress, cwd=str(paths.REPO_ROOT))
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+    done = nbformat.read(out, as_version=4)
+    done.metadata["rllc"] = execution_provenance(str(parameters.get("profile", "")), started, seconds)
+    write_text(out, nbformat.writes(done))
+    return seconds
 
 
 def profile_parameters(profile: str, run_dir: Path) -> dict[str, Any]:

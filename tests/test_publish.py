@@ -1,0 +1,58 @@
+"""rllc publish: executed notebooks for readers (rllc.report.publish)."""
+
+from __future__ import annotations
+
+import nbformat
+import pandas as pd
+import pytest
+
+from rllc import runner
+from rllc.report import publish, tables
+
+
+def _executed(path, with_provenance=True):
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("print(1)", execution_count=1)
+    code.metadata.update({"papermill": {"duration": 1.2, "status": "completed"},
+                          "execution": {"iopub.execute_input": "2026-12-05T04:00:00"}, "tags": ["keep"]})
+    code.outputs = [nbformat.v4.new_output("stream", text="1\n"),
+                    nbformat.v4.new_output("display_data", data={publish.WIDGET_MIME: {"model_id": "x"}})]
+    nb.cells = [nbformat.v4.new_markdown_cell("# 00 — a title"), code]
+    nb.metadata["papermill"] = {"start_time": "2026-12-05T04:00:00", "parameters": {"run_dir": "/somewhere"}}
+    nb.metadata["widgets"] = {"state": {}}
+    if with_provenance:
+        nb.metadata["rllc"] = runner.execution_provenance("ci", "2026-12-05T04:00:00+00:00", 61.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def test_publish_strips_what_changes_and_opens_with_the_provenance(tmp_path):
+    run = tmp_path / "run"
+    _executed(run / "notebooks" / "00_train.ipynb")
+    tables.write(run, "claims", pd.DataFrame({"claim": ["1. x"], "status": ["pass"], "value": ["4"],
+                                              "threshold": [">= 4"], "notebook": ["01"]}))
+    written = publish.publish(run, tmp_path / "out")
+    out = nbformat.read(tmp_path / "out" / "00_train.ipynb", as_version=4)
+    first, _, code = out.cells
+    assert first.metadata["tags"] == [publish.PROVENANCE_TAG] and "profile `ci`" in first.source
+    assert "1.0 min" in first.source and "torch" in first.source
+    assert "papermill" not in out.metadata and "widgets" not in out.metadata and "rllc" not in out.metadata
+    assert code.metadata == {"tags": ["keep"]}  # timings gone, tags kept
+    assert [o.output_type for o in code.outputs] == ["stream"]  # the widget output is gone, the text kept
+    assert [c.id for c in out.cells] == ["cell-000", "cell-001", "cell-002"]
+    landing = (tmp_path / "out" / "landing.md").read_text()
+    assert "| 1. x | pass | 4 | >= 4 |" in landing
+    assert {p.name for p in written} == {"00_train.ipynb", "landing.md"}
+    # publishing twice gives the same bytes: nothing in it depends on when it was published
+    before = (tmp_path / "out" / "00_train.ipynb").read_bytes()
+    publish.publish(run, tmp_path / "out")
+    assert (tmp_path / "out" / "00_train.ipynb").read_bytes() == before
+
+
+def test_a_notebook_without_provenance_or_a_run_without_notebooks_is_refused(tmp_path):
+    with pytest.raises(publish.NotPublishable, match="no executed notebook"):
+        publish.publish(tmp_path / "empty", tmp_path / "out")
+    _executed(tmp_path / "run" / "notebooks" / "00_train.ipynb", with_provenance=False)
+    with pytest.raises(publish.NotPublishable, match="carries no execution provenance"):
+        publish.publish(tmp_path / "run", tmp_path / "out")
