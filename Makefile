@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= cpu
-RUN_DIR ?= runs/$(PROFILE)
+# the run directory: runs/<the profile's name> unless RUN_DIR is given (PROFILE may be a YAML path)
+RUN_DIR ?=
+RUN_FLAG = $(if $(RUN_DIR),--run-dir $(RUN_DIR),)
 # A CPU build of torch: an unpinned torch pulls the newest CUDA build (gigabytes). On a GPU
 # machine, override: make TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 TORCH_SPEC ?= torch==2.13.0
@@ -33,12 +35,12 @@ data: venv
 	$(BIN)/rllc data --profile $(PROFILE)
 
 train: venv
-	$(BIN)/rllc train --profile $(PROFILE) --run-dir $(RUN_DIR)
+	$(BIN)/rllc train --profile $(PROFILE) $(RUN_FLAG)
 
 # The reproduce command: every notebook with the profile (default cpu) into one run directory.
 reproduce: venv
 	$(BIN)/rllc data --profile $(PROFILE)
-	$(BIN)/rllc notebooks --profile $(PROFILE) --run-dir $(RUN_DIR)
+	$(BIN)/rllc notebooks --profile $(PROFILE) $(RUN_FLAG)
 
 notebooks: reproduce
 
@@ -56,7 +58,7 @@ test: venv
 
 # The reader's edition of the default run: its executed notebooks into docs/notebooks, then the book
 publish: venv
-	$(BIN)/rllc publish $(RUN_DIR) --out docs/notebooks
+	$(BIN)/rllc publish $(or $(RUN_DIR),runs/$(PROFILE)) --out docs/notebooks
 
 $(BOOK_DIR)/mathjax-$(MATHJAX_VERSION)/es5/tex-chtml.js:
 	mkdir -p $(BOOK_DIR)/cache

@@ -100,11 +100,11 @@ def cmd_llc(args: argparse.Namespace) -> None:
 
 def _open_run(args: argparse.Namespace) -> Path:
     """An existing run: --run-dir, else the profile's default run directory."""
-    from .run import open_run, require_run
+    from .run import open_run, profile_name, require_run
 
     if args.run_dir:
         run = open_run(Path(args.run_dir).resolve())
-        if args.profile and args.profile != run.profile:
+        if args.profile and profile_name(args.profile) != run.profile:
             raise ValueError(f"{run.path} was made with profile {run.profile!r}, not {args.profile!r}; "
                              f"drop --profile (the run's own settings are used) or name --profile {run.profile}")
         return run.path

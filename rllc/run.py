@@ -26,7 +26,7 @@ import yaml
 from transformer_lens import HookedTransformer
 
 from . import paths
-from .config import Config, config_hash, data_seed, from_dict, model_base, seeded
+from .config import Config, config_hash, data_seed, from_dict, model_base, profile_settings, seeded
 from .data import tokens as tokens_mod
 from .io import write_text
 from .model.build import build_model
@@ -99,7 +99,16 @@ def find_run(profile_or_run_dir: str | Path) -> Path:
     if isinstance(profile_or_run_dir, Run):
         return profile_or_run_dir.path
     run = resolve_path(profile_or_run_dir)
-    return run if run.is_dir() else paths.default_run_dir(str(profile_or_run_dir))
+    if run.is_dir():
+        return run
+    return paths.default_run_dir(profile_name(profile_or_run_dir))
+
+
+def profile_name(profile: str | Path) -> str:
+    """The name of a profile given by name or as a YAML file (its ``profile:``, else its stem)."""
+    if Path(profile).suffix in (".yaml", ".yml"):
+        return profile_settings(profile)[0]
+    return str(profile)
 
 
 def require_run(profile_or_run_dir: str | Path) -> Path:

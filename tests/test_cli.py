@@ -73,3 +73,28 @@ def test_bad_profile_files_get_one_line_errors_and_write_nothing(tmp_path, capsy
             assert exit_info.value.code == 2, (name, err)
             assert expected in err and err.count("\n") == 1 and "Traceback" not in err, (name, err)
             assert not (tmp_path / "run").exists()
+
+
+def test_a_profile_file_outside_the_repository_works_on_every_route(tmp_path, capsys, ci_prepared):
+    """describe, train, llc and sweep take a profile file that lives elsewhere and extends ci; the
+    run directory keeps its resolved settings, so later commands need only --run-dir."""
+    from rllc import cli
+    from rllc.config import load_config
+    from rllc.run import find_run, run_config
+
+    mine = tmp_path / "elsewhere" / "mine.yaml"
+    mine.parent.mkdir()
+    mine.write_text("profile: mine\nextends: ci\nconfig:\n  train: {steps: {L0: 4}}\n")
+    cli.main(["describe", "--profile", str(mine)])
+    assert json.loads(capsys.readouterr().out)["config"]["train"]["steps"]["L0"] == 4
+    run = tmp_path / "run"
+    cli.main(["train", "--profile", str(mine), "--run-dir", str(run), "--models", "L0", "--quiet"])
+    assert "L0: 4 steps" in capsys.readouterr().out
+    assert run_config(run) == load_config(mine)  # the run holds what the file says, extends resolved
+    cli.main(["llc", "--profile", str(mine), "--run-dir", str(run), "--model", "L0", "--chains", "1",
+              "--draws", "2", "--burnin", "0", "--quiet"])
+    estimate = json.loads(capsys.readouterr().out)
+    assert len(estimate["per_chain"]) == 1 and estimate["settings"]["draws"] == 2
+    cli.main(["sweep", "--run-dir", str(run), "--models", "L0", "--steps", "last", "--status"])  # no --profile
+    assert "1 groups" in capsys.readouterr().out
+    assert find_run(str(mine)) == find_run("mine")  # the file's default run directory is its name's
