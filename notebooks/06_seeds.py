@@ -257,8 +257,11 @@ _, transfer_v1 = clustering.transfer_to_runs(reference, types_v1["L2"],
                                              {n: (wr[wr["model"] == n], types_v1[n]) for n in NAMES[1:]},
                                              range(2, cfg.classify.max_k + 1), seed=cfg.seed)
 if len(transfer):
-    rule_rows = claims.compare_rules(run, "10", {"cluster_transfer": transfer_v1})
+    claims.compare_rules(run, "10", {"cluster_transfer": transfer_v1})
+rule_rows = tables.read_optional(run, "claims_by_type_rule")
+if rule_rows is not None:  # every type-dependent claim of the run under both rules (02, 03, 04 and here)
     with pd.option_context("display.max_colwidth", 160):
+        display(rule_rows.pivot_table(index="claim", columns="rule", values="status", aggfunc="first"))
         display(rule_rows)
 
 # %% [markdown]
