@@ -57,7 +57,7 @@ def test_token_windows_have_bos_at_document_starts(ci_cfg, ci_prepared):
 
 def test_token_cache_is_keyed_by_what_it_depends_on(ci_cfg):
     from rllc import config
-    other = config.load_config("ci", {"model": {"n_ctx": 32}})
+    other = config.load_config("ci", {"model": {"n_ctx": 128}})
     assert data.tokens_key(other) != data.tokens_key(ci_cfg)
     same = config.load_config("ci", {"train": {"batch_size": 3}})
     assert data.tokens_key(same) == data.tokens_key(ci_cfg)
