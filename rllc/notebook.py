@@ -82,10 +82,42 @@ class Session:
         return figures.savefig(fig, self.path, name)
 
 
+MISSING = "\u2014"  # how a missing number (a NaN standard error at a minimum count) is shown
+
+
+def frame_html(df: pd.DataFrame) -> str:
+    """A table as notebooks show it: pandas' HTML with missing numbers as "—"."""
+    rows, cols = pd.get_option("display.max_rows"), pd.get_option("display.max_columns")
+    return df.to_html(na_rep=MISSING, max_rows=rows, max_cols=cols, classes="dataframe")
+
+
+def frame_text(df: pd.DataFrame) -> str:
+    """The plain-text form of :func:`frame_html`."""
+    return df.to_string(na_rep=MISSING, max_rows=pd.get_option("display.max_rows"),
+                        max_cols=pd.get_option("display.max_columns"))
+
+
+def _show_missing_as_dash() -> None:
+    """Make IPython show every DataFrame with :func:`frame_html` / :func:`frame_text` (no-op
+    outside IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    formatters = shell.display_formatter.formatters
+    formatters["text/html"].for_type(pd.DataFrame, frame_html)
+    formatters["text/plain"].for_type(pd.DataFrame, lambda df, p, cycle: p.text(frame_text(df)))
+
+
 def setup(profile: str, config: dict[str, Any] | None = None, run_dir: str | None = None,
           progress: bool = True, sampler_line: bool = True) -> Session:
-    """Style, config, run directory; prints where the run is (and the SGLD settings)."""
+    """Style, config, run directory; prints where the run is (and the SGLD settings). Tables
+    displayed afterwards show missing numbers as "—"."""
     figures.style()
+    _show_missing_as_dash()
     cfg = load_config(profile, config or {})
     run = create_run(cfg, run_dir or None)
     session = Session(cfg, run, progress)
