@@ -147,10 +147,12 @@ def score_table(behaviour: pd.DataFrame, rule: Rule | str = DEFAULT_RULE) -> pd.
     ``previous_token``, ``current_token``, ``induction`` are the rule's measures; the raw scores
     follow with the suffix ``_raw``."""
     last = behaviour[(behaviour["step"] == behaviour["step"].max()) & (behaviour["layer"] >= 0)]
+    rule = RULES[rule] if isinstance(rule, str) else rule
     last = last[["component", "score", "value"]]
-    measures = rule_measures(last, rule).pivot_table(index="component", columns="score", values="value")
+    tidy = rule_measures(last, rule)  # computed once: the table's columns and the type
+    measures = tidy.pivot_table(index="component", columns="score", values="value")
     raw = last.pivot_table(index="component", columns="score", values="value").add_suffix("_raw")
-    return measures.join(raw).join(classify(last, rule)).reset_index()
+    return measures.join(raw).join(classify_by_scores(tidy, rule.thresholds)).reset_index()
 
 
 def formation_step(behaviour: pd.DataFrame, score: str, layer: int, rule: Rule | str = DEFAULT_RULE) -> int | None:
