@@ -1,4 +1,4 @@
-"""Which scale brings the paper's phenomena onto 2 CPU cores? A resumable, cached scale study (issue 27).
+"""Which scale brings the paper's phenomena onto 2 CPU cores? A resumable, cached scale study.
 
 For each candidate setting (the cpu profile with one factor changed) L2 is trained to 36k steps at
 the cpu-long checkpoint schedule; the learning rate is constant after its warm-up, so the first 12k

@@ -7,9 +7,9 @@ TransformerLens' forward is printed beside it. Same model (the profile's L2 shap
 batch, chains and draws for every
 contender; each is timed ``--repeats`` times and the minimum is kept (the machine is shared).
 Prints ms per step and the ratios:
-  (a) rllc chain-step / training step: the plain fused loss, reference included (issue 3's target <= 1.3)
+  (a) rllc chain-step / training step: the plain fused loss, reference included (the target <= 1.3)
   (b) devinterp chain-step / rllc (target >= 1.3)
-  (c) what one estimate pays per chain-step, over a training step (issue 27's targets: <= 0.6 for a
+  (c) what one estimate pays per chain-step, over a training step (the targets: <= 0.6 for a
       layer-1 head, <= 1.0 for the full model), two ways:
       - alone: ``estimate_llc`` computing its own paired reference (the `rllc llc` command);
       - in a sweep: as ``run_sweep`` runs it, with the paired reference computed once per

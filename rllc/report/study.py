@@ -1,4 +1,4 @@
-"""What the scale study says of a claim that fails on the cpu profile (issue 27).
+"""What the scale study says of a claim that fails on the cpu profile.
 
 ``benchmarks/scale_study.py`` measures the cpu profile with one factor changed at a time (vocabulary,
 head width, model width, the code/prose mixture, training length), at several seeds, and writes a row
