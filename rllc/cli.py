@@ -350,6 +350,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.func(args)
+    except BrokenPipeError:  # the reader stopped early (e.g. `rllc describe | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except Exception as err:
         if not isinstance(err, _user_errors()):
             raise

@@ -98,3 +98,14 @@ def test_a_profile_file_outside_the_repository_works_on_every_route(tmp_path, ca
     cli.main(["sweep", "--run-dir", str(run), "--models", "L0", "--steps", "last", "--status"])  # no --profile
     assert "1 groups" in capsys.readouterr().out
     assert find_run(str(mine)) == find_run("mine")  # the file's default run directory is its name's
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """`rllc describe | head -1`: the closed pipe ends the command quietly, exit 0. The reader
+    closes before the command writes (its imports take seconds), so the write meets the closed pipe."""
+    proc = subprocess.Popen([sys.executable, "-m", "rllc.cli", "describe", "--profile", "ci"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
