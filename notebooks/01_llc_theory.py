@@ -179,6 +179,11 @@ nb.write("llc_rerun_spread", rerun_spread)
 display(rerun_spread.drop(columns=["component", "step"]).round(4))
 lines = []
 for r in rerun_spread.itertuples():
+    if r.n < 2:  # every chain of all but one rerun flagged (tiny counts): nothing to compare
+        lines.append(f"- {r.reference}, {r.batch_order.replace('_', '-')} batches: {r.n} of {r.reruns} reruns "
+                     f"had a healthy chain ({r.flagged_chains} of {r.reruns * cfg.sampler.chains} chains flagged): "
+                     "no spread to measure.")
+        continue
     lines.append(f"- {r.reference}, {r.batch_order.replace('_', '-')} batches: seed-to-seed sd {r.sd_means:.4f} "
                  f"against a reported error of {r.rms_se:.4f} (variance ratio {r.variance_ratio:.2f}; honest "
                  f"errors give {r.ratio_lo:.2f}–{r.ratio_hi:.2f} for {r.n} reruns"

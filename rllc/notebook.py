@@ -9,6 +9,7 @@ settings, and lazily the final L2 model and its head names. Tables go through th
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -83,6 +84,12 @@ class Session:
 
 
 MISSING = "\u2014"  # how a missing number (a NaN standard error at a minimum count) is shown
+
+
+def fmt(x: float | None, spec: str = ".2f") -> str:
+    """A number for a computed reading: ``format(x, spec)``, or "—" where it is missing (NaN,
+    e.g. the standard error of a single probe)."""
+    return MISSING if x is None or not math.isfinite(float(x)) else format(x, spec)
 
 
 def frame_html(df: pd.DataFrame) -> str:

@@ -32,3 +32,9 @@ def test_ipython_displays_frames_with_the_dash():
         for mime in ("text/html", "text/plain"):
             shell.display_formatter.formatters[mime].pop(pd.DataFrame, None)
         InteractiveShell.clear_instance()
+
+
+def test_readings_show_a_missing_number_as_a_dash():
+    assert notebook.fmt(0.1234, ".1%") == "12.3%" and notebook.fmt(2.0) == "2.00"
+    for missing in (float("nan"), None, np.float64("nan"), float("inf")):
+        assert notebook.fmt(missing, ".1f") == notebook.MISSING

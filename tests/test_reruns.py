@@ -4,6 +4,8 @@ shared batch order under the init reference)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -18,8 +20,10 @@ def test_seed_spread_on_known_numbers():
     assert out["sd_means"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1))
     assert out["variance_ratio"] == pytest.approx(np.var([1, 2, 3, 4], ddof=1))
     assert out["ratio_lo"] < 1 < out["ratio_hi"]
-    with pytest.raises(ValueError, match="at least two"):
-        reruns.seed_spread([1.0, float("nan")], [0.1, 0.1])
+    one = reruns.seed_spread([1.0, float("nan")], [0.1, 0.1])  # one healthy rerun: no spread, undecided
+    assert one["n"] == 1 and one["mean"] == 1.0 and one["calibrated"] is None
+    assert all(math.isnan(one[k]) for k in ("sd_means", "rms_se", "variance_ratio", "z_sd"))
+    assert reruns.seed_spread([], [])["n"] == 0
 
 
 def test_rerun_seeds_share_no_chain():

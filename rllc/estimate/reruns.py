@@ -33,13 +33,17 @@ def rerun_seeds(seed: int, n: int) -> list[int]:
 def seed_spread(means: Sequence[float], sems: Sequence[float], level: float = 0.95) -> dict[str, float]:
     """Seed-to-seed spread against the reported errors: n, mean, sd of the means, the root mean
     square of the reported errors, their variance ratio with its ``level`` interval under honest
-    errors, whether the ratio falls inside it, and the sd of the pairwise z-scores."""
+    errors, whether the ratio falls inside it, and the sd of the pairwise z-scores. With fewer
+    than two finite estimates (e.g. every chain of a rerun flagged) there is no spread: n, the
+    mean where one exists, NaN for the rest and ``calibrated`` None (undecided)."""
     m, s = np.asarray(means, dtype=float), np.asarray(sems, dtype=float)
     ok = np.isfinite(m) & np.isfinite(s)
     m, s = m[ok], s[ok]
     n = len(m)
     if n < 2:
-        raise ValueError(f"need at least two finite estimates to measure a spread (got {n})")
+        nan = float("nan")
+        return {"n": n, "mean": float(m[0]) if n else nan, "sd_means": nan, "rms_se": nan, "variance_ratio": nan,
+                "ratio_lo": nan, "ratio_hi": nan, "calibrated": None, "z_sd": nan}
     var = float(m.var(ddof=1))
     ms = float(np.mean(s ** 2))
     lo, hi = (chi2.ppf(q, n - 1) / (n - 1) for q in ((1 - level) / 2, (1 + level) / 2))
