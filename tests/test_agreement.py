@@ -38,6 +38,19 @@ def test_tracking_separates_a_head_own_curve_from_the_other_heads():
     assert (t["null_median"] < 0.9).all() and t["n_steps"].eq(len(STEPS)).all()
 
 
+def test_tracking_skips_checkpoints_without_a_value():
+    """An estimate whose every chain was flagged is NaN: that head's pairs use the other checkpoints
+    (pivoting would drop the NaN and leave curves of unequal length)."""
+    rng = np.random.default_rng(1)
+    shapes = {i: rng.permutation(len(STEPS)) for i in range(len(HEADS))}
+    ref = frame(lambda i, s: float(shapes[i][STEPS.index(s)]))
+    ref.loc[(ref["component"] == HEADS[0]) & (ref["step"] == STEPS[2]), "value"] = np.nan
+    measure = frame(lambda i, s: 2.0 * shapes[i][STEPS.index(s)] + 1)
+    t = agreement.tracking(measure, ref).set_index("component")
+    assert t.loc[HEADS[0], "n_steps"] == len(STEPS) - 1 and t.loc[HEADS[1], "n_steps"] == len(STEPS)
+    assert t["rho"].to_numpy() == pytest.approx(1.0)
+
+
 def test_critical_point_offsets_measure_distance_in_decades():
     def bump(peak):
         return lambda i, s: float(np.exp(-((np.log10(s) - np.log10(peak)) ** 2) / 0.05))

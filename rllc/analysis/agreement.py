@@ -35,6 +35,8 @@ def _final(frame: pd.DataFrame) -> pd.Series:
 
 
 def _rho(a: pd.Series, b: pd.Series) -> tuple[float, float, int]:
+    """Spearman's ρ over the labels where both are finite (NaN below 3 of them)."""
+    a, b = a[np.isfinite(a.astype(float))], b[np.isfinite(b.astype(float))]
     common = a.index.intersection(b.index)
     if len(common) < 3:
         return float("nan"), float("nan"), len(common)
@@ -71,11 +73,13 @@ def tracking(measure: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     b = reference[reference["step"].isin(steps)].pivot_table(index="step", columns="component", values="value")
     heads = [c for c in a.columns if ":" in c and c in b.columns]
     rows = []
-    for h in heads:
+    for h in heads:  # each pair over the checkpoints where both curves have a value (an estimate whose
+        # every chain was flagged has none), so a head's curves may share fewer than ``steps``
         layer = h.split(":")[0]
         others = [o for o in heads if o != h and o.split(":")[0] == layer]
-        null = [spearmanr(a[h], b[o]).statistic for o in others]
-        rows.append({"component": h, "rho": float(spearmanr(a[h], b[h]).statistic), "n_steps": len(steps),
+        null = [r for r in (_rho(a[h], b[o])[0] for o in others) if np.isfinite(r)]
+        rho, _, n = _rho(a[h], b[h])
+        rows.append({"component": h, "rho": rho, "n_steps": n,
                      "null_median": float(np.median(null)) if null else float("nan"),
                      "null_max": float(np.max(null)) if null else float("nan")})
     return pd.DataFrame(rows, columns=["component", "rho", "n_steps", "null_median", "null_max"])
