@@ -9,7 +9,7 @@ stacked with ``torch.func.vmap``). Two things about that path can be checked wit
    gradient of its first component with plain autograd at w* and refuses the path when they
    differ. Here it runs on the profile's L2 (fresh weights, random tokens of ``n_ctx``) for a layer-0
    head, a layer-1 head and the full model; the script records the largest relative difference the
-   check saw, so the margin under its tolerance is printed, not just "no error".
+   check returns, so the margin under its tolerance (1e-3) is printed, not just "no error".
 2. **The memory estimate.** ``rllc.estimate.sweep.components_per_pass`` sizes a pass from
    ``chains x batch x n_ctx x d_vocab x 4 bytes x LOGIT_COPIES`` per component. Each count
    ``KxCxB`` (components x chains x SGLD batch) runs one batched SGLD step in a fresh process, and
@@ -67,20 +67,8 @@ def gradient_check(profile: str, device: str, components: list[str]) -> dict[str
     seen: dict[str, float] = {}
     original = batched.check_first_gradients
 
-    def recording(model, names, loss_fn, tokens, got, rtol=1e-3):  # type: ignore[no-untyped-def]
-        params = dict(model.named_parameters())
-        for n in names:
-            params[n].requires_grad_(True)
-        ref = torch.autograd.grad(loss_fn(model, tokens), [params[n] for n in names], allow_unused=True)
-        for n in names:
-            params[n].requires_grad_(False)
-        scale = max(float(r.abs().max()) for r in ref if r is not None) or 1.0
-        seen["max_abs_difference"] = max(float((got[n].detach() - r).abs().max())
-                                         for n, r in zip(names, ref, strict=True) if r is not None)
-        seen["largest_gradient"] = scale
-        seen["relative_to_largest"] = seen["max_abs_difference"] / scale
-        seen["tolerance_relative"] = rtol
-        original(model, names, loss_fn, tokens, got, rtol)  # the check itself: raises on a mismatch
+    def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen["relative_difference"] = original(*args, **kwargs)  # the check itself: raises on a mismatch
 
     batched.check_first_gradients = recording
     out: dict[str, Any] = {}

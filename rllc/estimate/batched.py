@@ -40,8 +40,9 @@ class _Bound(nn.Module):
 
 
 def check_first_gradients(model: nn.Module, names: list[str], loss_fn: LossFn, tokens: torch.Tensor,
-                          got: dict[str, torch.Tensor], rtol: float = 1e-3) -> None:
-    """Refuse the batched path when its gradient at w* differs from plain autograd's.
+                          got: dict[str, torch.Tensor], rtol: float = 1e-3) -> float:
+    """Refuse the batched path when its gradient at w* differs from plain autograd's; otherwise
+    return the largest |difference| relative to the largest gradient (the margin under ``rtol``).
 
     ``functional_call`` substitutes a module's parameters by name; a forward that re-wraps them
     (e.g. slices an ``nn.ParameterList``, which builds new Parameters) computes with copies that
@@ -60,6 +61,7 @@ def check_first_gradients(model: nn.Module, names: list[str], loss_fn: LossFn, t
     refs = {n: (torch.zeros_like(params[n]) if r is None else r.detach()) for n, r in zip(names, ref, strict=True)}
     # one scale for all: a gradient that is zero in exact arithmetic (e.g. of a key bias) is float noise
     scale = max(float(r.abs().max()) for r in refs.values()) or 1.0
+    worst = 0.0
     for n, r in refs.items():
         g = got[n].detach().to(r.dtype)
         if not torch.allclose(g, r, rtol=rtol, atol=rtol * scale):
@@ -68,6 +70,8 @@ def check_first_gradients(model: nn.Module, names: list[str], loss_fn: LossFn, t
                 f"{float((g - r).abs().max()):.3g}, largest gradient {scale:.3g}); the model's forward does not use "
                 "the parameters torch.func.functional_call substitutes (e.g. it slices an nn.ParameterList). "
                 "Run the chains one after another (batched=False).")
+        worst = max(worst, float((g - r).abs().max()) / scale)
+    return worst
 
 
 def run_components_batched(model: nn.Module, masks_list: list[ParamMasks], feeds: list[BatchFeed], loss_fn: LossFn,
