@@ -221,9 +221,12 @@ print(f"{len(steps)} checkpoints, {curve_sampler.chains} chains x {curve_sampler
 curve = curve.sort_values("step").reset_index(drop=True)
 nb.write("llc_full_L2", curve)
 sigma = cfg.llc.stage_sigma
-found = stages.stages(curve["step"], curve["llc_mean"], se=curve["llc_sem"].clip(lower=1e-6), sigma=sigma)
-slope_rule = stages.stages(curve["step"], curve["llc_mean"], sigma=sigma)
-points = stages.robust_critical_points(curve["step"], curve["llc_mean"], curve["llc_sem"].clip(lower=1e-6),
+valued, tested, rule_note = stages.rule_inputs(curve)
+if len(tested) < len(curve):
+    print(rule_note)
+found = stages.stages(tested["step"], tested["llc_mean"], se=tested["llc_sem"].clip(lower=1e-6), sigma=sigma)
+slope_rule = stages.stages(valued["step"], valued["llc_mean"], sigma=sigma)
+points = stages.robust_critical_points(tested["step"], tested["llc_mean"], tested["llc_sem"].clip(lower=1e-6),
                                        sigma=sigma)
 nb.write("stages_L2", found)
 nb.write("stages_L2_slope", slope_rule)
@@ -254,7 +257,7 @@ display(loss_stages.round(3))
 # (chains × draws) each estimate would need for the median difference to be 2 SE wide:
 
 # %%
-along = noise.along_curve(curve.rename(columns={"llc_mean": "value", "llc_sem": "se"}))
+along = noise.along_curve(tested.rename(columns={"llc_mean": "value", "llc_sem": "se"}))
 budget_rows = noise.summary(along=along)
 late = along[along["step_a"] >= cfg.train.warmup_steps]
 if len(late) and cfg.train.warmup_steps > 0:
@@ -353,7 +356,7 @@ else:
 # %%
 behaviour = nb.read("behaviour_L2")
 trend_rows = [{"measure": "full-model LLC",
-               **stages.end_trend(curve["step"], curve["llc_mean"], curve["llc_sem"])}]
+               **stages.end_trend(tested["step"], tested["llc_mean"], tested["llc_sem"])}]
 heads_b = behaviour[(behaviour["layer"] == 1) & (behaviour["score"] == "induction")]
 top = heads_b[heads_b["step"] == heads_b["step"].max()].nlargest(2, "value")["component"]
 for comp in top:
@@ -383,8 +386,8 @@ summary = {
     "test-loss boundaries (steps)": ", ".join(str(s) for s in loss_stages["end"].iloc[:-1]) or "none",
 }
 display(Markdown("\n".join(f"- **{k}:** {v}" for k, v in summary.items())))
-assert curve["n_ok"].gt(0).all(), "every checkpoint needs at least one healthy chain"
 if cfg.expect_phenomena:
+    assert curve["n_ok"].gt(0).all(), "every checkpoint needs at least one healthy chain"
     assert curve["llc_mean"].iloc[-1] > curve["llc_mean"].iloc[0], "the LLC should grow over training"
 
 # %% [markdown]

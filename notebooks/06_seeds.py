@@ -213,7 +213,14 @@ with pd.option_context("display.max_colwidth", 120):
 
 # %%
 reference = wr[wr["model"] == "L2"]
-others = {n: (wr[wr["model"] == n], types[n]) for n in NAMES[1:]}
+others = {}
+for n in NAMES[1:]:
+    shared = clustering.shared_complete_steps(reference, wr[wr["model"] == n])
+    if len(shared) >= clustering.MIN_TRANSFER_STEPS:
+        others[n] = (wr[wr["model"] == n], types[n])
+    else:  # estimates whose every chain was flagged have no value and leave their checkpoint incomplete
+        print(f"{n}: shares {len(shared)} checkpoints after step 0 at which every head of both runs has an "
+              f"estimate; the transfer needs {clustering.MIN_TRANSFER_STEPS}: left out")
 assigned, transfer = clustering.transfer_to_runs(reference, types["L2"], others, range(2, cfg.classify.max_k + 1),
                                                  seed=cfg.seed)
 if len(transfer):
@@ -254,7 +261,7 @@ display(Markdown("\n".join(lines)))
 
 # %%
 _, transfer_v1 = clustering.transfer_to_runs(reference, types_v1["L2"],
-                                             {n: (wr[wr["model"] == n], types_v1[n]) for n in NAMES[1:]},
+                                             {n: (curves, types_v1[n]) for n, (curves, _) in others.items()},
                                              range(2, cfg.classify.max_k + 1), seed=cfg.seed)
 if len(transfer):
     claims.compare_rules(run, "10", {"cluster_transfer": transfer_v1})

@@ -305,6 +305,18 @@ def test_transfer_needs_shared_checkpoints():
         C.transfer(ref, oth, types, types)
 
 
+def test_shared_complete_steps_drop_a_checkpoint_where_one_head_has_no_estimate():
+    groups = {"0:0": "rise", "0:1": "fall", "0:2": "flat"}
+    ref = _group_curves(groups, 0.0, 0)
+    steps = sorted(int(s) for s in ref["step"].unique() if s >= 1)
+    oth = ref.copy()
+    gap = steps[2]
+    oth.loc[(oth["component"] == "0:1") & (oth["step"] == gap), "llc_mean"] = np.nan  # every chain flagged
+    assert C.shared_complete_steps(ref, ref) == steps
+    assert C.shared_complete_steps(ref, oth) == [s for s in steps if s != gap]
+    assert C.shared_complete_steps(ref, oth, min_step=steps[-1]) == [steps[-1]]
+
+
 def test_transfer_to_runs_marks_the_k_of_each_runs_types():
     ref_groups = {"1:0": "rise", "1:1": "rise", "1:2": "fall", "1:3": "fall", "1:4": "flat", "1:5": "flat"}
     ref_types = pd.Series({c: f"type-{g}" for c, g in ref_groups.items()})

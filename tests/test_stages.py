@@ -13,6 +13,7 @@ from rllc.analysis.stages import (
     noise_thresholds,
     peak_reading,
     robust_critical_points,
+    rule_inputs,
     stages,
     warmup_verdict,
 )
@@ -150,3 +151,18 @@ def test_a_flat_end_shorter_than_the_window_is_not_a_plateau():
     early = np.clip((x - x[0]) / (x[-1] - 0.3 - x[0]), 0, 1)
     assert (robust_critical_points(STEPS, late, SE / 10)["kind"] == "plateau").sum() == 0
     assert (robust_critical_points(STEPS, early, SE / 10)["kind"] == "plateau").sum() == 1
+
+
+def test_rule_inputs_leave_out_estimates_without_value_or_standard_error():
+    # step 20: every chain flagged (no value); step 30: one healthy chain (no standard error)
+    curve = pd.DataFrame({"step": [40, 10, 20, 30, 0], "llc_mean": [4.0, 1.0, np.nan, 3.0, 0.5],
+                          "llc_sem": [0.1, 0.2, np.nan, np.nan, 0.3]})
+    valued, tested, note = rule_inputs(curve)
+    assert valued["step"].tolist() == [0, 10, 30, 40]
+    assert tested["step"].tolist() == [0, 10, 40]
+    assert "1 without a healthy chain" in note and "1 with one healthy chain" in note
+
+
+def test_end_trend_of_a_single_estimate_is_undefined():
+    out = end_trend([100], [1.0], 0.1)
+    assert all(np.isnan(v) for v in out.values())

@@ -407,6 +407,24 @@ def _fit_predict(ref: np.ndarray, others: np.ndarray, k: int, algorithm: str, se
     raise ValueError(f"unknown algorithm {algorithm!r}; valid: {TRANSFER_ALGORITHMS}")
 
 
+MIN_TRANSFER_STEPS = 3  # fewer shared checkpoints leave no curve shape to cluster
+
+
+def _head_curves(t: pd.DataFrame, value: str, min_step: int) -> pd.DataFrame:
+    heads = t[t["component"].str.fullmatch(r"\d+:\d+") & (t["step"] >= min_step)]
+    return heads.pivot_table(index="component", columns="step", values=value)
+
+
+def shared_complete_steps(reference: pd.DataFrame, other: pd.DataFrame, value: str = "llc_mean",
+                          min_step: int = 1) -> list[int]:
+    """The checkpoints from ``min_step`` on at which both runs (tidy rows component "L:H", step,
+    ``value``) have a value for every head: the steps :func:`transfer` clusters on. An estimate
+    whose every chain was flagged has no value, and removes its checkpoint."""
+    ref_w, oth_w = _head_curves(reference, value, min_step), _head_curves(other, value, min_step)
+    return [int(s) for s in ref_w.columns
+            if s in oth_w.columns and ref_w[s].notna().all() and oth_w[s].notna().all()]
+
+
 def transfer(reference: pd.DataFrame, other: pd.DataFrame, ref_types: pd.Series, other_types: pd.Series,
              k: int | None = None, algorithms: Sequence[str] = TRANSFER_ALGORITHMS, value: str = "llc_mean",
              min_step: int = 1, seed: int = 0, n_null: int = 5000) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -422,14 +440,11 @@ def transfer(reference: pd.DataFrame, other: pd.DataFrame, ref_types: pd.Series,
     its cluster's; scores: layer, algorithm, k, n_heads, ari of the assignment against
     ``other_types`` with the random-label null of ``ari_against_null`` — NaN with ``n_null`` 0 —,
     n_exceptions)."""
-    def wide(t: pd.DataFrame) -> pd.DataFrame:
-        heads = t[t["component"].str.fullmatch(r"\d+:\d+") & (t["step"] >= min_step)]
-        return heads.pivot_table(index="component", columns="step", values=value)
-
-    ref_w, oth_w = wide(reference), wide(other)
-    shared = [s for s in ref_w.columns if s in oth_w.columns and ref_w[s].notna().all() and oth_w[s].notna().all()]
-    if len(shared) < 3:
-        raise ValueError(f"the runs share {len(shared)} complete checkpoints from step {min_step}; need at least 3")
+    ref_w, oth_w = _head_curves(reference, value, min_step), _head_curves(other, value, min_step)
+    shared = shared_complete_steps(reference, other, value, min_step)
+    if len(shared) < MIN_TRANSFER_STEPS:
+        raise ValueError(f"the runs share {len(shared)} complete checkpoints from step {min_step}; "
+                         f"need at least {MIN_TRANSFER_STEPS}")
     ref_w, oth_w = ref_w[shared], oth_w[shared]
     rows, scores = [], []
     for layer in sorted(layer_of(ref_w.index.to_series()).unique()):

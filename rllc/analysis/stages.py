@@ -158,6 +158,22 @@ def stages(steps: Sequence[int], values: Sequence[float], se: Sequence[float] | 
     return out
 
 
+def rule_inputs(curve: pd.DataFrame, value: str = "llc_mean", se: str = "llc_sem"
+                ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The checkpoints of an LLC curve (rows step, ``value``, ``se``) that each stage rule can use:
+    (valued — a finite value, for the slope-sign rule; tested — also a positive standard error,
+    for the noise-tied rule; a one-line account of what was left out). An estimate whose every
+    chain was flagged has no value, and one with a single healthy chain no standard error; both
+    are legal at the smallest counts and are left out rather than read as numbers."""
+    d = curve.sort_values("step").reset_index(drop=True)
+    valued = d[np.isfinite(d[value].to_numpy(float))].reset_index(drop=True)
+    tested = valued[valued[se].to_numpy(float) > 0].reset_index(drop=True)
+    note = (f"{len(d)} checkpoints: {len(d) - len(valued)} without a healthy chain (no value), "
+            f"{len(valued) - len(tested)} with one healthy chain (no standard error); the slope-sign rule uses "
+            f"{len(valued)}, the noise-tied rule {len(tested)}")
+    return valued, tested, note
+
+
 def stage_of(stages_table: pd.DataFrame, step: int) -> str | None:
     """The name of the stage containing ``step`` (a boundary belongs to the stage it starts)."""
     for row in stages_table.itertuples():
@@ -228,6 +244,8 @@ def end_trend(steps: Sequence[int], values: Sequence[float], se: Sequence[float]
     steps_a = np.asarray(steps, dtype=float)
     v = np.asarray(values, dtype=float)
     s = np.broadcast_to(np.asarray(se, dtype=float), v.shape)
+    if len(v) < 2:  # nothing to compare: every estimate but one had no healthy chain
+        return {"decades": float("nan"), "change": float("nan"), "se": float("nan"), "z": float("nan")}
     x = np.log10(np.maximum(steps_a, 1.0))
     i = int(np.searchsorted(x, x[-1] - decades))
     i = min(i, len(v) - 2)
