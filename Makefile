@@ -45,13 +45,16 @@ reproduce: venv
 notebooks: reproduce
 
 # The test command: lint, unit tests (the import-layer test among them), then every notebook
-# under Papermill with profiles/ci.yaml, then nbval (lax) over the executed notebooks.
+# under Papermill with profiles/ci.yaml, then nbval (lax) over the executed notebooks; the same at the
+# paper's shapes with tiny counts (profiles/paper-smoke.yaml: the GPU user's path, on CPU).
 # Then the book is built from the ci run's executed notebooks and checked in headless Chromium.
 test: venv
 	$(BIN)/ruff check rllc tests notebooks benchmarks
 	$(BIN)/python -m pytest tests -m "not book" --durations=15
 	$(BIN)/rllc notebooks --profile ci --run-dir runs/ci-test --quiet
 	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider runs/ci-test/notebooks
+	$(BIN)/rllc notebooks --profile profiles/paper-smoke.yaml --run-dir runs/paper-smoke-test --quiet
+	$(BIN)/python -m pytest --nbval-lax -p no:cacheprovider runs/paper-smoke-test/notebooks
 	$(BIN)/rllc publish runs/ci-test --out build/ci-notebooks
 	$(MAKE) book BOOK_NOTEBOOKS=build/ci-notebooks
 	$(MAKE) book-check
@@ -99,4 +102,4 @@ bench: venv
 	$(BIN)/python benchmarks/layer_inputs.py --profile $(PROFILE) --heads 3
 
 clean:
-	rm -rf runs/ci-test runs/ci build
+	rm -rf runs/ci-test runs/ci runs/paper-smoke-test build

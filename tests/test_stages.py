@@ -166,3 +166,14 @@ def test_rule_inputs_leave_out_estimates_without_value_or_standard_error():
 def test_end_trend_of_a_single_estimate_is_undefined():
     out = end_trend([100], [1.0], 0.1)
     assert all(np.isnan(v) for v in out.values())
+
+
+def test_fewer_than_two_checkpoints_bound_no_stage():
+    # at the smallest counts no estimate may have a standard error: the noise-tied rule gets nothing
+    for steps, values in (([], []), ([100], [1.0])):
+        for se in (None, [0.1] * len(steps)):
+            out = stages(steps, values, se=se)
+            assert out.empty and list(out.columns) == ["stage", "start", "end", "llc_start", "llc_end", "ends_at",
+                                                       "trend"]
+    two = stages([0, 100], [0.0, 1.0], se=[0.1, 0.1])  # two checkpoints: one stage, rising
+    assert two[["stage", "start", "end", "trend"]].values.tolist() == [["LM1", 0, 100, "rising"]]

@@ -133,13 +133,19 @@ def robust_critical_points(steps: Sequence[int], values: Sequence[float], se: Se
                         columns=columns)
 
 
+STAGE_COLUMNS = ["stage", "start", "end", "llc_start", "llc_end", "ends_at", "trend"]
+
+
 def stages(steps: Sequence[int], values: Sequence[float], se: Sequence[float] | None = None,
            **kwargs: float) -> pd.DataFrame:
     """Stages LM1..LMk: start and end step, the LLC at both ends (smoothed), and the kind of the
     critical point that ends each stage. With the estimates' standard errors ``se`` the
     boundaries are ``robust_critical_points`` (extrema and plateaus that stand out of the noise);
-    without, the slope-sign rule of ``critical_points``."""
+    without, the slope-sign rule of ``critical_points``. Fewer than two checkpoints bound no stage:
+    the table is then empty (at the smallest counts every estimate may lack a standard error)."""
     steps = list(int(s) for s in steps)
+    if len(steps) < 2:
+        return pd.DataFrame(columns=STAGE_COLUMNS)
     points = (robust_critical_points(steps, values, se, **kwargs) if se is not None
               else critical_points(steps, values, **kwargs))
     y = smooth(values, kwargs.get("sigma", 1.0 if se is not None else 1.5))
@@ -152,9 +158,8 @@ def stages(steps: Sequence[int], values: Sequence[float], se: Sequence[float] | 
         rows.append({"stage": f"LM{len(rows) + 1}", "start": a, "end": b,
                      "llc_start": float(y[steps.index(a)]), "llc_end": float(y[steps.index(b)]),
                      "ends_at": ends[k]})
-    out = pd.DataFrame(rows)
-    if len(out):
-        out["trend"] = np.where(out["llc_end"] >= out["llc_start"], "rising", "falling")
+    out = pd.DataFrame(rows, columns=STAGE_COLUMNS[:-1])
+    out["trend"] = np.where(out["llc_end"] >= out["llc_start"], "rising", "falling")
     return out
 
 
