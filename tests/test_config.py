@@ -55,11 +55,14 @@ def test_a_profile_extends_another(tmp_path):
     from rllc import config
     from rllc.run import identity
 
-    base, longer = config.load_config("cpu"), config.load_config("cpu-long")
-    assert longer.profile == "cpu-long" and longer.train.steps["L2"] == 3 * base.train.steps["L2"]
-    assert longer.sampler == base.sampler and longer.model == base.model
-    assert identity(base, "L2") == identity(longer, "L2")  # its first 12k steps are the cpu run's
-    assert set(base.checkpoint_steps("L2")) <= set(longer.checkpoint_steps("L2"))
+    base = config.load_config("cpu")
+    for name, steps in (("cpu-long", 36000), ("cpu-12k", 12000)):
+        other = config.load_config(name)
+        assert other.profile == name and other.train.steps["L2"] == steps != base.train.steps["L2"]
+        assert other.sampler == base.sampler and other.model == base.model and other.llc == base.llc
+        assert identity(base, "L2") == identity(other, "L2")  # the same weights along the shared steps
+        shorter, longer = sorted((base, other), key=lambda c: c.train.steps["L2"])
+        assert set(shorter.checkpoint_steps("L2")) <= set(longer.checkpoint_steps("L2"))
     loop = tmp_path / "loop.yaml"
     loop.write_text("profile: loop\nextends: " + str(loop) + "\nconfig: {}\n")
     with pytest.raises(ValueError, match="extends itself"):
