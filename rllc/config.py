@@ -325,7 +325,7 @@ def _to_plain(obj: Any) -> Any:
 def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     """Build a (nested) dataclass from plain data, rejecting unknown keys with a clear error."""
     if not isinstance(data, dict):
-        raise TypeError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise ValueError(f"{where}: expected a mapping, got {_shown(data)}")
     known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(known))
     if unknown:
@@ -334,6 +334,8 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     for name, value in data.items():
         default = _default(known[name])
         if name == "checkpoints":
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"{where}.checkpoints: expected a list of {{start, stop, every}}, got {_shown(value)}")
             value = tuple(
                 v if isinstance(v, CheckpointRange) else _build(CheckpointRange, v, f"{where}.checkpoints")
                 for v in value
@@ -341,14 +343,54 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
         elif dataclasses.is_dataclass(default):
             value = _build(type(default), value, f"{where}.{name}")
         elif isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"{where}.{name}: expected a list, got {_shown(value)}")
             value = tuple(value)
         elif name == "steps":
+            if not isinstance(value, dict) or not all(_is_int(v) for v in value.values()):
+                raise ValueError(f"{where}.steps: expected a mapping of model to an integer step count "
+                                 f"(e.g. {{L2: 24000}}), got {_shown(value)}")
             bad = sorted(set(value) - set(MODEL_NAMES))
             if bad:
                 raise KeyError(f"{where}.steps: unknown model(s) {bad}; valid: {list(MODEL_NAMES)}")
             value = {**default, **{k: int(v) for k, v in value.items()}}
+        else:
+            _check_scalar(value, default, "None" in str(known[name].type), f"{where}.{name}")
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_scalar(value: Any, default: Any, optional: bool, where: str) -> None:
+    """A setting whose default is a plain bool, int, float, str or mapping takes a value of that
+    kind (an int where a float is expected; None only where the setting is optional); anything
+    else is refused with one line rather than failing later in a notebook."""
+    if value is None and (optional or default is None):
+        return
+    if default is None:
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = _is_int(value), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    elif isinstance(default, dict):
+        ok, kind = isinstance(value, dict), "a mapping"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"{where}: expected {kind}, got {_shown(value)}")
 
 
 def _default(f: dataclasses.Field) -> Any:

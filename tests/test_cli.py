@@ -55,6 +55,15 @@ BAD_PROFILES = {
                        "scores.max_len 32 does not fit model.n_ctx 24"),
     "few-checkpoints.yaml": ("profile: f\nextends: ci\nconfig:\n  llc: {head_checkpoints: 3}\n",
                              "llc.head_checkpoints 3 is below its minimum of 4"),
+    # valid YAML, values of the wrong kind: each refused where it is read, not later in a notebook
+    "steps-list.yaml": ("profile: w\nextends: ci\nconfig:\n  train:\n    steps: [1, 2: 3]\n",
+                        "train.steps: expected a mapping of model to an integer step count"),
+    "string-list.yaml": ("profile: w\nextends: ci\nconfig:\n  llc: {head_dr_data: python_tests}\n",
+                         "llc.head_dr_data: expected a list, got str 'python_tests'"),
+    "string-count.yaml": ("profile: w\nextends: ci\nconfig:\n  sampler: {chains: four}\n",
+                          "sampler.chains: expected an integer, got str 'four'"),
+    "scalar-section.yaml": ("profile: w\nextends: ci\nconfig:\n  model: 128\n",
+                            "profile w.model: expected a mapping, got int 128"),
 }
 
 

@@ -5,9 +5,14 @@ from rllc.model.build import build_model, n_params
 
 
 def test_profiles_resolve():
-    for name in ("ci", "cpu", "paper"):
+    from rllc import paths
+
+    names = sorted(p.stem for p in paths.PROFILES_DIR.glob("*.yaml"))
+    assert {"ci", "cpu", "cpu-12k", "cpu-long", "paper", "paper-smoke"} <= set(names)
+    for name in names:
         cfg = config.load_config(name)
         assert cfg.profile == name
+        assert config.from_dict(name, cfg.to_dict()) == cfg  # a run's recorded settings load back unchanged
         assert cfg.tokenizer.vocab_size > 0
         for model in ("L0", "L1", "L2"):
             steps = cfg.checkpoint_steps(model)
@@ -67,3 +72,25 @@ def test_a_profile_extends_another(tmp_path):
     loop.write_text("profile: loop\nextends: " + str(loop) + "\nconfig: {}\n")
     with pytest.raises(ValueError, match="extends itself"):
         config.load_config(loop)
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("sampler", "nbeta", 30, None),  # an integer where a number is expected
+    ("corpus", "max_bytes_per_source", None, None),  # None where the setting is optional: no cap
+    ("train", "device", None, "train.device: expected a string, got NoneType None"),
+    ("sampler", "chains", 2.0, "sampler.chains: expected an integer, got float 2.0"),
+    ("sampler", "chains", True, "sampler.chains: expected an integer, got bool True"),
+    ("expect_phenomena", None, "yes", "expect_phenomena: expected true or false, got str 'yes'"),
+    ("llc", "precision_draws", 50, "llc.precision_draws: expected a list, got int 50"),
+    ("train", "checkpoints", {"start": 0}, "train.checkpoints: expected a list of {start, stop, every}"),
+])
+def test_settings_of_the_wrong_kind_are_refused_in_one_line(section, key, value, expected):
+    from rllc import config
+
+    over = {section: value} if key is None else {section: {key: value}}
+    if expected is None:
+        config.load_config("ci", over)
+        return
+    with pytest.raises(ValueError) as info:
+        config.load_config("ci", over)
+    assert expected in str(info.value) and "\n" not in str(info.value)
