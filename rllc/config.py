@@ -373,16 +373,14 @@ def _check_scalar(value: Any, default: Any, optional: bool, where: str) -> None:
     """A setting whose default is a plain bool, int, float, str or mapping takes a value of that
     kind (an int where a float is expected; None only where the setting is optional); anything
     else is refused with one line rather than failing later in a notebook."""
-    if value is None and (optional or default is None):
-        return
-    if default is None:
+    if default is None or (value is None and optional):
         return
     if isinstance(default, bool):
         ok, kind = isinstance(value, bool), "true or false"
     elif isinstance(default, int):
         ok, kind = _is_int(value), "an integer"
     elif isinstance(default, float):
-        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        ok, kind = _is_int(value) or isinstance(value, float), "a number"
     elif isinstance(default, str):
         ok, kind = isinstance(value, str), "a string"
     elif isinstance(default, dict):
