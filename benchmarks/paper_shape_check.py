@@ -10,8 +10,9 @@ stacked with ``torch.func.vmap``). Two things about that path can be checked wit
    differ. Here it runs on the profile's L2 (fresh weights, random tokens of ``n_ctx``) for a layer-0
    head, a layer-1 head and the full model; the script records the largest relative difference the
    check returns, so the margin under its tolerance (1e-3) is printed, not just "no error".
-2. **The memory estimate.** ``rllc.estimate.sweep.components_per_pass`` sizes a pass from
-   ``chains x batch x n_ctx x d_vocab x 4 bytes x LOGIT_COPIES`` per component. Each count
+2. **The memory estimate.** ``rllc.estimate.sweep.plan_passes`` sizes a pass from
+   ``sweep.sequence_bytes`` (the logits and the attention maps of one sequence) times the
+   sequences of a pass (components x chains x batch). Each count
    ``KxCxB`` (components x chains x SGLD batch) runs one batched SGLD step in a fresh process, and
    the process's peak resident memory over that step (``ru_maxrss`` minus the resident memory just
    before it) is set beside the estimate. Run with the Makefile's allocator setting
@@ -87,7 +88,7 @@ def gradient_check(profile: str, device: str, components: list[str]) -> dict[str
 
 def _one_pass(profile: str, device: str, k: int, chains: int, batch: int, queue: mp.Queue) -> None:
     from rllc.estimate.llc import estimate_components
-    from rllc.estimate.sweep import LOGIT_COPIES, components_per_pass
+    from rllc.estimate.sweep import plan_passes, sequence_bytes
     from rllc.model.components import head_names
 
     cfg, s, data, model = _setup(profile, device, chains, batch)
@@ -101,12 +102,14 @@ def _one_pass(profile: str, device: str, k: int, chains: int, batch: int, queue:
     estimate_components(model, comps, data, s)
     peak = (torch.cuda.max_memory_allocated() if cuda
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    per_component = chains * batch * cfg.model.n_ctx * cfg.tokenizer.vocab_size * 4 * LOGIT_COPIES
-    # the pass size components_per_pass would choose with exactly the measured peak free, at fraction 1
-    fits = components_per_pass(cfg.model.n_ctx, cfg.tokenizer.vocab_size, s, peak - before, fraction=1.0)
-    queue.put({"count": f"{k}x{chains}x{batch}", "components": comps, "estimate_bytes": per_component * k,
-               "measured_peak_bytes": peak - before, "measured_over_estimate": (peak - before) / (per_component * k),
-               "components_per_pass_at_measured": fits, "peak_from": "cuda" if cuda else "ru_maxrss - rss before"})
+    shape = (2, cfg.model.n_heads, cfg.model.n_ctx, cfg.tokenizer.vocab_size)
+    estimate = k * chains * batch * sequence_bytes(*shape)
+    # the pass plan_passes would choose with exactly the measured peak free, at fraction 1
+    plan = plan_passes(*shape, s, peak - before, fraction=1.0)
+    queue.put({"count": f"{k}x{chains}x{batch}", "components": comps, "estimate_bytes": estimate,
+               "measured_peak_bytes": peak - before, "measured_over_estimate": (peak - before) / estimate,
+               "plan_at_measured": [plan.components, plan.chains],
+               "peak_from": "cuda" if cuda else "ru_maxrss - rss before"})
 
 
 def memory_check(profile: str, device: str, counts: list[str]) -> list[dict[str, Any]]:

@@ -6,10 +6,12 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
-from rllc.config import SamplerConfig
+from rllc.config import SamplerConfig, load_config
 from rllc.estimate import grid, sweep
 from rllc.run import run_config
 from rllc.train import train_model
@@ -150,9 +152,48 @@ def test_batched_pass_of_a_group_writes_the_records_a_sequential_sweep_would(tra
 
 
 def test_a_batched_pass_holds_what_device_memory_allows() -> None:
-    paper = SamplerConfig(chains=4, batch_size=32)
-    per = 4 * 32 * 1024 * 5000 * 4 * sweep.LOGIT_COPIES  # bytes of one component's logits and copies
-    assert per == 10_485_760_000
-    assert sweep.components_per_pass(1024, 5000, paper, free_bytes=141 * 10**9) == 6  # half of an H200
-    assert sweep.components_per_pass(1024, 5000, paper, free_bytes=10**9) == 1  # never fewer than one
-    assert sweep.components_per_pass(256, 320, SamplerConfig(chains=3, batch_size=8), 80 * 10**9) == 17  # the cap
+    """The closed form of ``sequence_bytes`` at the paper's shape, and the plans it gives."""
+    per_seq = sweep.sequence_bytes(2, 8, 1024, 5000)
+    logits = 1024 * 5000 * 4 * sweep.LOGIT_COPIES
+    attention = 2 * 8 * 1024 * 1024 * 4 * sweep.ATTENTION_COPIES
+    assert per_seq == logits + attention == 618_790_912
+    assert sweep.sequence_bytes(0, 8, 1024, 5000) == logits  # L0: no attention maps
+    paper = SamplerConfig(chains=4, batch_size=32)  # one component: 128 sequences, 79.2 GB
+    assert sweep.plan_passes(2, 8, 1024, 5000, paper, free_bytes=141 * 10**9) == sweep.PassPlan(1, 3)  # an H200
+    assert sweep.plan_passes(2, 8, 1024, 5000, paper, free_bytes=80 * 10**9) == sweep.PassPlan(1, 2)  # an H100
+    assert sweep.plan_passes(2, 8, 1024, 5000, paper, free_bytes=10**9) == sweep.PassPlan(1, 1)  # never fewer than one
+    assert sweep.plan_passes(2, 8, 1024, 5000, paper, free_bytes=400 * 10**9) == sweep.PassPlan(2, 4)  # whole ones
+    small = SamplerConfig(chains=3, batch_size=8)
+    assert sweep.plan_passes(2, 8, 256, 320, small, 80 * 10**9) == sweep.PassPlan(17, 3)  # the cap
+
+
+def test_a_pass_that_runs_out_of_gpu_memory_is_split_until_it_fits(monkeypatch) -> None:
+    """A fake device that holds at most 2 chain-components a pass (the out-of-memory error torch
+    raises, raised by a stand-in for the passes): every job is still estimated once, with all its
+    chains, in halves and then in chain groups; a pass with one chain that does not fit says so."""
+    calls: list[tuple[tuple[str, ...], int | None]] = []
+    done: list[str] = []
+    capacity = {"chains": 2}
+
+    def fake_pass(jobs, chains_per_pass):
+        chains = chains_per_pass or 4
+        calls.append((tuple(j.component for j in jobs), chains_per_pass))
+        if len(jobs) * chains > capacity["chains"]:
+            raise torch.OutOfMemoryError("CUDA out of memory (fake)")
+        done.extend(j.component for j in jobs)
+
+    monkeypatch.setattr(sweep, "run_jobs_batched", lambda run, cfg, jobs, s, dev, state, bar, cpp: fake_pass(jobs, cpp))
+    monkeypatch.setattr(sweep, "run_job", lambda run, cfg, job, s, dev, state, bar, cpp: fake_pass([job], cpp))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    cfg = load_config("ci")
+    s = SamplerConfig(chains=4, batch_size=8)
+    jobs = [sweep.Job("L2", 8, c, "train") for c in ("0:0", "0:1", "1:0")]
+    sweep.run_chunk(Path("unused"), cfg, jobs, s, torch.device("cuda"), {})
+    assert sorted(done) == ["0:0", "0:1", "1:0"]
+    assert calls[0] == (("0:0", "0:1", "1:0"), None)  # the planned pass first
+    assert (("0:0",), 2) in calls and (("1:0",), 2) in calls  # a component's chains in two groups of 2
+    capacity["chains"] = 0
+    with pytest.raises(torch.OutOfMemoryError, match="lower sampler.batch_size"):
+        sweep.run_chunk(Path("unused"), cfg, jobs[:1], s, torch.device("cuda"), {})
+    with pytest.raises(torch.OutOfMemoryError, match="fake"):  # on a CPU nothing is retried
+        sweep.run_chunk(Path("unused"), cfg, jobs[:1], s, torch.device("cpu"), {})

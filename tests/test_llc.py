@@ -261,6 +261,29 @@ def test_batched_components_follow_each_components_own_trajectories(trained) -> 
         estimate_components(model, [], data, s)
 
 
+def test_chains_in_groups_follow_the_trajectories_of_chains_one_after_another(trained) -> None:
+    """Oracle: the sequential sampler. A device too small for all of a component's chains runs
+    them in groups (``chains_per_pass``); each chain keeps its batches and noise stream, with
+    per-chain and with shared batch orders, for one component and for several in one pass."""
+    from rllc.estimate.llc import estimate_components
+
+    model, data = trained
+    for order in ("per_chain", "shared"):
+        s = SamplerConfig(epsilon=1e-3, gamma=100, nbeta=30, chains=3, draws=8, batch_size=16, init_loss_batches=2,
+                          batch_order=order)
+        masks = component_masks(model, "0:1")
+        alone = sample_llc(model, data, masks, s, batched=False)
+        for size in (1, 2):
+            grouped = sample_llc(model, data, masks, s, batched=True, chains_per_pass=size)
+            np.testing.assert_allclose(grouped.traces, alone.traces, rtol=0, atol=1e-5)
+        both = estimate_components(model, ["0:1", "full"], data, s, device="cpu", chains_per_pass=2)
+        full = sample_llc(model, data, component_masks(model, "full"), s, batched=False)
+        np.testing.assert_allclose(both[0].traces, alone.traces, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(both[1].traces, full.traces, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="chains_per_pass must be >= 1"):
+        sample_llc(model, data, masks, s, batched=True, chains_per_pass=0)
+
+
 def test_batched_path_refuses_a_forward_that_loses_gradients() -> None:
     """A forward that slices an nn.ParameterList computes with fresh Parameters under
     functional_call: the vmapped gradient is zero. The first step's check must refuse it."""

@@ -76,7 +76,7 @@ def check_first_gradients(model: nn.Module, names: list[str], loss_fn: LossFn, t
 
 def run_components_batched(model: nn.Module, masks_list: list[ParamMasks], feeds: list[BatchFeed], loss_fn: LossFn,
                            s: SamplerConfig, device: torch.device, bar: tqdm | None = None,
-                           check_gradients: bool = True) -> np.ndarray:
+                           check_gradients: bool = True, chains_per_pass: int | None = None) -> np.ndarray:
     """Loss traces [components, chains, steps] of ``s.chains`` chains of every component of
     ``masks_list`` (e.g. the heads of a layer and the full model at one checkpoint), run together.
 
@@ -84,10 +84,28 @@ def run_components_batched(model: nn.Module, masks_list: list[ParamMasks], feeds
     starts at w*, takes its batches from ``feeds[c]``, moves only component k's weights, and
     draws its noise from a generator seeded ``s.seed + c``, one tensor per parameter in the
     component's own mask order. The stacked state holds every parameter some component moves;
-    a component leaves the others at w* bit for bit."""
-    K, C = len(masks_list), s.chains
-    if K == 0:
+    a component leaves the others at w* bit for bit.
+
+    ``chains_per_pass``: run the chains in groups of at most this many, one group after another
+    (when all of a component's chains do not fit in device memory at once). Chains are
+    independent, so the traces are the same as in one pass, up to floating-point reassociation."""
+    if not masks_list:
         raise ValueError("no components to sample")
+    size = s.chains if chains_per_pass is None else chains_per_pass
+    if size < 1:
+        raise ValueError(f"chains_per_pass must be >= 1, got {chains_per_pass}")
+    parts = [_run_chain_group(model, masks_list, feeds[c0:c0 + size], loss_fn, s, device, bar,
+                              check_gradients and c0 == 0, first_chain=c0)
+             for c0 in range(0, s.chains, size)]
+    return np.concatenate(parts, axis=1)
+
+
+def _run_chain_group(model: nn.Module, masks_list: list[ParamMasks], feeds: list[BatchFeed], loss_fn: LossFn,
+                     s: SamplerConfig, device: torch.device, bar: tqdm | None, check_gradients: bool,
+                     first_chain: int) -> np.ndarray:
+    """Traces [components, len(feeds), steps] of chains ``first_chain``, ``first_chain + 1``, ...
+    (chain c on ``feeds[c - first_chain]`` with noise seeded ``s.seed + c``)."""
+    K, C = len(masks_list), len(feeds)
     params = dict(model.named_parameters())
     names = list(dict.fromkeys(n for m in masks_list for n in m))  # every parameter some component moves
     fixed = {n: p.detach() for n, p in params.items() if n not in names}
@@ -100,7 +118,8 @@ def run_components_batched(model: nn.Module, masks_list: list[ParamMasks], feeds
                 else m[n].to(device) for m in masks_list]
         keep[n] = torch.stack(rows).unsqueeze(1)
     state = {n: anchors[n].expand(K, C, *anchors[n].shape).clone() for n in names}
-    gens = [[torch.Generator(device=device).manual_seed(s.seed + c) for c in range(C)] for _ in range(K)]
+    gens = [[torch.Generator(device=device).manual_seed(s.seed + first_chain + c) for c in range(C)]
+            for _ in range(K)]
 
     def loss_of(sampled: dict[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
         return loss_fn(_Bound(model, {**fixed, **sampled}), tokens)
@@ -143,6 +162,9 @@ def run_components_batched(model: nn.Module, masks_list: list[ParamMasks], feeds
 
 
 def run_chains_batched(model: nn.Module, masks: ParamMasks, feeds: list[BatchFeed], loss_fn: LossFn,
-                       s: SamplerConfig, device: torch.device, bar: tqdm | None = None) -> np.ndarray:
-    """Loss traces [chains, steps] of ``s.chains`` chains of one component run together."""
-    return run_components_batched(model, [masks], feeds, loss_fn, s, device, bar)[0]
+                       s: SamplerConfig, device: torch.device, bar: tqdm | None = None,
+                       chains_per_pass: int | None = None) -> np.ndarray:
+    """Loss traces [chains, steps] of ``s.chains`` chains of one component run together (in
+    groups of ``chains_per_pass``, if given)."""
+    return run_components_batched(model, [masks], feeds, loss_fn, s, device, bar,
+                                  chains_per_pass=chains_per_pass)[0]

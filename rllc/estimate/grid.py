@@ -38,7 +38,7 @@ from .sweep import (
     batchable,
     missing_jobs,
     paired_baseline,
-    pass_size,
+    pass_plan,
     record_key,
     records_dir,
     resolve_steps,
@@ -156,11 +156,12 @@ def run_group(run_dir: str | Path, group: Group, settings: SamplerConfig | None 
     counts = {"computed": 0, "skipped": len(keys) - len(todo) - len(cut), "cut": len(cut), "failed": 0}
     errors = []
     # on a GPU the group's components go through batched passes; elsewhere one after another
-    chunks = batchable(todo, pass_size(cfg, settings, dev)) if dev.type == "cuda" else [[job] for job in todo]
+    plan = pass_plan(cfg, settings, dev, {j.model for j in todo}) if dev.type == "cuda" and todo else None
+    chunks = batchable(todo, plan.components) if plan else [[job] for job in todo]
     for chunk in chunks:
         try:
             paired_baseline(run, cfg, chunk[0], settings, dev, state)
-            run_chunk(run, cfg, chunk, settings, dev, state)
+            run_chunk(run, cfg, chunk, settings, dev, state, chains_per_pass=plan.chains if plan else None)
         except Exception as err:  # noqa: BLE001 - one estimate's failure must not lose the group's others
             counts["failed"] += len(chunk)
             errors += [f"{job.component}: {err}" for job in chunk]

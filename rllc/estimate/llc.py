@@ -362,6 +362,7 @@ def sample_llc(
     data_name: str = "",
     bar: tqdm | None = None,
     baseline: np.ndarray | None = None,
+    chains_per_pass: int | None = None,
 ) -> LLCResult:
     """Estimate the LLC of ``model`` at its current weights.
 
@@ -373,6 +374,8 @@ def sample_llc(
     ([chains, steps]; [steps] is accepted with a shared batch order) when the caller already has
     it (it depends on the model, data and sampler settings, not on the component: sweeps compute
     it once per checkpoint and distribution); otherwise it is computed here.
+    ``chains_per_pass``: on the batched path, run the chains in groups of at most this many (the
+    same traces up to floating-point reassociation; for a device that cannot hold all at once).
     """
     _check_settings(settings)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
@@ -406,7 +409,7 @@ def sample_llc(
         bar = tqdm(total=total, desc=f"SGLD {component or 'model'}", disable=not progress, mininterval=1.0)
     try:
         if use_batched:
-            traces = run_chains_batched(work, masks, feeds, loss_fn, settings, dev, bar)
+            traces = run_chains_batched(work, masks, feeds, loss_fn, settings, dev, bar, chains_per_pass)
         else:
             traces = np.stack([_run_chain(work, params, feeds[c], loss_fn, settings, c, dev, bar,
                                           reference=rows[c] if inline else None)
@@ -508,6 +511,7 @@ def estimate_llc(
     bar: tqdm | None = None,
     baseline: np.ndarray | None = None,
     layer_inputs: LayerInputs | None = None,
+    chains_per_pass: int | None = None,
 ) -> LLCResult:
     """The (weight- and data-refined) LLC of a named component of a language model.
 
@@ -518,6 +522,7 @@ def estimate_llc(
     ``layer_inputs``: for a head (or heads) on CPU, the inputs of its layer on each batch, shared
     with the other heads' estimates at the same checkpoint and data (``rllc.model.fused.LayerInputs``;
     the estimate is bit-identical with or without it, only faster).
+    ``chains_per_pass``: see ``sample_llc``.
     """
     masks = component_masks(model, component)
     dev = torch.device(device) if device is not None else next(model.parameters()).device
@@ -534,7 +539,8 @@ def estimate_llc(
     else:
         loss_fn = generator_loss(targets) if targets is not None else next_token_loss
     return sample_llc(model, data, masks, settings, loss_fn, device=device, progress=progress,
-                      component=component, data_name=data_name, bar=bar, baseline=baseline)
+                      component=component, data_name=data_name, bar=bar, baseline=baseline,
+                      chains_per_pass=chains_per_pass)
 
 
 def estimate_components(
@@ -546,6 +552,7 @@ def estimate_components(
     device: str | torch.device | None = None,
     bar: tqdm | None = None,
     baseline: np.ndarray | None = None,
+    chains_per_pass: int | None = None,
 ) -> list[LLCResult]:
     """Several components of one model on one distribution in one batched pass (chains ×
     components stacked with ``torch.func.vmap``: the way to fill a GPU with small estimates).
@@ -554,7 +561,8 @@ def estimate_components(
     ``estimate_llc``, so the results equal those up to floating-point reassociation (a test
     checks the traces). The paired reference (``baseline``) is the same for every component:
     computed once here if not given. Token data only: a generator's predictions (eq. 11) are
-    estimated one component at a time (``estimate_llc``)."""
+    estimated one component at a time (``estimate_llc``). ``chains_per_pass``: run the chains
+    in groups of at most this many, one group after another (see ``run_components_batched``)."""
     _check_settings(settings)
     if not components:
         raise ValueError("no components to estimate")
@@ -568,7 +576,8 @@ def estimate_components(
     feeds = chain_feeds(data, settings)
     start = time.perf_counter()
     baseline, chain_l0, l0 = reference_losses(work, feeds, next_token_loss, settings, dev, baseline)
-    traces = run_components_batched(work, masks_list, feeds, next_token_loss, settings, dev, bar)
+    traces = run_components_batched(work, masks_list, feeds, next_token_loss, settings, dev, bar,
+                                    chains_per_pass=chains_per_pass)
     seconds = (time.perf_counter() - start) / len(components)  # the pass's time, shared out
     results = [make_result(traces[k], chain_l0 if chain_l0 is not None else l0, settings,
                            component_size(work, masks_list[k]), component=c, data=data_name, seconds=seconds,

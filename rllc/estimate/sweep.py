@@ -31,10 +31,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import provenance
-from ..config import Config, SamplerConfig, config_hash
+from ..config import Config, SamplerConfig, config_hash, model_base
 from ..data import tokens as data_mod
 from ..io import read_json, write_json, write_table
-from ..model.build import resolve_device
+from ..model.build import N_LAYERS, resolve_device
 from ..model.checkpoints import CheckpointStore
 from ..model.fused import LayerInputs, SoftTargets, next_token_loss
 from ..run import find_run, identity, load_model, require_run, run_config
@@ -308,8 +308,9 @@ def run_sweep(
             state.clear()
             _run_parallel(run, todo, settings, workers, bar, per_job)
         elif dev.type == "cuda":
-            for chunk in batchable(todo, pass_size(cfg, settings, dev)):
-                run_chunk(run, cfg, chunk, settings, dev, state, bar)
+            plan = pass_plan(cfg, settings, dev, models)
+            for chunk in batchable(todo, plan.components):
+                run_chunk(run, cfg, chunk, settings, dev, state, bar, plan.chains)
         else:
             for job in todo:
                 run_job(run, cfg, job, settings, dev, state, bar)
@@ -335,38 +336,66 @@ def _layer_inputs(job: Job, settings: SamplerConfig, state: dict[Any, Any]) -> L
 
 
 def run_job(run: Path, cfg: Config, job: Job, settings: SamplerConfig, dev: torch.device,
-             state: dict[Any, Any], bar: tqdm | None = None) -> None:
-    """Estimate one job and write its record; ``state`` keeps the last model and the token data."""
+             state: dict[Any, Any], bar: tqdm | None = None, chains_per_pass: int | None = None) -> None:
+    """Estimate one job and write its record; ``state`` keeps the last model and the token data
+    (``chains_per_pass``: on a GPU, the chains in groups of at most this many)."""
     model = _model(run, job, dev, state)
     baseline = paired_baseline(run, cfg, job, settings, dev, state)
     tokens, generator = _data_tensor(cfg, run, job.data, dev, state.setdefault("data", {}))
     result = estimate_llc(model, job.component, tokens, settings, generator=generator,
                           data_name=job.data, device=dev, bar=bar, baseline=baseline,
-                          layer_inputs=_layer_inputs(job, settings, state))
+                          layer_inputs=_layer_inputs(job, settings, state), chains_per_pass=chains_per_pass)
     write_record(run, cfg, job, settings, result, dev)
 
 
 BATCH_COMPONENTS = 17  # on a GPU, components estimated in one batched pass at most (16 heads and the full model)
-# live float tensors of a chain's vocabulary-sized activations per token in one batched step: the
-# logits, their log-softmax and the gradients of both (the rest of an attention-only model is smaller)
+# What one sequence (a row of one chain's SGLD batch) of a batched step holds live, in float32
+# tensors: the vocabulary-sized ones (the logits, their log-softmax and the gradients of both) and
+# the attention maps, n_ctx x n_ctx per head and layer (the scores, the masked scores, the
+# softmax pattern, TransformerLens's NaN-guarded pattern, and the gradient of each). The rest of
+# an attention-only model (residual stream, weights) is smaller at every profile's shape. At the
+# paper's shape this counts 619 MB a sequence; one batched step measured on CPU took 0.97-1.20x that
+# (docs/results-cpu.md), where the logits alone (the old estimate) were 7-9x too low.
 LOGIT_COPIES = 4
+ATTENTION_COPIES = 8
 
 
-def components_per_pass(n_ctx: int, d_vocab: int, settings: SamplerConfig, free_bytes: int,
-                        fraction: float = 0.5, cap: int = BATCH_COMPONENTS) -> int:
-    """How many components one batched pass can hold in ``fraction`` of ``free_bytes`` of device
-    memory: each stacks ``settings.chains`` chains whose logits ([batch, n_ctx, d_vocab] floats,
-    ``LOGIT_COPIES`` of them) dominate. At the paper's shape (4 chains x 32 x 1024 x 5,000) a
-    component needs ~10.5 GB, so a 141 GB device takes 6 at a time; the cpu shape takes ``cap``."""
-    per_component = settings.chains * settings.batch_size * n_ctx * d_vocab * 4 * LOGIT_COPIES
-    return max(1, min(cap, int(fraction * free_bytes // max(per_component, 1))))
+def sequence_bytes(n_layers: int, n_heads: int, n_ctx: int, d_vocab: int) -> int:
+    """Device memory one sequence of a batched SGLD step needs (see ``ATTENTION_COPIES``)."""
+    return 4 * (LOGIT_COPIES * n_ctx * d_vocab + ATTENTION_COPIES * n_layers * n_heads * n_ctx * n_ctx)
 
 
-def pass_size(cfg: Config, settings: SamplerConfig, dev: torch.device) -> int:
-    """Components per batched pass on ``dev`` (a CUDA device: from its free memory now; the
-    profile's vocabulary size bounds the model's)."""
+@dataclass(frozen=True)
+class PassPlan:
+    """How a GPU sweep groups its work: ``components`` per batched pass, and each component's
+    chains in groups of ``chains`` (all of them, unless one component's chains do not fit)."""
+
+    components: int
+    chains: int
+
+
+def plan_passes(n_layers: int, n_heads: int, n_ctx: int, d_vocab: int, settings: SamplerConfig,
+                free_bytes: int, fraction: float = 0.5, cap: int = BATCH_COMPONENTS) -> PassPlan:
+    """The largest passes that fit in ``fraction`` of ``free_bytes`` by ``sequence_bytes``: as many
+    whole components (``settings.chains`` x ``batch_size`` sequences each) as fit, at most ``cap``;
+    when not even one fits, one component with as many chains at a time as fit (at least one).
+
+    At the paper's shape (2 layers x 8 heads, n_ctx 1024, vocabulary 5,000; 4 chains x 32) a
+    component needs 79 GB, so an H200 (141 GB free) runs it 3 chains at a time, an H100 (80 GB) 2."""
+    budget = fraction * free_bytes
+    per_chain = settings.batch_size * sequence_bytes(n_layers, n_heads, n_ctx, d_vocab)
+    per_component = settings.chains * per_chain
+    if per_component <= budget:
+        return PassPlan(max(1, min(cap, int(budget // per_component))), settings.chains)
+    return PassPlan(1, max(1, min(settings.chains, int(budget // per_chain))))
+
+
+def pass_plan(cfg: Config, settings: SamplerConfig, dev: torch.device, models: Iterable[str] = ("L2",)) -> PassPlan:
+    """The pass plan on ``dev`` (a CUDA device: from its free memory now) for the deepest of
+    ``models``; the profile's vocabulary size bounds the model's."""
     free, _ = torch.cuda.mem_get_info(dev)
-    return components_per_pass(cfg.model.n_ctx, cfg.tokenizer.vocab_size, settings, free)
+    n_layers = max(N_LAYERS[model_base(m)] for m in models)
+    return plan_passes(n_layers, cfg.model.n_heads, cfg.model.n_ctx, cfg.tokenizer.vocab_size, settings, free)
 
 
 def batchable(jobs: Sequence[Job], size: int = BATCH_COMPONENTS) -> list[list[Job]]:
@@ -385,7 +414,7 @@ def batchable(jobs: Sequence[Job], size: int = BATCH_COMPONENTS) -> list[list[Jo
 
 
 def run_jobs_batched(run: Path, cfg: Config, jobs: Sequence[Job], settings: SamplerConfig, dev: torch.device,
-                     state: dict[Any, Any], bar: tqdm | None = None) -> None:
+                     state: dict[Any, Any], bar: tqdm | None = None, chains_per_pass: int | None = None) -> None:
     """Estimate jobs of one model, checkpoint and token distribution in one batched pass
     (``llc.estimate_components``: chains × components on a GPU) and write their records."""
     first = jobs[0]
@@ -397,18 +426,38 @@ def run_jobs_batched(run: Path, cfg: Config, jobs: Sequence[Job], settings: Samp
     if generator is not None:
         raise ValueError("generator distributions are estimated one component at a time")
     results = estimate_components(model, [j.component for j in jobs], tokens, settings, data_name=first.data,
-                                  device=dev, bar=bar, baseline=baseline)
+                                  device=dev, bar=bar, baseline=baseline, chains_per_pass=chains_per_pass)
     for job, result in zip(jobs, results, strict=True):
         write_record(run, cfg, job, settings, result, dev)
 
 
 def run_chunk(run: Path, cfg: Config, jobs: Sequence[Job], settings: SamplerConfig, dev: torch.device,
-              state: dict[Any, Any], bar: tqdm | None = None) -> None:
-    """One chunk of :func:`batchable`: a batched pass, or a single job on its own."""
-    if len(jobs) > 1:
-        run_jobs_batched(run, cfg, jobs, settings, dev, state, bar)
-    else:
-        run_job(run, cfg, jobs[0], settings, dev, state, bar)
+              state: dict[Any, Any], bar: tqdm | None = None, chains_per_pass: int | None = None) -> None:
+    """One chunk of :func:`batchable`: a batched pass, or a single job on its own.
+
+    A GPU that runs out of memory anyway (``sequence_bytes`` is an estimate) gets the chunk
+    again in two halves, and a single component its chains in groups half as large, down to one
+    chain a pass; records already written are kept. The records do not depend on the split."""
+    try:
+        if len(jobs) > 1:
+            run_jobs_batched(run, cfg, jobs, settings, dev, state, bar, chains_per_pass)
+        else:
+            run_job(run, cfg, jobs[0], settings, dev, state, bar, chains_per_pass)
+    except torch.OutOfMemoryError:
+        if dev.type != "cuda":
+            raise
+        torch.cuda.empty_cache()
+        chains = chains_per_pass or settings.chains
+        if len(jobs) > 1:
+            half = len(jobs) // 2
+            for part in (jobs[:half], jobs[half:]):
+                run_chunk(run, cfg, part, settings, dev, state, bar, chains_per_pass)
+        elif chains > 1:
+            run_chunk(run, cfg, jobs, settings, dev, state, bar, chains // 2)
+        else:
+            raise torch.OutOfMemoryError(
+                f"one SGLD chain of {settings.batch_size} sequences of {cfg.model.n_ctx} tokens does not fit in "
+                f"{dev}'s memory: lower sampler.batch_size in the profile, or use a device with more memory") from None
 
 
 _WORKER: dict[str, Any] = {}
