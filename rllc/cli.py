@@ -236,6 +236,10 @@ def cmd_publish(args: argparse.Namespace) -> None:
     notebooks = [p for p in written if p.suffix == ".ipynb"]
     size = sum(p.stat().st_size for p in written) / 1e6
     print(f"{len(notebooks)} notebooks and {len(written) - len(notebooks)} other files ({size:.1f} MB) in {args.out}")
+    if args.readme:
+        from .report.publish import update_readme
+
+        print(f"results written into {update_readme(args.readme, args.run_dir)}")
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -335,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "stripped, a provenance cell first; with the book's landing tables")
     sp.add_argument("run_dir", help="a run directory whose notebooks `rllc notebooks` executed")
     sp.add_argument("--out", default="docs/notebooks", help="where they go (default: %(default)s)")
+    sp.add_argument("--readme", default=None, help="also write the run's results (scorecard, claims by seed, "
+                                                   "times) between the results markers of this README")
     sp.set_defaults(func=cmd_publish)
 
     sp = sub.add_parser("describe", help="print the resolved configuration and parameter counts as JSON")

@@ -56,3 +56,30 @@ def test_a_notebook_without_provenance_or_a_run_without_notebooks_is_refused(tmp
     _executed(tmp_path / "run" / "notebooks" / "00_train.ipynb", with_provenance=False)
     with pytest.raises(publish.NotPublishable, match="carries no execution provenance"):
         publish.publish(tmp_path / "run", tmp_path / "out")
+
+
+def test_the_readme_results_block_is_written_from_the_run_between_its_markers(tmp_path):
+    run = tmp_path / "run"
+    _executed(run / "notebooks" / "00_train.ipynb")
+    _executed(run / "notebooks" / "01_llc_theory.ipynb")
+    tables.write(run, "claims", pd.DataFrame({"claim": ["1. x", "2. y"], "status": ["pass", "fail"],
+                                              "value": ["4", "1"], "threshold": [">= 4", ">= 2"],
+                                              "notebook": ["01", "01"], "diagnosis": [None, "noise: z"]}))
+    tables.write(run, "claims_by_seed", pd.DataFrame({"claim": ["1. x"], "n_seeds": [3], "n_pass": [2],
+                                                      "n_decided": [3], "holds": ["2 of 3"], "pass_seeds": ["1 2"],
+                                                      "fail_seeds": ["3"], "undefined_seeds": [None],
+                                                      "main_scorecard": ["pass"]}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# t\n\nbefore\n{publish.README_START}\nold numbers\n{publish.README_END}\nafter\n")
+    publish.update_readme(readme, run)
+    text = readme.read_text()
+    assert "old numbers" not in text and text.startswith("# t\n\nbefore\n") and text.endswith("after\n")
+    assert "| 2. y | fail | 1 | >= 2 | noise: z |" in text and "| 1. x | 2 of 3 | 1 2 | 3 |  |" in text
+    assert "| 00_train | 1.0 |" in text and "| sum | 2.0 (0 h 2 min) |" in text  # 61 s each
+    assert "Profile `ci`" in text
+    again = readme.read_text()
+    publish.update_readme(readme, run)
+    assert readme.read_text() == again  # rewriting changes nothing
+    readme.write_text("# no markers\n")
+    with pytest.raises(publish.NotPublishable, match="lacks the results markers"):
+        publish.update_readme(readme, run)

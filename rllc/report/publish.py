@@ -6,6 +6,10 @@ status, execution timestamps, widget state), and opens it with a provenance cell
 profile, date, machine and package versions that the runner stored in its metadata
 (``rllc.runner.execution_provenance``). Beside the notebooks it writes ``landing.md``, the book's
 landing tables (scorecard, claims by seed, the headline figure), all read from the run's tables.
+
+:func:`update_readme` writes the same results into the README between two marker lines: the
+scorecard, claims by seed, the claims under both head-type rules and each notebook's fresh time,
+under one line of provenance, so that no number in the README is typed by hand.
 """
 
 from __future__ import annotations
@@ -75,6 +79,11 @@ def publish_notebook(source: Path, out: Path) -> Path:
     return write_text(out, nbformat.writes(nb))
 
 
+README_START = ("<!-- rllc publish --readme: the run's results start here "
+                "(generated: edit nothing before the end marker) -->")
+README_END = "<!-- rllc publish --readme: end -->"
+
+
 def _markdown_table(df: pd.DataFrame) -> str:
     cells = df.astype(str).map(lambda s: s.replace("|", "\\|").replace("\n", " "))
     head = "| " + " | ".join(map(str, df.columns)) + " |"
@@ -94,6 +103,64 @@ def landing_markdown(run: Path, figure: str | None) -> str:
     if figure:
         parts += ["## The headline figure", "", f"![wrLLC of every head over training]({figure})", ""]
     return "\n".join(parts)
+
+
+def _provenance_of(sources: list[Path]) -> pd.DataFrame:
+    rows = []
+    for source in sources:
+        meta = dict(nbformat.read(source, as_version=4).metadata.get("rllc") or {})
+        if not meta:
+            raise NotPublishable(f"{source} carries no execution provenance; execute it again with `rllc notebooks`")
+        rows.append({"notebook": source.stem, "commit": (meta.get("commit") or "no git")[:7]
+                     + ("+" if meta.get("dirty") else ""), "profile": meta.get("profile", "?"),
+                     "started": str(meta.get("started", "?"))[:16].replace("T", " "),
+                     "minutes": float(meta.get("seconds", float("nan"))) / 60, "machine": meta.get("machine", "?")})
+    return pd.DataFrame(rows)
+
+
+def results_markdown(run: Path) -> str:
+    """The README's results block: provenance, scorecard, claims by seed, claims under both type
+    rules, and the fresh time of each notebook with their sum, all read from ``run``."""
+    sources = sorted((run / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if not sources:
+        raise NotPublishable(f"{run / 'notebooks'} holds no executed notebook; run `rllc notebooks` first")
+    prov = _provenance_of(sources)
+    commits = ", ".join(f"`{c}`" for c in dict.fromkeys(prov["commit"]))
+    machines = "; ".join(dict.fromkeys(prov["machine"]))
+    parts = [f"Profile `{prov['profile'].iloc[0]}`, notebooks {prov['notebook'].iloc[0][:2]}–"
+             f"{prov['notebook'].iloc[-1][:2]} executed {prov['started'].min()} to {prov['started'].max()} UTC "
+             f"at commit {commits} on {machines} (a `+` marks uncommitted changes).", ""]
+    card = tables.read(run, "claims")
+    cols = [c for c in ("claim", "status", "value", "threshold", "diagnosis") if c in card]
+    parts += ["**Scorecard**", "", _markdown_table(card[cols].fillna("")), ""]
+    by_seed = tables.read_optional(run, "claims_by_seed")
+    if by_seed is not None and len(by_seed):
+        cols = [c for c in ("claim", "holds", "pass_seeds", "fail_seeds", "undefined_seeds") if c in by_seed]
+        parts += ["**Claims by seed** (06's protocol)", "", _markdown_table(by_seed[cols].fillna("")), ""]
+    rules = tables.read_optional(run, "claims_by_type_rule")
+    if rules is not None and len(rules):
+        parts += ["**Claims under both head-type rules**", "",
+                  _markdown_table(rules[["claim", "rule", "status", "value"]].fillna("")), ""]
+    times = prov[["notebook", "minutes"]].copy()
+    total = times["minutes"].sum()
+    times["minutes"] = times["minutes"].map(lambda m: f"{m:.1f}")
+    times.loc[len(times)] = ["sum", f"{total:.1f} ({int(total // 60)} h {int(round(total % 60))} min)"]
+    parts += ["**Time per notebook** as executed (wall time, from each notebook's provenance)", "",
+              _markdown_table(times), ""]
+    return "\n".join(parts)
+
+
+def update_readme(readme: str | Path, run_dir: str | Path) -> Path:
+    """Replace what lies between the README's two marker lines with :func:`results_markdown`."""
+    path = Path(readme)
+    text = path.read_text()
+    if text.count(README_START) != 1 or text.count(README_END) != 1 or text.index(README_START) > text.index(
+            README_END):
+        raise NotPublishable(f"{path} lacks the results markers (one line each, in this order): "
+                             f"{README_START!r} and {README_END!r}")
+    head, rest = text.split(README_START)
+    _, tail = rest.split(README_END)
+    return write_text(path, f"{head}{README_START}\n{results_markdown(Path(run_dir))}{README_END}{tail}")
 
 
 def publish(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
