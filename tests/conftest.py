@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -12,6 +13,12 @@ from rllc import config
 from rllc.data import tokens as data
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*")
+
+# Under pytest-xdist each worker takes an equal share of the cores (the tests' models are small:
+# n workers with one thread each get through more than one process with every thread). A test
+# that compares results computed in this process sets its own thread count where it matters.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 @pytest.fixture(scope="session")
