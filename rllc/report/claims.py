@@ -269,7 +269,9 @@ def scorecard(run_dir: str | Path, study_rows: str | Path = study.STUDY_ROWS) ->
         rows.append({"claim": c.name, "status": status, "value": value, "threshold": threshold,
                      "notebook": c.notebook})
     card = pd.DataFrame(rows, columns=COLUMNS)
-    found = diagnoses.diagnose(run, MIN_STAGES).set_index("claim")
+    found = diagnoses.diagnose(run, MIN_STAGES, min_turning=MIN_TURNING, min_tracking_rho=MIN_TRACKING_RHO,
+                               min_order_rho=MIN_ORDER_RHO, min_ari=MIN_ARI,
+                               transfer_algorithm=TRANSFER_ALGORITHM).set_index("claim")
     number = card["claim"].str.split(".").str[0]
     card["diagnosis"] = [f"{found.at[n, 'diagnosis']}: {found.at[n, 'evidence']}" if n in found.index else ""
                          for n in number]

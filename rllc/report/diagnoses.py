@@ -22,14 +22,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from ..analysis import agreement, noise
+from ..config import CircuitConfig
+from ..run import run_config
 from . import tables
 
 RESOLVED_SHARE = 0.5  # a curve is resolved when at least half its neighbouring differences exceed 2 SE
 RESOLVED_RATIO = 2.0  # heads of a layer are resolved when their spread is at least 2 typical SEs
 SIGNIFICANT = 0.05  # a variant or feature separates types when its (Bonferroni) p-value is below this
 RISING_Z = 2.0  # a score still rises at the end when its last-window change exceeds this many SEs
+END_SHARE = 0.1  # a curve whose minimum lies in the last tenth of the steps considered still falls at the end
 
 COLUMNS = ["claim", "diagnosis", "evidence"]
 
@@ -150,8 +155,175 @@ def timing(run: Path) -> Diagnosis | None:
     return Diagnosis("5", label, "; ".join(parts))
 
 
-def diagnose(run_dir: str | Path, min_stages: int) -> pd.DataFrame:
-    """The diagnoses the run's tables allow, one row per claim (claim, diagnosis, evidence)."""
+def _share(mask: pd.Series) -> float:
+    return float(mask.mean()) if len(mask) else float("nan")
+
+
+def composition(run: Path, min_turning: float) -> Diagnosis | None:
+    """Claim 7. Reads composition_turnaround, composition_coupling and composition_L2 (the raw
+    K-composition of each pair over checkpoints). Composition scores carry no sampling error, only
+    checkpoint-to-checkpoint jitter: a pair's noise is ``noise.difference_sd`` of its raw curve
+    from the turnaround's first step on. Over the pairs that do not turn around: ``scale (training
+    length)`` when at least half of them have their minimum in the last ``END_SHARE`` of the steps
+    considered (the composition still falls when the run ends); ``noise`` when for at least half of
+    them the recovery the rule asks for (``circuit.recovery_fraction`` of the fall) is within two
+    noise SDs of zero, so that a turnaround could not be told from the jitter; ``scale`` otherwise
+    (falls the jitter resolves, which do not come back). When enough pairs turn and the claim fails
+    on the spread of their minima or on the coupling ratio: ``scale``, the evidence naming which."""
+    turn, coup = _read(run, "composition_turnaround"), _read(run, "composition_coupling")
+    comp = _read(run, "composition_L2")
+    if turn is None or coup is None or comp is None or turn.empty:
+        return None
+    cfg = run_config(run) if (run / "config.yaml").exists() else None
+    fraction = (cfg.circuit if cfg is not None else CircuitConfig()).recovery_fraction
+    start = max(1, cfg.train.warmup_steps) if cfg is not None else 1  # as 04 (the end of the warm-up on)
+    k = comp[(comp["mode"] == "K") & (comp["variant"] == "raw") & (comp["step"] >= start)]
+    considered = np.sort(k["step"].unique())
+    end_from = considered[0] + (1 - END_SHARE) * (considered[-1] - considered[0])
+    sd = {}
+    for (src, dst), d in k.groupby(["src", "dst"]):
+        values = d.sort_values("step")["score"].to_numpy(float)
+        sd[(src, dst)] = noise.difference_sd(values) if len(values) >= 5 else float("nan")
+    turn = turn.assign(noise_sd=[sd.get((r.src, r.dst), float("nan")) for r in turn.itertuples()])
+    stay = turn[~turn["turns"].astype(bool)]
+    at_end = _share(stay["min_step"] >= end_from)
+    known = stay[stay["noise_sd"].notna()]  # the jitter needs five checkpoints
+    unresolved = _share(fraction * known["fall"] < 2 * known["noise_sd"])
+    ratio = float(coup["ratio"].iloc[0])
+    parts = [f"{int(turn['turns'].sum())} of {len(turn)} pairs turn (at least {min_turning:.0%} needed)",
+             f"of the {len(stay)} that do not, {at_end:.0%} have their minimum in the last {END_SHARE:.0%} of the "
+             f"steps (from {int(end_from):,}) and {unresolved:.0%} of the {len(known)} with a measurable jitter need a "
+             f"recovery within 2 SD of it "
+             f"(median jitter {float(turn['noise_sd'].median()):.4f}, median fall {float(stay['fall'].median()):.4f}, "
+             f"median recovery {float(stay['recovery'].median()):.4f} against {fraction:.0%} of the fall needed)",
+             f"coupling ratio {ratio:.2f}"]
+    if _share(turn["turns"].astype(bool)) >= min_turning:
+        label = "scale"
+        parts.append("enough pairs turn: the claim fails on the spread of their minima or on the coupling")
+    elif at_end >= 0.5:
+        label = "scale (training length)"
+    elif unresolved >= 0.5:
+        label = "noise"
+    else:
+        label = "scale"
+    return Diagnosis("7", label, "; ".join(parts))
+
+
+def _resolved_along(curves: pd.DataFrame, value: str, se: str) -> float:
+    """The share of neighbouring-checkpoint differences more than 2 SE wide, pooled over curves."""
+    along = [noise.along_curve(g, value, se) for _, g in curves.groupby("component") if len(g) > 1]
+    z = pd.concat(along)["z"] if along else pd.Series(dtype=float)
+    return _share(z.abs() > 2)
+
+
+def hessian_tracking(run: Path, min_rho: float) -> Diagnosis | None:
+    """Claim 8. Reads measure_tracking, hessian_trace_L2 (training data) and wrllc_L2.
+    ``noise`` when fewer than ``RESOLVED_SHARE`` of the neighbouring-checkpoint differences of the
+    heads' trace curves, or of their wrLLC curves, exceed 2 SE (the shapes compared are not
+    resolved); ``method`` when the heads' median Spearman ρ clears ``min_rho`` but not the median ρ
+    with the other heads of their layer (the curves share one trend and the procedure cannot tell a
+    head's own from it); ``scale`` otherwise. A pass is ``none``."""
+    track, trace, wr = _read(run, "measure_tracking"), _read(run, "hessian_trace_L2"), _read(run, "wrllc_L2")
+    if track is None or trace is None or wr is None:
+        return None
+    track = track[track["measure"] == agreement.HESSIAN_TRACE]
+    if track.empty or track["rho"].isna().all():
+        return None
+    heads = trace[(trace["data"] == "train") & trace["component"].str.fullmatch(r"\d+:\d+")]
+    wr_heads = wr[wr["component"].str.fullmatch(r"\d+:\d+")]
+    trace_share = _resolved_along(heads, "value", "se")
+    wr_share = _resolved_along(wr_heads, "llc_mean", "llc_sem")
+    med, null = float(track["rho"].median()), float(track["null_median"].median())
+    parts = [f"median ρ {med:.2f} with the own wrLLC, {null:.2f} with the other heads' curves",
+             f"{trace_share:.0%} of the trace curves' and {wr_share:.0%} of the wrLLC curves' neighbouring "
+             f"differences exceed 2 SE"]
+    if med >= min_rho and med > null:
+        label = "none"
+    elif not (trace_share >= RESOLVED_SHARE and wr_share >= RESOLVED_SHARE):
+        label = "noise"
+    elif med >= min_rho:
+        label = "method"
+    else:
+        label = "scale"
+    return Diagnosis("8", label, "; ".join(parts))
+
+
+def _spread(values: pd.Series, ses: pd.Series) -> float:
+    med = float(ses.median())
+    return float(values.std(ddof=1)) / med if med > 0 else float("inf")
+
+
+def ablation_order(run: Path, min_rho: float) -> Diagnosis | None:
+    """Claim 9. Reads measure_agreement (resample ablation), ablation_L2 and wrllc_L2 at their
+    last checkpoints. ``noise`` when the heads' spread of final resample-ablation scores, or of
+    final wrLLCs, is below ``RESOLVED_RATIO`` typical SEs (the orders compared are not resolved);
+    ``method`` when ρ clears ``min_rho`` within every layer but not over all heads (the ordering
+    holds inside the layers and the layers' offsets break it); ``scale`` otherwise. A pass is
+    ``none``."""
+    order, abl, wr = _read(run, "measure_agreement"), _read(run, "ablation_L2"), _read(run, "wrllc_L2")
+    if order is None or abl is None or wr is None:
+        return None
+    order = order[order["measure"] == agreement.RESAMPLE].set_index("scope")
+    if "all" not in order.index or np.isnan(order.loc["all", "rho"]):
+        return None
+    res = abl[(abl["kind"] == "resample") & (abl["step"] == abl["step"].max())]
+    wr_heads = wr[wr["component"].str.fullmatch(r"\d+:\d+")]
+    wr_last = wr_heads[wr_heads["step"] == wr_heads["step"].max()]
+    abl_ratio, wr_ratio = _spread(res["score"], res["se"]), _spread(wr_last["llc_mean"], wr_last["llc_sem"])
+    rho = float(order.loc["all", "rho"])
+    within = order.drop(index="all")["rho"]
+    parts = [f"ρ {rho:.2f} over all heads; within layers " + ", ".join(f"{s} {r:.2f}" for s, r in within.items()),
+             f"the heads' final spread is {abl_ratio:.1f} SE (resample ablation) and {wr_ratio:.1f} SE (wrLLC)"]
+    if rho >= min_rho:
+        label = "none"
+    elif not (abl_ratio >= RESOLVED_RATIO and wr_ratio >= RESOLVED_RATIO):
+        label = "noise"
+    elif len(within) and bool((within >= min_rho).all()):
+        label = "method"
+    else:
+        label = "scale"
+    return Diagnosis("9", label, "; ".join(parts))
+
+
+def transfer(run: Path, min_ari: float, algorithm: str) -> Diagnosis | None:
+    """Claim 10, per layer. Reads cluster_transfer and clusters_ari_wr (seed 1's own clusters
+    against its types, k = its number of types). Transfer cannot recover types that seed 1's own
+    clusters do not: where seed 1's ARI is below ``min_ari`` the layer carries claim 3's diagnosis
+    of that layer (``as claim 3: ...``); where seed 1's clusters recover its types and the other
+    seeds' do not: ``scale`` (the seeds' heads differ), with the number of off-type heads."""
+    t, own = _read(run, "cluster_transfer"), _read(run, "clusters_ari_wr")
+    if t is None or own is None or t.empty:
+        return None
+    t = t[(t["algorithm"] == algorithm) & t["matches_types"].astype(bool)].dropna(subset=["ari"])
+    own = own[(own["algorithm"] == "consensus") & own["matches_types"].astype(bool)]
+    if t.empty:
+        return None
+    c3 = clusters(run)
+    c3_labels = dict(lab.split(" ", 1) for lab in c3.diagnosis.split("; ")) if c3 is not None else {}
+    labels, parts = [], []
+    for layer, g in t.groupby("layer"):
+        mine = own[own["layer"] == layer]
+        ari1 = float(mine["ari"].iloc[0]) if len(mine) else float("nan")
+        parts.append(f"layer {layer}: seed 1's own clusters ARI {ari1:.2f}; transfer "
+                     + ", ".join(f"{r.run} {r.ari:.2f} ({int(r.n_exceptions)} of {int(r.n_heads)} heads off-type)"
+                                 for r in g.itertuples()))
+        if float(g["ari"].median()) >= min_ari:
+            continue
+        if np.isnan(ari1):
+            labels.append(f"L{layer} scale (seed 1's layer has one type, the other seeds' more)")
+        elif ari1 < min_ari:
+            labels.append(f"L{layer} as claim 3 ({c3_labels.get(f'L{layer}', 'not diagnosed')})")
+        else:
+            labels.append(f"L{layer} scale")
+    return Diagnosis("10", "; ".join(labels) or "none", "; ".join(parts))
+
+
+def diagnose(run_dir: str | Path, min_stages: int, *, min_turning: float = 2 / 3, min_tracking_rho: float = 0.5,
+             min_order_rho: float = 0.6, min_ari: float = 0.5, transfer_algorithm: str = "kshape") -> pd.DataFrame:
+    """The diagnoses the run's tables allow, one row per claim (claim, diagnosis, evidence). The
+    thresholds are the scorecard's (``rllc.report.claims`` passes its own)."""
     run = Path(run_dir)
-    found = [d for d in (stages(run, min_stages), clusters(run), timing(run)) if d is not None]
+    found = [d for d in (stages(run, min_stages), clusters(run), timing(run), composition(run, min_turning),
+                         hessian_tracking(run, min_tracking_rho), ablation_order(run, min_order_rho),
+                         transfer(run, min_ari, transfer_algorithm)) if d is not None]
     return pd.DataFrame([d.__dict__ for d in found], columns=COLUMNS)
