@@ -77,8 +77,9 @@ display(Markdown(f"**Induction heads{' (candidates: none clears the threshold)' 
 # ## 2. Per-head drLLC on held-out code (Figure 3 analogue)
 #
 # For every head and checkpoint (the same checkpoints as the wrLLC of `02`, whose estimates are
-# reused from the cache) we estimate the drLLC on Python's test suite and on Rust's standard
-# library (a language the model never saw), and the ratio drLLC / wrLLC.
+# reused from the cache) we estimate the drLLC on each held-out code set of `llc.head_dr_data`
+# (by default Python's test suite, as the paper uses one code set; add `rust_stdlib`, a language
+# the model never saw, to compare a second) and the ratio drLLC / wrLLC.
 
 # %%
 available = data.available_distributions(cfg)
