@@ -20,7 +20,7 @@ BOOK_NOTEBOOKS ?= docs/notebooks
 BOOK_DIR ?= build/book
 MATHJAX_VERSION := 3.2.2
 
-.PHONY: venv data train reproduce notebooks test test-units test-ci-series test-smoke-series lint unit bench clean book book-check publish
+.PHONY: venv data train reproduce notebooks test test-ci-series test-smoke-series lint unit bench clean book book-check publish
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,35 +44,33 @@ reproduce: venv
 
 notebooks: reproduce
 
-# The test command: lint, unit tests (the import-layer test among them), every notebook under
-# Papermill with profiles/ci.yaml and then nbval (lax) over the executed notebooks, and the same at
-# the paper's shapes with tiny counts (profiles/paper-smoke.yaml: the GPU user's path, on CPU).
+# The test command: lint, unit tests (the import-layer test among them), then every notebook
+# under Papermill with profiles/ci.yaml, then nbval (lax) over the executed notebooks; the same at the
+# paper's shapes with tiny counts (profiles/paper-smoke.yaml: the GPU user's path, on CPU).
 # Then the book is built from the ci run's executed notebooks and checked in headless Chromium.
-# Small models use a second thread poorly, so the three parts run at once as one-thread processes
-# (the unit tests on TEST_JOBS pytest-xdist workers); TEST_JOBS=1 runs them one after another with
-# every thread. Both profiles' data are prepared first, once, for all of them.
+# Small models use a second thread poorly, so the work runs as two one-thread streams: the unit
+# tests on two pytest-xdist workers, then the two notebook series side by side (TEST_JOBS=1: one
+# stream with every thread). Both profiles' data are prepared first, once, for all of them.
 TEST_JOBS ?= 2
-ONE_THREAD = $(if $(filter 1,$(TEST_JOBS)),,OMP_NUM_THREADS=1)
 test: venv
 	$(BIN)/ruff check rllc tests notebooks benchmarks
 	$(BIN)/rllc data --profile ci
 	$(BIN)/rllc data --profile profiles/paper-smoke.yaml
-	$(MAKE) $(if $(filter 1,$(TEST_JOBS)),,-j3) --output-sync=target test-units test-ci-series test-smoke-series
+	$(BIN)/python -m pytest tests -m "not book" --durations=15 $(if $(filter 1,$(TEST_JOBS)),,-n $(TEST_JOBS))
+	$(MAKE) -j$(TEST_JOBS) --output-sync=target test-ci-series test-smoke-series
 	$(BIN)/rllc publish runs/ci-test --out build/ci-notebooks
 	$(MAKE) book BOOK_NOTEBOOKS=build/ci-notebooks
 	$(MAKE) book-check
 
-test-units: venv
-	$(ONE_THREAD) $(BIN)/python -m pytest tests -m "not book" --durations=15 $(if $(filter 1,$(TEST_JOBS)),,-n $(TEST_JOBS))
-
-# one notebook series and its nbval
+# one notebook series and its nbval, one thread when the series run side by side
+SERIES_THREADS = $(if $(filter 1,$(TEST_JOBS)),,OMP_NUM_THREADS=1)
 test-ci-series: venv
-	$(ONE_THREAD) $(BIN)/rllc notebooks --profile ci --run-dir runs/ci-test --quiet
-	$(ONE_THREAD) $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider runs/ci-test/notebooks
+	$(SERIES_THREADS) $(BIN)/rllc notebooks --profile ci --run-dir runs/ci-test --quiet
+	$(SERIES_THREADS) $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider runs/ci-test/notebooks
 
 test-smoke-series: venv
-	$(ONE_THREAD) $(BIN)/rllc notebooks --profile profiles/paper-smoke.yaml --run-dir runs/paper-smoke-test --quiet
-	$(ONE_THREAD) $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider runs/paper-smoke-test/notebooks
+	$(SERIES_THREADS) $(BIN)/rllc notebooks --profile profiles/paper-smoke.yaml --run-dir runs/paper-smoke-test --quiet
+	$(SERIES_THREADS) $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider runs/paper-smoke-test/notebooks
 
 # The reader's edition of the default run: its executed notebooks into docs/notebooks, then the book
 publish: venv
