@@ -196,7 +196,8 @@ def composition(run: Path, min_turning: float) -> Diagnosis | None:
              + (f"{unresolved:.0%} of the {len(known)} with a measurable jitter need a recovery within 2 SD of it "
                 if len(known) else "none has the five checkpoints its jitter needs ")
              + f"(median jitter {float(turn['noise_sd'].median()):.4f}, "
-             f"median fall {float(stay['fall'].median()):.4f}, median recovery {float(stay['recovery'].median()):.4f} against {fraction:.0%} of the fall needed)",
+             f"median fall {float(stay['fall'].median()):.4f}, "
+             f"median recovery {float(stay['recovery'].median()):.4f} against {fraction:.0%} of the fall needed)",
              f"coupling ratio {ratio:.2f}"]
     if _share(turn["turns"].astype(bool)) >= min_turning:
         label = "scale"
