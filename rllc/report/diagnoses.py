@@ -214,8 +214,7 @@ def composition(run: Path, min_turning: float) -> Diagnosis | None:
 def _resolved_along(curves: pd.DataFrame, value: str, se: str) -> float:
     """The share of neighbouring-checkpoint differences more than 2 SE wide, pooled over curves."""
     along = [noise.along_curve(g, value, se) for _, g in curves.groupby("component") if len(g) > 1]
-    z = pd.concat(along)["z"] if along else pd.Series(dtype=float)
-    return _share(z.abs() > 2)
+    return float(noise.summary(along=pd.concat(along))["share_above_2se"].iloc[0]) if along else float("nan")
 
 
 def hessian_tracking(run: Path, min_rho: float) -> Diagnosis | None:
