@@ -48,15 +48,16 @@ notebooks: reproduce
 # under Papermill with profiles/ci.yaml, then nbval (lax) over the executed notebooks; the same at the
 # paper's shapes with tiny counts (profiles/paper-smoke.yaml: the GPU user's path, on CPU).
 # Then the book is built from the ci run's executed notebooks and checked in headless Chromium.
-# Small models use a second thread poorly, so the work runs as two one-thread streams: the unit
-# tests on two pytest-xdist workers, then the two notebook series side by side (TEST_JOBS=1: one
-# stream with every thread). Both profiles' data are prepared first, once, for all of them.
+# Small models use a second thread poorly, so the work runs as two one-thread streams: the quick unit
+# tests on two pytest-xdist workers, then the two notebook series side by side, the slow tests (SLURM,
+# known learning coefficients, resumed training) after the ci series, which is the shorter of the two
+# (TEST_JOBS=1: one stream with every thread). Both profiles' data are prepared first, once.
 TEST_JOBS ?= 2
 test: venv
 	$(BIN)/ruff check rllc tests notebooks benchmarks
 	$(BIN)/rllc data --profile ci
 	$(BIN)/rllc data --profile profiles/paper-smoke.yaml
-	$(BIN)/python -m pytest tests -m "not book" --durations=15 $(if $(filter 1,$(TEST_JOBS)),,-n $(TEST_JOBS))
+	$(BIN)/python -m pytest tests -m "not book and not slow" --durations=10 $(if $(filter 1,$(TEST_JOBS)),,-n $(TEST_JOBS))
 	$(MAKE) -j$(TEST_JOBS) --output-sync=target test-ci-series test-smoke-series
 	$(BIN)/rllc publish runs/ci-test --out build/ci-notebooks
 	$(MAKE) book BOOK_NOTEBOOKS=build/ci-notebooks
@@ -67,6 +68,7 @@ SERIES_THREADS = $(if $(filter 1,$(TEST_JOBS)),,OMP_NUM_THREADS=1)
 test-ci-series: venv
 	$(SERIES_THREADS) $(BIN)/rllc notebooks --profile ci --run-dir runs/ci-test --quiet
 	$(SERIES_THREADS) $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider runs/ci-test/notebooks
+	$(SERIES_THREADS) $(BIN)/python -m pytest tests -m "slow" -p no:cacheprovider --durations=10
 
 test-smoke-series: venv
 	$(SERIES_THREADS) $(BIN)/rllc notebooks --profile profiles/paper-smoke.yaml --run-dir runs/paper-smoke-test --quiet
