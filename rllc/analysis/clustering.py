@@ -44,7 +44,10 @@ def _cache_kshape_kernels() -> None:
     for name in ("normalized_cc", "cdist_normalized_cc", "y_shifted_sbd_vec"):
         kernel = getattr(cycc, name, None)
         if kernel is not None and hasattr(kernel, "enable_caching") and not kernel.signatures:
-            kernel.enable_caching()
+            try:
+                kernel.enable_caching()
+            except RuntimeError:  # numba found no writable cache folder: compile per process, as before
+                return
 
 
 _cache_kshape_kernels()
