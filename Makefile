@@ -63,7 +63,7 @@ test: venv
 	$(MAKE) book BOOK_NOTEBOOKS=build/ci-notebooks
 	$(MAKE) book-check
 
-# one notebook series and its nbval, one thread when the series run side by side
+# one notebook series and its nbval (the ci stream then the slow tests), one thread when the streams run side by side
 SERIES_THREADS = $(if $(filter 1,$(TEST_JOBS)),,OMP_NUM_THREADS=1)
 test-ci-series: venv
 	$(SERIES_THREADS) $(BIN)/rllc notebooks --profile ci --run-dir runs/ci-test --quiet

@@ -190,12 +190,11 @@ def composition(run: Path, min_turning: float) -> Diagnosis | None:
     known = stay[stay["noise_sd"].notna()]  # the jitter needs five checkpoints
     unresolved = _share(fraction * known["fall"] < 2 * known["noise_sd"])
     ratio = float(coup["ratio"].iloc[0])
+    jitter = (f"{unresolved:.0%} of the {len(known)} with a measurable jitter need a recovery within 2 SD of it"
+              if len(known) else "none has the five checkpoints its jitter needs")
     parts = [f"{int(turn['turns'].sum())} of {len(turn)} pairs turn (at least {min_turning:.0%} needed)",
              f"of the {len(stay)} that do not, {at_end:.0%} have their minimum in the last {END_SHARE:.0%} of the "
-             f"steps (from {int(end_from):,}) and "
-             + (f"{unresolved:.0%} of the {len(known)} with a measurable jitter need a recovery within 2 SD of it "
-                if len(known) else "none has the five checkpoints its jitter needs ")
-             + f"(median jitter {float(turn['noise_sd'].median()):.4f}, "
+             f"steps (from {int(end_from):,}) and {jitter} (median jitter {float(turn['noise_sd'].median()):.4f}, "
              f"median fall {float(stay['fall'].median()):.4f}, "
              f"median recovery {float(stay['recovery'].median()):.4f} against {fraction:.0%} of the fall needed)",
              f"coupling ratio {ratio:.2f}"]
