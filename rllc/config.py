@@ -227,6 +227,7 @@ class CurvatureConfig:
     rank_margin: float = 0.05  # adaptive: the interval is +-(1 + margin) |lambda|max
     rank_checkpoints: int = 0  # the rank at this many of the curves' checkpoints (0: all)
     lanczos_tol: float = 1e-2  # relative tolerance of the extreme eigenvalues
+    lanczos_vectors: int = 20  # Lanczos vectors of each extreme-eigenvalue search (ARPACK's ncv; >= 2)
     ablation_windows: int = 100  # held-out windows for ablation scores
     ablation_batch: int = 16  # resampling draws from the other windows of a batch of this size
     seed: int = 0  # probes and windows
@@ -492,6 +493,9 @@ def validate(cfg: Config) -> Config:
     if 0 < cfg.llc.head_checkpoints < minimum:
         raise ValueError(f"{where}: llc.head_checkpoints {cfg.llc.head_checkpoints} is below its minimum of {minimum} "
                          f"(06 needs {MIN_HEAD_CHECKPOINTS_AFTER_INIT} after step 0; 0 means every checkpoint)")
+    if cfg.curvature.lanczos_vectors < 2:
+        raise ValueError(f"{where}: curvature.lanczos_vectors {cfg.curvature.lanczos_vectors} must be at least 2 "
+                         "(Lanczos needs one vector more than the one eigenvalue it seeks)")
     return cfg
 
 

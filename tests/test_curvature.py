@@ -91,6 +91,12 @@ def test_top_eigenvalue_finds_the_largest_magnitude():
     lam, products = cv.top_eigenvalue(matvec_of(sym_matrix(eigs, seed=4)), 80, seed=0, tol=1e-6)
     assert lam == pytest.approx(-9.0, rel=1e-3)
     assert 0 < products < 200
+    # fewer Lanczos vectors: the same eigenvalue at a looser tolerance, from fewer products
+    few, few_products = cv.top_eigenvalue(matvec_of(sym_matrix(eigs, seed=4)), 80, seed=0, tol=1e-2, vectors=6)
+    assert few == pytest.approx(-9.0, rel=2e-2)
+    assert 7 <= few_products < products
+    lo, hi, _ = cv.spectrum_ends(matvec_of(sym_matrix(eigs, seed=4)), 80, seed=0, tol=1e-6, vectors=8)
+    assert (lo, hi) == (pytest.approx(-9.0, rel=1e-3), pytest.approx(3.0, rel=1e-3))
 
 
 # ---- the Hessian of a transformer's loss, restricted to a head ----------------------------------
@@ -153,7 +159,11 @@ def test_eigencount_of_a_head_hessian_matches_its_eigenvalues(head_case):
     assert abs(lam) == pytest.approx(np.abs(eigs).max(), rel=1e-3)
     bound = 1.05 * abs(lam)
     theta = 0.1 * bound
-    est = cv.eigencount(op, op.d, threshold=theta, interval=(-bound, bound), degree=80, n_probes=60, seed=0)
+    # the count runs on the dense matrix: the same spectrum (the products equal it, tested above),
+    # at microseconds a product instead of a model's backward pass (4,800 products: 60 s)
+    hd = h.float()
+    est = cv.eigencount(lambda v: hd @ v, op.d, threshold=theta, interval=(-bound, bound), degree=80, n_probes=60,
+                        seed=0)
     near = int((np.abs(eigs - theta) < 0.05 * bound).sum())  # the soft edge counts these about half
     truth = int((eigs > theta).sum())
     assert abs(est.value - truth) < 4 * est.se + 0.5 * near + 0.5, (est.value, truth, est.se, near)
@@ -212,6 +222,39 @@ def test_fisher_trace_of_softmax_regression_in_closed_form():
     by_grad = cv.fisher_trace_by_gradients(model, masks, samples[:1000],
                                            log_prob=lambda m, t: -softmax_loss(m, t) * len(t))
     assert abs(by_grad.value - exact) < 4 * by_grad.se
+
+
+@pytest.mark.parametrize("positions, norm", [("shortformer", "LN"), ("standard", "LN"), ("standard", None)])
+def test_decoding_with_a_kv_cache_gives_the_models_own_logits(positions, norm):
+    """Oracle: TransformerLens' own forward on each prefix, for every position of a full window."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from rllc.model import fused
+
+    model = HookedTransformer(HookedTransformerConfig(
+        n_layers=2, d_model=16, d_head=4, n_heads=3, n_ctx=12, d_vocab=16, attn_only=True, act_fn=None,
+        normalization_type=norm, positional_embedding_type=positions, seed=4))
+    tokens = markov_data(3, n_ctx=12, seed=2)
+    decoder = fused.Decoder(model)
+    with torch.no_grad():
+        reference = model(tokens)  # [batch, pos, vocab]: position t's logits see tokens 0..t only
+    for t in range(tokens.shape[1]):
+        torch.testing.assert_close(decoder.step(tokens[:, t]), reference[:, t], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="context holds 12 positions"):
+        decoder.step(tokens[:, 0])
+
+
+def test_sampling_with_a_kv_cache_draws_the_windows_a_full_forward_draws():
+    """The windows of ``sample_sequences`` (KV-cached) equal those of a loop that reruns the model's
+    own forward on the whole window for each token, under the same generator."""
+    model = tiny_model(seed=6)
+    g = torch.Generator().manual_seed(11)
+    x = torch.full((5, 1), 3, dtype=torch.long)
+    with torch.no_grad():
+        for _ in range(15):
+            p = torch.softmax(model(x)[:, -1].float() / 0.7, -1)
+            x = torch.cat([x, torch.multinomial(p, 1, generator=g)], dim=1)
+    torch.testing.assert_close(cv.sample_sequences(model, 5, 16, prompt=3, seed=11, temperature=0.7), x)
 
 
 def test_sample_sequences_follow_the_model():

@@ -103,15 +103,18 @@ def test_generator_distribution_and_bad_names(trained_run) -> None:
         sweep.run_sweep(trained_run, ["L2"], [5], ["full"], ["train"], FAST, progress=False)
 
 
-def test_llc_command_prints_one_estimate_as_json(trained_run) -> None:
-    cmd = [sys.executable, "-m", "rllc.cli", "llc", "--run-dir", str(trained_run), "--component", "1:0+1:1",
-           "--data", "test", "--chains", "2", "--draws", "4", "--batch-size", "4", "--init-loss-batches", "2",
-           "--quiet"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout)
+def test_llc_command_prints_one_estimate_as_json(trained_run, capsys) -> None:
+    from rllc import cli
+
+    args = ["llc", "--run-dir", str(trained_run), "--component", "1:0+1:1", "--data", "test", "--chains", "2",
+            "--draws", "4", "--batch-size", "4", "--init-loss-batches", "2", "--quiet"]
+    capsys.readouterr()
+    cli.main(args)  # the command line's own entry, in this process (a new interpreter costs ~6 s of imports)
+    result = json.loads(capsys.readouterr().out)
     assert result["component"] == "1:0+1:1" and result["step"] == 24 and len(result["per_chain"]) == 2
     assert result["settings"]["draws"] == 4 and result["settings"]["epsilon"] == 1e-3
-    bad = subprocess.run([*cmd[:7], "9:9"], capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "rllc.cli", *args[:4]]  # up to --component
+    bad = subprocess.run([*cmd, "9:9"], capture_output=True, text=True)  # a real process: what a user sees
     assert "Traceback" not in bad.stderr
     assert bad.returncode != 0 and "valid: full" in bad.stderr
 

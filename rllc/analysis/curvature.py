@@ -79,7 +79,7 @@ def fisher_traces(run_dir: str | Path, steps: Sequence[int], c: CurvatureConfig,
     cfg = run_config(run)
     bos = bos_id(data_mod.prepare(cfg).tokenizer)
     key = _key(cfg, name, samples=c.fim_samples, probes=c.fim_probes, temperature=c.fim_temperature,
-               batch=c.batch_size, seed=c.seed, bos=bos)
+               batch=c.batch_size, seed=c.seed, bos=bos, sampling=cv.SAMPLING_VERSION)
     path = run / "tables" / f"fisher_trace_{name}_{key}.parquet"
 
     def compute(step: int) -> pd.DataFrame:
@@ -117,16 +117,19 @@ def hessian_ranks(run_dir: str | Path, windows: torch.Tensor, steps: Sequence[in
     (``covers`` False): the count is then meaningless."""
     run = Path(run_dir)
     cfg = run_config(run)
+    # lanczos_vectors enters the key only off its default of 20, the count used before it was a
+    # setting: tables made then keep their keys
+    vectors = {"vectors": c.lanczos_vectors} if c.lanczos_vectors != 20 else {}
     key = _key(cfg, name, windows=_windows_key({"w": windows}), degree=c.rank_degree, probes=c.rank_probes,
                interval=list(c.rank_interval), threshold=c.rank_threshold, fraction=c.rank_fraction,
-               margin=c.rank_margin, tol=c.lanczos_tol, batch=c.batch_size, seed=c.seed)
+               margin=c.rank_margin, tol=c.lanczos_tol, batch=c.batch_size, seed=c.seed, **vectors)
     path = run / "tables" / f"hessian_rank_{name}_{key}.parquet"
 
     def compute(step: int) -> pd.DataFrame:
         model = load_model(run, name, step)
         op = cv.ComponentHessian(model, component_masks(model, "full"), windows, c.batch_size)
         t0 = time.perf_counter()
-        lo, hi, used = cv.spectrum_ends(op, op.d, seed=c.seed, tol=c.lanczos_tol)
+        lo, hi, used = cv.spectrum_ends(op, op.d, seed=c.seed, tol=c.lanczos_tol, vectors=c.lanczos_vectors)
         top = max(abs(lo), abs(hi))
         seconds = time.perf_counter() - t0
         row = {"step": step, "data": "train", "component": "full", "se": float("nan"), "n_probes": 0}

@@ -47,6 +47,9 @@ from ..model import fused
 from ..model.components import ParamMasks
 
 CURVATURE_VERSION = 1
+# the windows sample_sequences draws: 2 since they decode with a KV cache, whose float rounding
+# differs from the full forward's and can, rarely, flip a draw (tables of sampled windows key on it)
+SAMPLING_VERSION = 2
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]  # flat vector [d] -> flat vector [d]
 
@@ -146,8 +149,11 @@ def eigencount(matvec: MatVec, d: int, threshold: float, interval: tuple[float, 
     return _summary(out)
 
 
-def top_eigenvalue(matvec: MatVec, d: int, seed: int, tol: float = 1e-3, max_products: int = 200) -> tuple[float, int]:
-    """(the largest-magnitude eigenvalue of the symmetric A, products used), by Lanczos iteration."""
+def top_eigenvalue(matvec: MatVec, d: int, seed: int, tol: float = 1e-3, max_products: int = 200,
+                   vectors: int = 20) -> tuple[float, int]:
+    """(the largest-magnitude eigenvalue of the symmetric A, products used), by Lanczos iteration
+    with ``vectors`` Lanczos vectors (ARPACK's ncv; scipy's default for one eigenvalue is 20). It
+    takes at least ``vectors`` + 1 products, more when restarts are needed to reach ``tol``."""
     from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
     count = [0]
@@ -159,7 +165,8 @@ def top_eigenvalue(matvec: MatVec, d: int, seed: int, tol: float = 1e-3, max_pro
     v0 = rademacher(d, torch.Generator().manual_seed(seed), torch.float64).numpy()
     op = LinearOperator((d, d), matvec=mv, dtype=np.float64)
     try:
-        vals = eigsh(op, k=1, which="LM", v0=v0, tol=tol, maxiter=max_products, return_eigenvectors=False)
+        vals = eigsh(op, k=1, which="LM", v0=v0, tol=tol, maxiter=max_products, ncv=min(vectors, d),
+                     return_eigenvectors=False)
     except ArpackNoConvergence as e:  # keep the best Ritz value rather than fail a long sweep
         if len(e.eigenvalues) == 0:
             raise
@@ -168,12 +175,12 @@ def top_eigenvalue(matvec: MatVec, d: int, seed: int, tol: float = 1e-3, max_pro
 
 
 def spectrum_ends(matvec: MatVec, d: int, seed: int, tol: float = 1e-3,
-                  max_products: int = 200) -> tuple[float, float, int]:
+                  max_products: int = 200, vectors: int = 20) -> tuple[float, float, int]:
     """(smallest, largest eigenvalue, products used) of the symmetric A: the largest-magnitude
     eigenvalue λ₁ first, then the largest-magnitude eigenvalue of A − λ₁I, which sits at the other
     end of the spectrum."""
-    lam1, n1 = top_eigenvalue(matvec, d, seed, tol, max_products)
-    shifted, n2 = top_eigenvalue(lambda v: matvec(v) - lam1 * v, d, seed + 1, tol, max_products)
+    lam1, n1 = top_eigenvalue(matvec, d, seed, tol, max_products, vectors)
+    shifted, n2 = top_eigenvalue(lambda v: matvec(v) - lam1 * v, d, seed + 1, tol, max_products, vectors)
     lam2 = shifted + lam1
     return min(lam1, lam2), max(lam1, lam2), n1 + n2
 
@@ -274,20 +281,24 @@ def hessian_trace(model: nn.Module, masks: ParamMasks, windows: torch.Tensor, n_
 def sample_sequences(model: nn.Module, n: int, length: int, prompt: int, seed: int, temperature: float = 1.0,
                      batch_size: int = 32) -> torch.Tensor:
     """``n`` token windows [n, length] sampled from the model: the ``prompt`` token, then
-    ``length − 1`` tokens drawn one at a time from its next-token distribution at ``temperature``."""
+    ``length − 1`` tokens drawn one at a time from its next-token distribution at ``temperature``.
+    Models of the fused path decode with a KV cache (``fused.Decoder``: linear in ``length``);
+    others rerun the whole window for each token."""
     if temperature <= 0:
         raise ValueError("temperature must be positive")
     dev = next(model.parameters()).device
     g = torch.Generator(device="cpu").manual_seed(seed)
     out = []
-    for i in range(0, n, batch_size):
-        m = min(batch_size, n - i)
-        x = torch.full((m, 1), prompt, dtype=torch.long, device=dev)
-        for _ in range(length - 1):
-            logits = fused.model_logits(model, x)[:, -1].float() / temperature
-            nxt = torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=g).to(dev)
-            x = torch.cat([x, nxt], dim=1)
-        out.append(x.cpu())
+    with torch.no_grad():
+        for i in range(0, n, batch_size):
+            m = min(batch_size, n - i)
+            x = torch.full((m, 1), prompt, dtype=torch.long, device=dev)
+            decoder = fused.Decoder(model) if fused.supports(model) else None
+            for _ in range(length - 1):
+                logits = decoder.step(x[:, -1]) if decoder else fused.model_logits(model, x)[:, -1]
+                nxt = torch.multinomial(torch.softmax(logits.float() / temperature, -1).cpu(), 1, generator=g).to(dev)
+                x = torch.cat([x, nxt], dim=1)
+            out.append(x.cpu())
     return torch.cat(out)
 
 

@@ -60,15 +60,25 @@ def _attn_inputs(model: nn.Module, layer: int, resid: torch.Tensor,
     return x, (x + pos if model.cfg.positional_embedding_type == "shortformer" else x)
 
 
-def _heads_z(model: nn.Module, layer: int, x: torch.Tensor, qk_in: torch.Tensor,
-             heads: torch.Tensor | slice = slice(None)) -> torch.Tensor:
-    """The selected heads' attention-weighted values (TransformerLens' ``hook_z``), [batch, head, pos, d_head]."""
-    cfg, attn = model.cfg, model.blocks[layer].attn
-    scale = 1.0 / (cfg.attn_scale if cfg.use_attn_scale else 1.0)
+def _scale(model: nn.Module) -> float:
+    return 1.0 / (model.cfg.attn_scale if model.cfg.use_attn_scale else 1.0)
+
+
+def _qkv(model: nn.Module, layer: int, x: torch.Tensor, qk_in: torch.Tensor,
+         heads: torch.Tensor | slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Queries, keys and values of the selected heads, each [batch, head, pos, d_head]."""
+    attn = model.blocks[layer].attn
     q = torch.einsum("bpd,hde->bhpe", qk_in, attn.W_Q[heads]) + attn.b_Q[heads][None, :, None, :]
     k = torch.einsum("bpd,hde->bhpe", qk_in, attn.W_K[heads]) + attn.b_K[heads][None, :, None, :]
     v = torch.einsum("bpd,hde->bhpe", x, attn.W_V[heads]) + attn.b_V[heads][None, :, None, :]
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    return q, k, v
+
+
+def _heads_z(model: nn.Module, layer: int, x: torch.Tensor, qk_in: torch.Tensor,
+             heads: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+    """The selected heads' attention-weighted values (TransformerLens' ``hook_z``), [batch, head, pos, d_head]."""
+    q, k, v = _qkv(model, layer, x, qk_in, heads)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=_scale(model))
 
 
 def _heads_out(model: nn.Module, layer: int, x: torch.Tensor, qk_in: torch.Tensor,
@@ -249,6 +259,46 @@ def z_sums(model: nn.Module, tokens: torch.Tensor) -> dict[int, torch.Tensor]:
 def model_logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Logits of a language model: the fused path where it applies, else the model's forward."""
     return logits(model, tokens) if supports(model) else model(tokens)
+
+
+class Decoder:
+    """Next-token logits one position at a time, keeping each layer's keys and values (a KV cache).
+
+    ``step(tokens)`` feeds one token per sequence and returns the logits [batch, d_vocab] that
+    ``logits(model, seen)[:, -1]`` gives for all the tokens fed so far, at the cost of one position
+    instead of all of them: sampling a window of n tokens costs O(n) positions, not O(n²). For the
+    models ``supports`` accepts (attention-only: a position's stream depends on the earlier
+    positions only through the keys and values of each layer). No gradients are kept."""
+
+    def __init__(self, model: nn.Module) -> None:
+        if not supports(model):
+            raise ValueError("incremental decoding needs an attention-only model the fused path supports")
+        self.model = model
+        self.keys: list[torch.Tensor | None] = [None] * len(model.blocks)
+        self.values: list[torch.Tensor | None] = [None] * len(model.blocks)
+        self.position = 0
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        if self.position >= model.cfg.n_ctx:
+            raise ValueError(f"the model's context holds {model.cfg.n_ctx} positions; all are used")
+        resid = model.embed.W_E[tokens.reshape(-1, 1)]  # [batch, 1, d_model]
+        pos = model.pos_embed.W_pos[self.position: self.position + 1]
+        if model.cfg.positional_embedding_type != "shortformer":
+            resid = resid + pos
+        for layer in range(len(model.blocks)):
+            x, qk_in = _attn_inputs(model, layer, resid, pos)
+            q, k, v = _qkv(model, layer, x, qk_in)
+            if self.keys[layer] is not None:
+                k, v = torch.cat([self.keys[layer], k], dim=2), torch.cat([self.values[layer], v], dim=2)
+            self.keys[layer], self.values[layer] = k, v
+            # the one query sees every cached position (all earlier): no mask
+            z = F.scaled_dot_product_attention(q, k, v, scale=_scale(model))
+            attn = model.blocks[layer].attn
+            resid = resid + torch.einsum("bhpe,hed->bpd", z, attn.W_O) + attn.b_O
+        self.position += 1
+        return _unembed(model, resid)[:, -1]
 
 
 def next_token_loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
