@@ -59,21 +59,26 @@ def _sweep(run: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
-def _array_tasks(array: str) -> dict[str, str]:
-    """Task id -> state code (R running, PD pending) of an array's tasks that SLURM still lists."""
-    out = subprocess.run(["squeue", "-h", "-r", "-j", array, "-o", "%i %t"], capture_output=True, text=True).stdout
-    return dict(line.split() for line in out.splitlines() if line.strip())
+def _array_tasks(array: str) -> dict[str, str] | None:
+    """Task id -> state code (R running, PD pending) of an array's tasks that SLURM still lists;
+    None when squeue itself failed (a busy controller), which says nothing about the array."""
+    out = subprocess.run(["squeue", "-h", "-r", "-j", array, "-o", "%i %t"], capture_output=True, text=True)
+    if out.returncode != 0:
+        return None
+    return dict(line.split() for line in out.stdout.splitlines() if line.strip())
 
 
 def _wait_gone(array: str, timeout_s: float = 300.0, release: bool = False) -> None:
     """Wait until SLURM no longer lists the array. ``release``: start a pending (requeued) task now
     rather than at the begin time SLURM gives a requeued job (about two minutes on), as an
     administrator would with ``scontrol update``; the requeue itself is what the test checks."""
-    start = time.monotonic()
-    while tasks := _array_tasks(array):
+    start, unlisted = time.monotonic(), 0
+    while unlisted < 3:  # gone means unlisted by three answers in a row: a requeued task can drop out of one
         assert time.monotonic() - start < timeout_s, f"array {array} still listed after {timeout_s:.0f} s"
+        tasks = _array_tasks(array)
+        unlisted = unlisted + 1 if tasks == {} else 0
         if release:
-            for task in (t for t, state in tasks.items() if state == "PD"):
+            for task in (t for t, state in (tasks or {}).items() if state == "PD"):
                 subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], capture_output=True)
         time.sleep(1.0)
 
@@ -97,7 +102,7 @@ def test_slurm_sweep_survives_a_cancelled_task_and_equals_a_serial_sweep(slurm, 
     while victim is None and time.monotonic() < deadline:
         status = grid.status(run, groups, dataclasses.replace(run_config(run).sampler, chains=2, draws=DRAWS, burnin=5,
                                                               batch_size=4, init_loss_batches=2))
-        tasks = _array_tasks(array)
+        tasks = _array_tasks(array) or {}
         for task, state in tasks.items():
             index = int(task.split("_")[1])
             if state == "R" and status["state"].iloc[index] == "partial":
@@ -172,7 +177,7 @@ def test_a_signalled_task_requeues_itself_and_skips_what_it_finished(slurm, tiny
     signalled, deadline = False, time.monotonic() + 240
     while not signalled and time.monotonic() < deadline:
         done = int(grid.status(run, [group], settings)["done"].iloc[0])
-        if 0 < done < len(group.components) and "R" in _array_tasks(array).values():
+        if 0 < done < len(group.components) and "R" in (_array_tasks(array) or {}).values():
             subprocess.run(["scancel", "--signal=USR2", array], check=True)
             signalled = True
         time.sleep(0.2)
