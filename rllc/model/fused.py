@@ -44,10 +44,11 @@ def _ln(x: torch.Tensor, module: nn.Module, kind: str | None) -> torch.Tensor:
     return F.layer_norm(x, (x.shape[-1],), module.w, module.b, module.eps)
 
 
-def _embed(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(residual stream after the embeddings, the positional embedding [pos, d_model])."""
+def _embed(model: nn.Module, tokens: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(residual stream after the embeddings, the positional embedding [pos, d_model]); ``tokens``
+    sit at the positions from ``offset`` on."""
     resid = model.embed.W_E[tokens]
-    pos = model.pos_embed.W_pos[: tokens.shape[-1]]
+    pos = model.pos_embed.W_pos[offset: offset + tokens.shape[-1]]
     if model.cfg.positional_embedding_type != "shortformer":
         resid = resid + pos
     return resid, pos
@@ -283,10 +284,7 @@ class Decoder:
         model = self.model
         if self.position >= model.cfg.n_ctx:
             raise ValueError(f"the model's context holds {model.cfg.n_ctx} positions; all are used")
-        resid = model.embed.W_E[tokens.reshape(-1, 1)]  # [batch, 1, d_model]
-        pos = model.pos_embed.W_pos[self.position: self.position + 1]
-        if model.cfg.positional_embedding_type != "shortformer":
-            resid = resid + pos
+        resid, pos = _embed(model, tokens.reshape(-1, 1), self.position)  # [batch, 1, d_model]
         for layer in range(len(model.blocks)):
             x, qk_in = _attn_inputs(model, layer, resid, pos)
             q, k, v = _qkv(model, layer, x, qk_in)
@@ -294,9 +292,7 @@ class Decoder:
                 k, v = torch.cat([self.keys[layer], k], dim=2), torch.cat([self.values[layer], v], dim=2)
             self.keys[layer], self.values[layer] = k, v
             # the one query sees every cached position (all earlier): no mask
-            z = F.scaled_dot_product_attention(q, k, v, scale=_scale(model))
-            attn = model.blocks[layer].attn
-            resid = resid + torch.einsum("bhpe,hed->bpd", z, attn.W_O) + attn.b_O
+            resid = _add_heads(model, layer, resid, F.scaled_dot_product_attention(q, k, v, scale=_scale(model)))
         self.position += 1
         return _unembed(model, resid)[:, -1]
 
