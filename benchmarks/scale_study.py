@@ -67,6 +67,9 @@ SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 # What the study estimates at each length (the profile's sampler; 06's protocol)
+# The sampler every committed row was measured with: 3 chains x 50 draws, the cpu profile's until
+# 2026-12-07 (the profile now takes 25 draws per chain). Pinned so that the rows keep their keys.
+STUDY_SAMPLER: dict[str, Any] = {"sampler": {"draws": 50}}
 HEAD_CHECKPOINTS = 12  # per-head wrLLC checkpoints spread over each length
 CURVE_STRIDE = 2  # the full-model curve: every 2nd checkpoint up to each length
 
@@ -75,7 +78,7 @@ def study_config(name: str, until: int | None = None) -> Config:
     """The cpu profile with the setting's overrides and the 36k schedule (trained only to ``until``)."""
     if name not in SETTINGS:
         raise SystemExit(f"unknown setting {name!r}; choose from {', '.join(SETTINGS)}")
-    over = deep_merge(LONG, SETTINGS[name][1])
+    over = deep_merge(deep_merge(LONG, STUDY_SAMPLER), SETTINGS[name][1])
     return load_config("cpu", over if until is None else deep_merge(over, {"train": {"steps": {"L2": until}}}))
 
 
