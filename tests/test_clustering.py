@@ -92,6 +92,24 @@ def test_aligned_labels_keep_unsplit_clusters():
     assert k3["c"] != k3["d"] and {k3["c"], k3["d"]} & {1}
 
 
+def test_aligned_labels_keep_a_new_cluster_of_several_heads_together():
+    # at k=3 the k=2 cluster {a,b,c,d} splits into {a,b} and a new cluster {c,d}; {e,f} keeps its
+    # cluster. Before the fix, c and d each got a label of its own (four clusters at k=3)
+    labels = pd.DataFrame({
+        "component": list("abcdef") * 2,
+        "k": [2] * 6 + [3] * 6,
+        "cluster": [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 0, 0],
+    })
+    out = C.aligned_labels(labels)
+    for k, g in out.groupby("k"):
+        before = labels[labels.k == k].sort_values("component")["cluster"]
+        after = g.sort_values("component")["cluster"]
+        assert adjusted_rand_score(before, after) == 1.0  # the same partition, only renamed
+        assert after.nunique() == k
+    k3 = out[out.k == 3].set_index("component")["cluster"]
+    assert k3["c"] == k3["d"] and k3["c"] not in (k3["a"], k3["e"])
+
+
 def test_curves_must_align_and_k_in_range():
     table, _ = synthetic()
     with pytest.raises(ValueError, match="share checkpoints"):

@@ -15,7 +15,7 @@ from rllc.report import claims, study
 def _row(setting: str, seed: int, minutes: float, claim5: str, length: int = 12_000, version: int = ESTIMATOR_VERSION):
     return {"setting": setting, "length": length, "seed": seed, "claim1": "fail", "claim2a": "pass",
             "claim2b": "pass", "claim3": "fail", "claim5": claim5, "train_min_to_length": minutes,
-            "estimator_version": version, "study_version": study.STUDY_VERSION}
+            "estimator_version": version, "study_version": study.STUDY_VERSION, "cluster_version": study.CLUSTER_VERSION}
 
 
 ROWS = pd.DataFrame([_row("base", 1, 14.0, "fail"), _row("base", 2, 13.0, "pass"), _row("base", 3, 15.0, "fail"),
@@ -57,3 +57,10 @@ def test_a_failing_claim_of_a_cpu_run_names_the_study_and_other_profiles_do_not(
         assert ("scale study: no setting reproduced it" in row["diagnosis"]) == (profile == "cpu"), profile
         # claims not computed carry no study note
         assert not card[card["status"] != claims.FAIL]["diagnosis"].str.contains("scale study").any()
+
+
+def test_claim3_rows_of_an_older_cluster_version_are_not_read():
+    rows = pd.DataFrame([{**_row("base", 1, 20.0, "pass"), "claim3": "pass"}]).drop(columns="cluster_version")
+    assert "not read for it" in study.reproduced("3", rows)  # no cluster_version: labels of before the fix
+    rows["cluster_version"] = study.CLUSTER_VERSION
+    assert "reproduced it is base" in study.reproduced("3", rows)

@@ -52,6 +52,11 @@ def _cache_kshape_kernels() -> None:
 
 _cache_kshape_kernels()
 
+# Part of the key of every cached table made from cluster labels (the scale study's rows): bump it when
+# a change alters a label. 2: aligned_labels keeps a new cluster of several heads together (version 1
+# gave each head of a new cluster its own label, so the scored partitions could have more than k clusters).
+CLUSTER_VERSION = 2
+
 ALGORITHMS = ("kmeans", "ward", "kshape")
 VOTE_WEIGHTS = {"kmeans": 1.0, "ward": 1.0, "kshape": 2.0}
 KSHAPE_RESTARTS = 5  # k-shape is sensitive to its start: keep the tightest of this many
@@ -138,7 +143,8 @@ def cluster_all(wide: pd.DataFrame, ks: Sequence[int] = range(2, 7), seed: int =
 
 def aligned_labels(labels: pd.DataFrame) -> pd.DataFrame:
     """Relabel one algorithm's clusterings (columns component, k, cluster) so that for each k
-    the clusters match those at k-1 as far as possible (Hungarian matching on overlaps)."""
+    the clusters match those at k-1 as far as possible (Hungarian matching on overlaps). Relabelling
+    never changes a partition: the heads that share a cluster share its new label."""
     out = []
     prev: pd.Series | None = None
     for k, g in labels.sort_values("k").groupby("k"):
@@ -147,8 +153,11 @@ def aligned_labels(labels: pd.DataFrame) -> pd.DataFrame:
             overlap = pd.crosstab(cur, prev.reindex(cur.index))
             rows, cols = linear_sum_assignment(-overlap.to_numpy())
             mapping = {overlap.index[r]: overlap.columns[c] for r, c in zip(rows, cols, strict=True)}
-            fresh = iter(range(int(prev.max()) + 1, 10 * k))
-            cur = pd.Series([mapping[c] if c in mapping else next(fresh) for c in cur], index=cur.index)
+            # a cluster with no match gets one new label, shared by all its heads (one label per cluster,
+            # not per head: drawing a fresh label inside the per-head loop split new clusters apart)
+            fresh = iter(range(int(prev.max()) + 1, int(prev.max()) + 1 + k))
+            mapping |= {c: next(fresh) for c in sorted(set(cur) - set(mapping))}
+            cur = pd.Series([mapping[c] for c in cur], index=cur.index)
         g = g.copy()
         g["cluster"] = cur.reindex(g["component"]).to_numpy()
         out.append(g)
