@@ -15,7 +15,8 @@ from rllc.report import claims, study
 def _row(setting: str, seed: int, minutes: float, claim5: str, length: int = 12_000, version: int = ESTIMATOR_VERSION):
     return {"setting": setting, "length": length, "seed": seed, "claim1": "fail", "claim2a": "pass",
             "claim2b": "pass", "claim3": "fail", "claim5": claim5, "train_min_to_length": minutes,
-            "estimator_version": version, "study_version": study.STUDY_VERSION, "cluster_version": study.CLUSTER_VERSION}
+            "estimator_version": version, "study_version": study.STUDY_VERSION,
+            "cluster_version": study.CLUSTER_VERSION}
 
 
 ROWS = pd.DataFrame([_row("base", 1, 14.0, "fail"), _row("base", 2, 13.0, "pass"), _row("base", 3, 15.0, "fail"),
