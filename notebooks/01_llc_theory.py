@@ -393,6 +393,14 @@ if cfg.expect_phenomena:
 # %% [markdown]
 # ### 5d. Why claim 1 holds or fails here
 #
+# *The criterion* (`rllc.analysis.criteria.stages_verdict`, calibrated in `docs/claims.md`): at
+# least two critical points that stand out of the noise, none of them a warm-up artefact (5c), on
+# a curve of at least 37 checkpoints. On the authors' own full-model LLC the same rule finds
+# exactly two, the maximum at 6,400 and the minimum at 8,600 (Hoogland et al.'s LM2/LM3 and
+# LM3/LM4 boundaries), on the paper's grid and on ours stretched to 50k; a smooth trend with the
+# same noise gives fewer; and below 37 log-spaced checkpoints the rule no longer finds those two
+# boundaries on the authors' curve, so a sparser curve leaves the claim undefined.
+#
 # The diagnosis (`rllc.report.diagnoses.stages`) reads the tables above: **noise** when fewer
 # than half the neighbouring checkpoints differ by 2 SE; otherwise **scale**, and *training
 # length* when the induction scores still rise at the end (z > 2 over the last window). The
@@ -403,7 +411,7 @@ diag = diagnoses.diagnose(run, claims.MIN_STAGES)
 d1 = diag[diag["claim"] == "1"]
 if len(d1):
     status = claims.check_stages(run)
-    display(Markdown(f"**Claim 1 — {status[0]}** ({status[1]} stages; needs {status[2]}). Diagnosis: "
+    display(Markdown(f"**Claim 1 — {status[0]}**: {status[1]}; needs {status[2]}. Diagnosis: "
                      f"**{d1['diagnosis'].iloc[0]}** — {d1['evidence'].iloc[0]}."))
 
 # %% [markdown]

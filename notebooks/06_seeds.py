@@ -47,7 +47,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from rllc import train
-from rllc.analysis import clustering, interventions, patterns, trajectory
+from rllc.analysis import clustering, criteria, interventions, patterns, trajectory
 from rllc.analysis import head_types as ht
 from rllc.data import tokens as data
 from rllc.data.tokenizer import token_decoder
@@ -209,7 +209,9 @@ with pd.option_context("display.max_colwidth", 120):
 # each other seed's heads are assigned to the fitted clusters. The ARI against that seed's own types
 # is shown beside the 95% quantile of the random-label null (the same clusters with their labels
 # shuffled over the heads); an *exception* is a head whose type differs from the majority type of
-# the seed-1 heads in its cluster. Claim 10 reads k-shape at k = the seed's number of types.
+# the seed-1 heads in its cluster. Types are the paper's four (Dyck heads count as multigram heads).
+# Claim 10 reads k-shape at k = the run's own seed's number of types in the layer: Appendix G fits
+# the clusters on seed 1 and applies them (`rllc.analysis.criteria.transfer_verdict`).
 
 # %%
 reference = wr[wr["model"] == "L2"]
@@ -217,26 +219,26 @@ others = {}
 for n in NAMES[1:]:
     shared = clustering.shared_complete_steps(reference, wr[wr["model"] == n])
     if len(shared) >= clustering.MIN_TRANSFER_STEPS:
-        others[n] = (wr[wr["model"] == n], types[n])
+        others[n] = (wr[wr["model"] == n], criteria.four_types(types[n]))
     else:  # estimates whose every chain was flagged have no value and leave their checkpoint incomplete
         print(f"{n}: shares {len(shared)} checkpoints after step 0 at which every head of both runs has an "
               f"estimate; the transfer needs {clustering.MIN_TRANSFER_STEPS}: left out")
-assigned, transfer = clustering.transfer_to_runs(reference, types["L2"], others, range(2, cfg.classify.max_k + 1),
-                                                 seed=cfg.seed)
+assigned, transfer = clustering.transfer_to_runs(reference, criteria.four_types(types["L2"]), others,
+                                                 range(2, cfg.classify.max_k + 1), seed=cfg.seed)
 if len(transfer):
     nb.write("cluster_transfer", transfer)
     nb.write("cluster_transfer_heads", assigned)
     fig = plot.transfer_scores(transfer, threshold=claims.MIN_ARI,
-                               title="seed-1 clusters assigned to other seeds: ARI (k = its types)")
+                               title="seed-1 clusters assigned to other seeds: ARI (k = seed 1's types)")
     nb.savefig(fig, "06_transfer")
-    display(transfer[transfer["matches_types"]].round(3))
+    display(claims.transfer_scores(transfer).round(3))
 else:
     print("no other seed, or no layer with two or more types: nothing to transfer")
 
 # %%
 lines = []
 if len(transfer):
-    at = transfer[transfer["matches_types"]]
+    at = transfer[transfer["k"] == transfer["n_ref_types"]]
     for (name, layer), d in at.groupby(["run", "layer"]):
         ks = d[d["algorithm"] == claims.TRANSFER_ALGORITHM]
         row = ks.iloc[0] if len(ks) else d.iloc[0]
@@ -247,11 +249,10 @@ if len(transfer):
                      f"({d['ari'].max():.2f}). Exceptions: "
                      + (", ".join(f"{r.component} ({r.type}) in a {r.cluster_type} cluster" for r in off.itertuples())
                         or "none"))
-own_fit = tables.read(seeds.seed_view(run, "L2"), "clusters_ari_wr")
-own_fit = own_fit[(own_fit["algorithm"] == claims.TRANSFER_ALGORITHM) & own_fit["matches_types"]]
-lines.append("- For comparison, the same k-shape clusters against the run's own seed's types: "
-             + ("; ".join(f"layer {int(r.layer)} ARI {r.ari:.2f}" for r in own_fit.itertuples()) or "undefined")
-             + " (claim 3 asks this of the consensus).")
+own_fit = tables.read(seeds.seed_view(run, "L2"), "clusters_protocol")
+lines.append("- For comparison, the run's own seed's clusters against its own types (claim 3's protocol on its "
+             "wrLLC curves): " + ("; ".join(f"layer {int(r.layer)} ARI {r.ari:.2f} (k = {int(r.k)})"
+                                           for r in own_fit.itertuples()) or "undefined") + ".")
 display(Markdown("\n".join(lines)))
 
 # %% [markdown]
@@ -260,8 +261,9 @@ display(Markdown("\n".join(lines)))
 # claim 10.
 
 # %%
-_, transfer_v1 = clustering.transfer_to_runs(reference, types_v1["L2"],
-                                             {n: (curves, types_v1[n]) for n, (curves, _) in others.items()},
+_, transfer_v1 = clustering.transfer_to_runs(reference, criteria.four_types(types_v1["L2"]),
+                                             {n: (curves, criteria.four_types(types_v1[n]))
+                                              for n, (curves, _) in others.items()},
                                              range(2, cfg.classify.max_k + 1), seed=cfg.seed)
 if len(transfer):
     claims.compare_rules(run, "10", {"cluster_transfer": transfer_v1})

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from rllc.analysis import composition, refinement
-from rllc.analysis.stages import nearest_boundary, stage_of
+from rllc.analysis.stages import stage_of
 from rllc.report import claims, tables
 
 STEPS = np.array([0, 100, 200, 400, 800, 1600, 3200, 6400, 12800])
@@ -59,10 +59,8 @@ def test_relative_gap_before_and_after_a_boundary():
     assert by.loc["a", "increase"] == pytest.approx(0.45) and by.loc["b", "increase"] == pytest.approx(0.05)
 
 
-def test_stage_lookup_and_nearest_boundary():
+def test_stage_lookup():
     assert stage_of(STAGES, 100) == "LM1" and stage_of(STAGES, 400) == "LM2" and stage_of(STAGES, 12800) == "LM3"
-    assert nearest_boundary(STAGES, 1000) == 400 and nearest_boundary(STAGES, 2500) == 3200
-    assert nearest_boundary(STAGES.iloc[:1], 100) is None
 
 
 def _write(run, name, df):

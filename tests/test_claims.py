@@ -20,35 +20,48 @@ def test_empty_run_is_not_computed(tmp_path):
     assert len(card) == len(claims.CLAIMS)
 
 
+def _protocol(aris, ks=None):
+    ks = ks or [3, 2][: len(aris)]
+    return pd.DataFrame({"layer": list(range(len(aris))), "curves": "train+python_tests", "k": ks, "n_heads": 8,
+                         "n_types": ks, "ari": aris, "null_q95": 0.4, "p_value": 0.01, "clusters": ""})
+
+
 def test_pass_and_fail_from_tables(tmp_path):
-    _write(tmp_path, "stages_L2.csv", pd.DataFrame({"stage": ["LM1", "LM2", "LM3"]}))
+    _write(tmp_path, "stages_L2.csv", pd.DataFrame({"stage": ["LM1", "LM2"], "start": [0, 500], "end": [500, 1000],
+                                                    "ends_at": ["maximum", "end"], "n_checkpoints": 78}))
     _write(tmp_path, "head_types_by_score.csv", pd.DataFrame({
         "component": ["0:0", "0:1", "1:0", "1:1"],
         "type": ["previous-token", "multigram", "multigram", "previous-token"]}))  # no L1 induction head
+    _write(tmp_path, "clusters_protocol.csv", _protocol([0.8, 0.6]))
     _write(tmp_path, "clusters_ari_wr.csv", pd.DataFrame({
-        "k": [2, 3, 2, 2], "algorithm": ["consensus", "consensus", "consensus", "kmeans"],
-        "ari": [0.8, 0.1, 0.6, 0.0], "layer": [0, 0, 1, 1], "n_types": [2, 2, 2, 2],
-        "matches_types": [True, False, True, True]}))
-    card = claims.scorecard(tmp_path).set_index("notebook")
+        "k": [3, 2], "algorithm": ["consensus", "consensus"], "ari": [0.1, 0.2], "layer": [0, 1],
+        "n_types": [3, 2], "matches_types": [True, True]}))
+    card = claims.scorecard(tmp_path).set_index("claim")
     status = dict(zip(claims.scorecard(tmp_path)["claim"], claims.scorecard(tmp_path)["status"], strict=True))
-    assert status["1. Full-model LLC critical points split training into stages"] == "fail"
+    assert status["1. Full-model LLC critical points split training into stages"] == "fail"  # one critical point
     assert status["2a. Layer 0 has a previous-token head"] == "pass"
     assert status["2b. Layer 1 has an induction head"] == "fail"
-    assert status["3. Per-head wrLLC curves cluster by behavioural type"] == "pass"  # 0.8 and 0.6 (consensus only)
-    assert "L0 0.80" in card.loc["02_wrllc", "value"] and "L1 0.60" in card.loc["02_wrllc", "value"]
+    assert status["3. Per-head wrLLC curves cluster by behavioural type"] == "pass"  # 0.8 and 0.6 (the protocol)
+    value = card.loc["3. Per-head wrLLC curves cluster by behavioural type", "value"]
+    assert "L0 0.80" in value and "L1 0.60" in value and "consensus of the wrLLC: L0 0.10 (k=3)" in value
     # one layer below threshold fails the claim
-    _write(tmp_path, "clusters_ari_wr.csv", pd.DataFrame({
-        "k": [2, 2], "algorithm": ["consensus", "consensus"], "ari": [0.8, 0.4], "layer": [0, 1],
-        "n_types": [2, 2], "matches_types": [True, True]}))
+    _write(tmp_path, "clusters_protocol.csv", _protocol([0.8, 0.4]))
     status = dict(zip(claims.scorecard(tmp_path)["claim"], claims.scorecard(tmp_path)["status"], strict=True))
     assert status["3. Per-head wrLLC curves cluster by behavioural type"] == "fail"
+    # two critical points pass claim 1; on a grid too sparse to find the paper's boundaries it is undefined
+    three = pd.DataFrame({"stage": ["LM1", "LM2", "LM3"], "start": [0, 500, 700], "end": [500, 700, 1000],
+                          "ends_at": ["maximum", "minimum", "end"], "n_checkpoints": 78})
+    _write(tmp_path, "stages_L2.csv", three)
+    c1 = "1. Full-model LLC critical points split training into stages"
+    assert claims.scorecard(tmp_path).set_index("claim").at[c1, "status"] == "pass"
+    _write(tmp_path, "stages_L2.csv", three.assign(n_checkpoints=12))
+    assert claims.scorecard(tmp_path).set_index("claim").at[c1, "status"] == "undefined"
 
 
 def test_single_type_layers_are_undefined(tmp_path):
-    _write(tmp_path, "clusters_ari_wr.csv", pd.DataFrame({
-        "k": [2], "algorithm": ["consensus"], "ari": [0.0], "layer": [0], "n_types": [1], "matches_types": [False]}))
+    _write(tmp_path, "clusters_protocol.csv", _protocol([]))
     card = claims.scorecard(tmp_path)
-    assert card.loc[card["notebook"] == "02_wrllc", "status"].item() == claims.UNDEFINED
+    assert card.loc[card["notebook"] == "03_drllc", "status"].tolist()[0] == claims.UNDEFINED
 
 
 def test_head_types_combine_scores_and_patterns():
@@ -97,7 +110,8 @@ def test_claims_8_and_9_from_the_agreement_tables(tmp_path):
 
 def _transfer_rows(aris):
     return pd.DataFrame([{"run": r, "layer": lay, "algorithm": alg, "k": 2, "n_heads": 8, "ari": a, "null_q95": 0.3,
-                          "p_value": 0.01, "n_exceptions": 1, "n_types": 2, "matches_types": m}
+                          "p_value": 0.01, "n_exceptions": 1, "n_types": 2, "matches_types": m,
+                          "n_ref_types": 2 if m else 3}
                          for r, lay, alg, a, m in aris])
 
 
@@ -116,14 +130,13 @@ def test_claim_10_reads_the_median_kshape_transfer_at_each_seeds_types(tmp_path)
 
 
 def test_a_claim_under_the_rule_and_rule_v1_side_by_side(tmp_path):
-    ari = pd.DataFrame({"k": [2, 2], "algorithm": ["consensus"] * 2, "ari": [0.8, 0.6], "layer": [0, 1],
-                        "n_types": [2, 2], "matches_types": [True, True]})
-    _write(tmp_path, "clusters_ari_wr.csv", ari)
-    rows = claims.compare_rules(tmp_path, "3", {"clusters_ari_wr": ari.assign(ari=[0.8, 0.1])})
+    _write(tmp_path, "clusters_protocol.csv", _protocol([0.8, 0.6]))
+    rows = claims.compare_rules(tmp_path, "3", {"clusters_protocol": _protocol([0.8, 0.1])})
     by_rule = rows.set_index("rule")["status"]
     assert by_rule[head_types.DEFAULT_RULE] == claims.PASS and by_rule["v1"] == claims.FAIL
-    assert (tmp_path / "type-rules" / "v1" / "tables" / "clusters_ari_wr.csv").exists()
-    assert claims.scorecard(tmp_path).set_index("notebook").loc["02_wrllc", "status"] == claims.PASS  # run untouched
+    assert (tmp_path / "type-rules" / "v1" / "tables" / "clusters_protocol.csv").exists()
+    c3 = "3. Per-head wrLLC curves cluster by behavioural type"
+    assert claims.scorecard(tmp_path).set_index("claim").at[c3, "status"] == claims.PASS  # run untouched
     # a verdict the notebook decided, and a second claim: the first claim's rows are kept, its own replaced
     claims.compare_rules(tmp_path, "6", (claims.UNDEFINED, "no layer-0 multigram head under rule v1"))
     rows = claims.compare_rules(tmp_path, "6", (claims.UNDEFINED, "again"))

@@ -32,15 +32,15 @@ def _stage_run(tmp_path, n_robust: int, z: list[float], rising_z: float):
 
 
 def test_claim_1_noise_when_neighbouring_differences_are_not_resolved(tmp_path):
-    d = _stage_run(tmp_path, 3, [0.5, 1.0, 3.0, 0.2], rising_z=1.0)
+    d = _stage_run(tmp_path, 2, [0.5, 1.0, 3.0, 0.2], rising_z=1.0)
     assert d.diagnosis == "noise" and "25% of neighbouring checkpoints" in d.evidence
-    assert _stage_run(tmp_path, 3, [0.5, 1.0, 3.0, 0.2], rising_z=5.0).diagnosis == "noise + scale (training length)"
-    assert "3 stages with noise-tied critical points, 5 with the slope-sign rule" in d.evidence
+    assert _stage_run(tmp_path, 2, [0.5, 1.0, 3.0, 0.2], rising_z=5.0).diagnosis == "noise + scale (training length)"
+    assert "2 stages with noise-tied critical points, 5 with the slope-sign rule" in d.evidence
 
 
 def test_claim_1_scale_and_training_length(tmp_path):
-    assert _stage_run(tmp_path, 3, [3.0, 4.0, 5.0, 0.5], rising_z=5.0).diagnosis == "scale (training length)"
-    assert _stage_run(tmp_path, 3, [3.0, 4.0, 5.0, 0.5], rising_z=1.0).diagnosis == "scale"
+    assert _stage_run(tmp_path, 2, [3.0, 4.0, 5.0, 0.5], rising_z=5.0).diagnosis == "scale (training length)"
+    assert _stage_run(tmp_path, 2, [3.0, 4.0, 5.0, 0.5], rising_z=1.0).diagnosis == "scale"
     assert _stage_run(tmp_path, 5, [3.0, 4.0, 5.0, 0.5], rising_z=1.0).diagnosis == "none"
     # a pass rests on points that stand out of the noise by construction, even on a flat curve
     assert _stage_run(tmp_path, 5, [0.5, 1.0, 0.2, 0.1], rising_z=1.0).diagnosis == "none"
@@ -213,9 +213,10 @@ def test_claim_10_follows_claim_3_where_seed_1_does_not_recover_its_types(tmp_pa
     tables.write(tmp_path, "cluster_transfer", pd.DataFrame({
         "run": "L2-s2", "layer": [0, 1], "algorithm": "kshape", "k": 2, "n_heads": 4, "ari": [0.1, 0.2],
         "null_q95": 0.3, "null_q99": 0.5, "p_value": 0.5, "n_exceptions": [2, 1], "n_types": 2,
-        "matches_types": True}))
-    tables.write(tmp_path, "clusters_ari_wr", pd.DataFrame({"k": 2, "algorithm": "consensus", "ari": [0.2, 0.9],
-                                                            "layer": [0, 1], "n_types": 2, "matches_types": True}))
+        "matches_types": True, "n_ref_types": 2}))
+    tables.write(tmp_path, "clusters_protocol", pd.DataFrame({
+        "layer": [0, 1], "curves": "train", "k": 2, "n_heads": 4, "n_types": 2, "ari": [0.2, 0.9], "null_q95": 0.5,
+        "p_value": 0.3, "clusters": ""}))
     budget = noise.budget("3", pd.DataFrame({"difference": ["heads of layer 0", "heads of layer 1"], "signal": 5.0,
                                              "noise": 1.0, "ratio": 5.0, "share_above_2se": 1.0}), seconds=1.0)
     tables.write(tmp_path, "noise_budget_heads", budget)

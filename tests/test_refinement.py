@@ -62,17 +62,23 @@ def test_drllc_claims(tmp_path):
                   "group": ["induction", "multigram"] * 2, "n_heads": [2, 6] * 2,
                   "mean_ratio": [1.2, 0.9, 1.1, 0.95]}
                  ).to_csv(tmp_path / "tables" / "dr_ratio_by_type.csv", index=False)
-    pd.DataFrame({"component": ["1:6", "1:7"], "measure": "icl_only", "steepest_step": [400, 3200],
-                  "spacing": [200, 1600]}).to_csv(tmp_path / "tables" / "induction_timing.csv", index=False)
+    def timing(onsets, lo, hi, components=("1:6", "1:7")):
+        pd.DataFrame({"component": list(components), "measure": "icl_only", "steepest_step": onsets,
+                      "onset_step": onsets, "onset_lo": lo, "onset_hi": hi, "spacing": 400}
+                     ).to_csv(tmp_path / "tables" / "induction_timing.csv", index=False)
+
+    timing([400, 3200], [200, 2800], [600, 3600])
     card = claims.scorecard(tmp_path).set_index("claim")["status"]
     ratio_claim = [c for c in card.index if c.startswith("4.")][0]
     timing_claim = [c for c in card.index if c.startswith("5.")][0]
     assert card[ratio_claim] == "pass" and card[timing_claim] == "pass"
-    pd.DataFrame({"component": ["1:6", "1:7"], "measure": "icl_only", "steepest_step": [400, 800],
-                  "spacing": [400, 800]}).to_csv(tmp_path / "tables" / "induction_timing.csv", index=False)
+    timing([400, 800], [200, 400], [600, 1200])  # the intervals overlap
     assert claims.scorecard(tmp_path).set_index("claim")["status"][timing_claim] == "fail"
-    pd.DataFrame({"component": ["1:6"], "measure": "icl_only", "steepest_step": [400],
-                  "spacing": [400]}).to_csv(tmp_path / "tables" / "induction_timing.csv", index=False)
+    timing([400], [200], [600], components=("1:6",))
+    assert claims.scorecard(tmp_path).set_index("claim")["status"][timing_claim] == "undefined"
+    # a table made before the onset statistic is not read as a verdict
+    pd.DataFrame({"component": ["1:6", "1:7"], "measure": "icl_only", "steepest_step": [400, 3200],
+                  "spacing": [200, 1600]}).to_csv(tmp_path / "tables" / "induction_timing.csv", index=False)
     assert claims.scorecard(tmp_path).set_index("claim")["status"][timing_claim] == "undefined"
 
 
@@ -82,6 +88,7 @@ def test_candidate_induction_heads_leave_the_claims_undefined(tmp_path):
                   "n_heads": [2, 6], "mean_ratio": [1.2, 0.9], "candidates": True}).to_csv(
         tmp_path / "tables" / "dr_ratio_by_type.csv", index=False)
     pd.DataFrame({"component": ["1:6", "1:7"], "measure": "icl_only", "steepest_step": [400, 3200],
+                  "onset_step": [400, 3200], "onset_lo": [200, 2800], "onset_hi": [600, 3600],
                   "spacing": [200, 1600], "candidates": True}
                  ).to_csv(tmp_path / "tables" / "induction_timing.csv", index=False)
     card = claims.scorecard(tmp_path)
@@ -114,12 +121,14 @@ def _sigmoids(centres: dict[str, float], se: float, seed: int = 0) -> pd.DataFra
 def test_timing_resolution_resolves_far_apart_heads_and_not_close_ones():
     far = R.timing(_sigmoids({"1:0": 2000, "1:5": 7000}, 0.01), "icl_only", "up", half_width=0.1)
     assert {"lo", "hi"} <= set(far.columns)
-    res = R.timing_resolution(far).iloc[0]
+    res = R.timing_resolution(far, "steepest").iloc[0]
     assert res["first"] == "1:0" and res["last"] == "1:5" and res["resolved"]
     assert abs(res["difference"] - 5000) <= 1000
     close = R.timing(_sigmoids({"1:0": 4000, "1:5": 4250}, 0.05), "icl_only", "up", half_width=0.1)
-    res_close = R.timing_resolution(close).iloc[0]
+    res_close = R.timing_resolution(close, "steepest").iloc[0]
     assert not res_close["resolved"] and res_close["smallest_resolvable"] > res_close["difference"]
+    # claim 5's statistic, the onset, resolves the far pair and not the close one alike
+    assert R.timing_resolution(far).iloc[0]["resolved"] and not R.timing_resolution(close).iloc[0]["resolved"]
 
 
 def test_the_resolvable_difference_grows_with_noise():
@@ -155,5 +164,5 @@ def test_claim_5_uses_the_intervals_when_the_timing_table_has_them(tmp_path):
 def test_timing_resolution_names_two_heads_even_when_they_tie():
     t = pd.DataFrame({"component": ["1:2", "1:3"], "measure": "m", "steepest_step": [20, 20], "spacing": 20,
                       "lo": [20, 20], "hi": [20, 40]})
-    r = R.timing_resolution(t).iloc[0]
+    r = R.timing_resolution(t, "steepest").iloc[0]
     assert (r["first"], r["last"], r["difference"], r["resolved"]) == ("1:2", "1:3", 0, False)

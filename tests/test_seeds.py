@@ -59,8 +59,8 @@ def test_one_seeds_claim_tables_feed_the_scorecards_own_checks(tmp_path):
                      "1:2": [0.1] * 3}, late, "python_tests")
     found = seeds.claim_tables(behaviour, types, wr, full, dr, "python_tests", warmup_steps=100, sigma=1.0,
                                max_k=2, seed=0)
-    assert set(found) == {"stages_L2", "head_types_by_score", "clusters_ari_wr", "dr_ratio_by_type",
-                          "induction_timing"}
+    assert set(found) == {"stages_L2", "head_types_by_score", "clusters_ari_wr", "clusters_protocol",
+                          "dr_ratio_by_type", "induction_timing"}
     assert found["head_types_by_score"].set_index("component")["type"].to_dict() == types.to_dict()
     # the last third of the whole curve (0..3200) starts at 2133: only step 3200 of the late ones
     ratio = found["dr_ratio_by_type"].pivot_table(index="window", columns="group", values="mean_ratio")
@@ -74,7 +74,8 @@ def test_one_seeds_claim_tables_feed_the_scorecards_own_checks(tmp_path):
     assert len(per_seed) == len(seeds.PER_SEED_CLAIMS) and (per_seed["seed"] == 2).all()
     assert status["2a. Layer 0 has a previous-token head"] == claims.PASS
     assert status["2b. Layer 1 has an induction head"] == claims.PASS
-    assert status["1. Full-model LLC critical points split training into stages"] == claims.FAIL  # a straight rise
+    # 7 checkpoints: too few to find the paper's boundaries on the authors' curve
+    assert status["1. Full-model LLC critical points split training into stages"] == claims.UNDEFINED
     assert status["4. Code drLLC raises induction heads' rLLC relative to multigram heads'"] == claims.PASS
 
 

@@ -44,7 +44,8 @@ def test_the_cheapest_reproducing_setting_counts_its_seeds_and_ignores_rows_of_o
 def _cpu_run(run: Path, profile: str) -> Path:
     (run / "tables").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(load_config(profile).to_dict()))
-    pd.DataFrame({"stage": ["LM1", "LM2", "LM3"]}).to_csv(run / "tables" / "stages_L2.csv", index=False)
+    pd.DataFrame({"stage": ["LM1", "LM2"], "start": [0, 500], "end": [500, 1000], "ends_at": ["maximum", "end"],
+                  "n_checkpoints": 78}).to_csv(run / "tables" / "stages_L2.csv", index=False)
     return run
 
 

@@ -8,5 +8,7 @@ Inner order (each depends only on the ones above it):
   trajectory     scores at every checkpoint, cached
   stages         critical points of a curve -> developmental stages
   clustering     clusters of per-head curves, per layer, against the types
-  refinement     drLLC/wrLLC ratios, domain shifts, timing of changes
+  refinement     drLLC/wrLLC ratios, domain shifts, timing of changes (steepest change, onset)
+  reference      the authors' published curves of the paper's model (data/reference), as our tables
+  criteria       each claim's test, from the paper's words, calibrated on the reference and on nulls
 """

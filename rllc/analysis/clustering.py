@@ -511,17 +511,21 @@ def transfer_to_runs(reference: pd.DataFrame, ref_types: pd.Series,
                      seed: int = 0, n_null: int = 5000) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`transfer` from one reference run to each of ``others`` (name → (curves, types)), for
     every k in ``ks`` that a layer allows. Both tables gain a ``run`` column; the scores gain
-    ``n_types`` (the other run's types in the layer) and ``matches_types`` (k equals it). The
-    random-label null is drawn only for a k that equals some layer's number of types."""
+    ``n_types`` (the other run's types in the layer), ``matches_types`` (k equals it) and
+    ``n_ref_types`` (the reference run's types in the layer: Appendix G's k). The random-label null
+    is drawn only for a k that equals some layer's number of types, in either run."""
     assigned, scored = [], []
+    ref_layer_types = ref_types.groupby(layer_of(ref_types.index.to_series())).nunique()
     for name, (curves, types) in others.items():
         layer_types = types.groupby(layer_of(types.index.to_series())).nunique()
         for k in ks:
+            scored_k = int(k) in set(layer_types) | set(ref_layer_types)
             a, s = transfer(reference, curves, ref_types, types, k=int(k), algorithms=algorithms, value=value,
-                            min_step=min_step, seed=seed, n_null=n_null if int(k) in set(layer_types) else 0)
+                            min_step=min_step, seed=seed, n_null=n_null if scored_k else 0)
             if s.empty:
                 continue
-            s = s.assign(n_types=s["layer"].map(layer_types).astype(int))
+            s = s.assign(n_types=s["layer"].map(layer_types).astype(int),
+                         n_ref_types=s["layer"].map(ref_layer_types).astype(int))
             assigned.append(a.assign(run=name))
             scored.append(s.assign(run=name, matches_types=s["k"] == s["n_types"]))
     if not scored:

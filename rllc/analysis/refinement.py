@@ -121,12 +121,55 @@ def steepest_change_interval(steps: Sequence[int], values: Sequence[float], se: 
     return steepest_change(steps_a, v, sigma, direction, half_width), int(lo), int(hi)
 
 
+ONSET_FRACTION = 0.2  # a fifth of the rise: where a curve has clearly left its floor (rllc.analysis.criteria)
+
+
+def onset_step(steps: Sequence[int], values: Sequence[float], sigma: float = 1.0, direction: str = "up",
+               fraction: float = ONSET_FRACTION, half_width: float = 0.0) -> int:
+    """The step at which a curve leaves its floor on the way to its steepest change: the
+    checkpoint after the last one, at or before the steepest change (``steepest_change`` with
+    ``half_width``), at which the smoothed curve (Gaussian, ``sigma`` checkpoints) is still below
+    its floor plus ``fraction`` of its rise. The floor is the curve's lowest value up to the
+    steepest change and the top its highest after it (highest and lowest for ``direction`` "down").
+    Where the curve is never below that level, its first checkpoint."""
+    steps_a = np.asarray(steps)
+    if len(steps_a) < 3:
+        raise ValueError("need at least three checkpoints")
+    sign = 1.0 if direction == "up" else -1.0
+    y = sign * smooth(values, sigma)
+    i = int(np.searchsorted(steps_a, steepest_change(steps_a, values, sigma, direction, half_width)))
+    floor, top = float(y[: i + 1].min()), float(y[i:].max())
+    below = np.flatnonzero(y[: i + 1] < floor + fraction * (top - floor))
+    j = int(below[-1]) + 1 if len(below) else 0
+    return int(steps_a[min(j, i)])
+
+
+def onset_interval(steps: Sequence[int], values: Sequence[float], se: Sequence[float] | float, sigma: float = 1.0,
+                   direction: str = "up", level: float = 0.9, n_sim: int = 500, seed: int = 0,
+                   half_width: float = 0.0) -> tuple[int, int, int]:
+    """(onset step, low, high): ``onset_step`` and its ``level`` interval when the curve is redrawn
+    with its estimates' noise (N(0, se) per checkpoint, ``n_sim`` times), as ``steepest_change_interval``,
+    widened back to the checkpoint before its low end: an onset read at a checkpoint happened after
+    the one before it, so a grid cannot place two onsets a single checkpoint apart in order (two
+    heads forming together, each drawn with its own noise, would otherwise often be one spacing apart)."""
+    steps_a = np.asarray(steps)
+    v = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    scale = np.broadcast_to(np.asarray(se, dtype=float), v.shape)
+    draws = [onset_step(steps_a, v + rng.normal(0.0, scale), sigma, direction, half_width=half_width)
+             for _ in range(n_sim)]
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], method="nearest")
+    before = steps_a[max(int(np.searchsorted(steps_a, lo)) - 1, 0)]
+    return onset_step(steps_a, v, sigma, direction, half_width=half_width), int(before), int(hi)
+
+
 def timing(curves: pd.DataFrame, measure: str, direction: str, sigma: float = 1.0,
            min_step: int = 0, level: float = 0.9, seed: int = 0, half_width: float = 0.0) -> pd.DataFrame:
     """Per component of ``curves`` (component, step, value, optionally se): the step of steepest
-    change, the first critical point of the curve, and the checkpoint spacing around the steepest
-    step. With an ``se`` column, also the ``level`` interval of the steepest step under the
-    estimates' noise (``steepest_change_interval``: columns lo, hi). ``sigma`` and ``half_width``
+    change, the onset (``onset_step``: where the curve leaves its floor; claim 5's statistic), the
+    first critical point of the curve, and the checkpoint spacing around the steepest step. With an
+    ``se`` column, also the ``level`` intervals under the estimates' noise of the steepest step
+    (``steepest_change_interval``: columns lo, hi) and of the onset (onset_lo, onset_hi). ``sigma`` and ``half_width``
     as in ``steepest_change``.
 
     Only checkpoints from ``min_step`` on are searched (e.g. after a learning-rate warm-up, when
@@ -143,33 +186,38 @@ def timing(curves: pd.DataFrame, measure: str, direction: str, sigma: float = 1.
         spacing = int(max(steps[min(i + 1, len(steps) - 1)] - steps[i], steps[i] - steps[max(i - 1, 0)]))
         crit = critical_points(steps, vals, sigma=sigma)
         row = {"component": comp, "measure": measure, "from_step": int(steps[0]),
-               "steepest_step": when, "spacing": spacing,
+               "steepest_step": when, "onset_step": onset_step(steps, vals, sigma, direction, half_width=half_width),
+               "spacing": spacing,
                "first_critical_step": int(crit["step"].iloc[0]) if len(crit) else None,
                "first_critical_kind": crit["kind"].iloc[0] if len(crit) else None}
         if "se" in d:
             _, lo, hi = steepest_change_interval(steps, vals, d["se"].to_numpy(float), sigma, direction, level,
                                                  seed=seed, half_width=half_width)
-            row |= {"lo": lo, "hi": hi}
+            _, onset_lo, onset_hi = onset_interval(steps, vals, d["se"].to_numpy(float), sigma, direction, level,
+                                                   seed=seed, half_width=half_width)
+            row |= {"lo": lo, "hi": hi, "onset_lo": onset_lo, "onset_hi": onset_hi}
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def timing_resolution(t: pd.DataFrame) -> pd.DataFrame:
-    """Per measure of a ``timing`` table with intervals (lo, hi) and two or more components: the
-    largest difference between the components' steepest steps, whether it is resolved (the
+def timing_resolution(t: pd.DataFrame, statistic: str = "onset") -> pd.DataFrame:
+    """Per measure of a ``timing`` table with intervals and two or more components, for
+    ``statistic`` ("onset": columns onset_step, onset_lo, onset_hi; "steepest": steepest_step, lo,
+    hi): the largest difference between the components' steps, whether it is resolved (the
     earliest- and latest-forming components' intervals do not overlap), and the smallest
     difference the grid and noise could resolve there (the wider of those two intervals, at least
     the checkpoint spacing)."""
+    at, lo, hi = (("onset_step", "onset_lo", "onset_hi") if statistic == "onset" else ("steepest_step", "lo", "hi"))
     rows = []
     for measure, g in t.groupby("measure"):
-        if len(g) < 2 or not {"lo", "hi"} <= set(g.columns):
+        if len(g) < 2 or not {at, lo, hi} <= set(g.columns):
             continue
-        ordered = g.sort_values(["steepest_step", "component"], kind="stable")
+        ordered = g.sort_values([at, "component"], kind="stable")
         first, last = ordered.iloc[0], ordered.iloc[-1]
-        width = max(int(first["hi"] - first["lo"]), int(last["hi"] - last["lo"]))
+        width = max(int(first[hi] - first[lo]), int(last[hi] - last[lo]))
         rows.append({"measure": measure, "first": first["component"], "last": last["component"],
-                     "difference": int(last["steepest_step"] - first["steepest_step"]),
-                     "resolved": bool(first["hi"] < last["lo"]),
+                     "difference": int(last[at] - first[at]),
+                     "resolved": bool(first[hi] < last[lo]),
                      "smallest_resolvable": max(width, int(g["spacing"].max()))})
     return pd.DataFrame(rows, columns=["measure", "first", "last", "difference", "resolved", "smallest_resolvable"])
 

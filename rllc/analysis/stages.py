@@ -139,7 +139,8 @@ STAGE_COLUMNS = ["stage", "start", "end", "llc_start", "llc_end", "ends_at", "tr
 def stages(steps: Sequence[int], values: Sequence[float], se: Sequence[float] | None = None,
            **kwargs: float) -> pd.DataFrame:
     """Stages LM1..LMk: start and end step, the LLC at both ends (smoothed), and the kind of the
-    critical point that ends each stage. With the estimates' standard errors ``se`` the
+    critical point that ends each stage, and the number of checkpoints the curve had
+    (``n_checkpoints``, on every row). With the estimates' standard errors ``se`` the
     boundaries are ``robust_critical_points`` (extrema and plateaus that stand out of the noise);
     without, the slope-sign rule of ``critical_points``. Fewer than two checkpoints bound no stage:
     the table is then empty (at the smallest counts every estimate may lack a standard error)."""
@@ -160,6 +161,7 @@ def stages(steps: Sequence[int], values: Sequence[float], se: Sequence[float] | 
                      "ends_at": ends[k]})
     out = pd.DataFrame(rows, columns=STAGE_COLUMNS[:-1])
     out["trend"] = np.where(out["llc_end"] >= out["llc_start"], "rising", "falling")
+    out["n_checkpoints"] = len(steps)  # the resolution the stages were found at (claim 1 reads it)
     return out
 
 
@@ -185,14 +187,6 @@ def stage_of(stages_table: pd.DataFrame, step: int) -> str | None:
         if row.start <= step < row.end or (step == row.end and row.Index == stages_table.index[-1]):
             return str(row.stage)
     return None
-
-
-def nearest_boundary(stages_table: pd.DataFrame, step: int) -> int | None:
-    """The stage boundary (a stage's end, not the last) closest to ``step``; None without one."""
-    inner = stages_table["end"].iloc[:-1].to_numpy() if len(stages_table) > 1 else np.array([])
-    if not len(inner):
-        return None
-    return int(inner[np.abs(np.log1p(inner) - np.log1p(step)).argmin()])
 
 
 def peak_reading(curve: pd.DataFrame, test_loss: pd.DataFrame, warmup_steps: int, until: int | None = None,

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..analysis import agreement, noise
+from ..analysis import agreement, criteria, noise
 from ..config import CircuitConfig
 from ..run import run_config
 from . import tables
@@ -79,9 +79,8 @@ def stages(run: Path, min_stages: int) -> Diagnosis | None:
     if control is not None and len(control) and "verdict" in control:
         parts.append(f"early peak: {control['verdict'].iloc[0]} ({control['reason'].iloc[0]})")
         if control["verdict"].iloc[0] == "warm-up artefact":
+            after = criteria.artefact_end(robust, control)
             inner = robust.iloc[:-1]
-            dips = inner[(inner["ends_at"] == "minimum") & (inner["end"] > int(control["peak_step"].iloc[0]))]
-            after = int(dips["end"].iloc[0]) if len(dips) else int(control["peak_step"].iloc[0])
             rest = inner[inner["end"] > after]
             effective = len(rest) + 1
             listed = ", ".join(f"{r.end:,} {r.ends_at}" for r in rest.itertuples())
@@ -286,16 +285,16 @@ def ablation_order(run: Path, min_rho: float) -> Diagnosis | None:
 
 
 def transfer(run: Path, min_ari: float, algorithm: str) -> Diagnosis | None:
-    """Claim 10, per layer. Reads cluster_transfer and clusters_ari_wr (seed 1's own clusters
-    against its types, k = its number of types). Transfer cannot recover types that seed 1's own
-    clusters do not: where seed 1's ARI is below ``min_ari`` the layer carries claim 3's diagnosis
-    of that layer (``as claim 3: ...``); where seed 1's clusters recover its types and the other
-    seeds' do not: ``scale`` (the seeds' heads differ), with the number of off-type heads."""
-    t, own = _read(run, "cluster_transfer"), _read(run, "clusters_ari_wr")
-    if t is None or own is None or t.empty:
+    """Claim 10, per layer. Reads cluster_transfer (rows at k = seed 1's number of the four
+    types) and clusters_protocol (seed 1's own clusters against its types, claim 3's protocol).
+    Transfer cannot recover types that seed 1's own clusters do not: where seed 1's ARI is below
+    ``min_ari`` the layer carries claim 3's diagnosis of that layer (``as claim 3: ...``); where
+    seed 1's clusters recover its types and the other seeds' do not: ``scale`` (the seeds' heads
+    differ), with the number of off-type heads."""
+    t, own = _read(run, "cluster_transfer"), _read(run, "clusters_protocol")
+    if t is None or own is None or t.empty or "n_ref_types" not in t:
         return None
-    t = t[(t["algorithm"] == algorithm) & t["matches_types"].astype(bool)].dropna(subset=["ari"])
-    own = own[(own["algorithm"] == "consensus") & own["matches_types"].astype(bool)]
+    t = t[(t["algorithm"] == algorithm) & (t["k"] == t["n_ref_types"])].dropna(subset=["ari"])
     if t.empty:
         return None
     c3 = clusters(run)

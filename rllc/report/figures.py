@@ -746,9 +746,10 @@ def seed_head_curves(estimates: dict[str, pd.DataFrame], types: dict[str, pd.Ser
 
 def transfer_scores(scores: pd.DataFrame, threshold: float | None = None, title: str = "") -> plt.Figure:
     """Figures 20–22 in one number each: per other seed and layer, the ARI of each algorithm's
-    transferred clusters (k = that seed's number of types) against its own types, with the 95%
-    quantile of the random-label null as a black tick and the claim's ``threshold`` dashed."""
-    s = scores[scores["matches_types"]].copy()
+    transferred clusters (k = the reference seed's number of types in the layer, ``n_ref_types``)
+    against its own types, with the 95% quantile of the random-label null as a black tick and the
+    claim's ``threshold`` dashed."""
+    s = scores[scores["k"] == scores["n_ref_types"]].copy()
     s["where"] = s["run"] + " L" + s["layer"].astype(str)
     places = list(dict.fromkeys(s.sort_values(["run", "layer"])["where"]))
     algs = list(dict.fromkeys(s["algorithm"]))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis import clustering, noise, refinement, stages
+from ..analysis import clustering, criteria, noise, refinement, stages
 from ..analysis import head_types as ht
 from ..config import Config, name_seed, seeded_name
 from . import claims, tables
@@ -72,9 +72,11 @@ def claim_tables(behaviour: pd.DataFrame, types: pd.Series, wr: pd.DataFrame, fu
 
     * claim 1: stages of ``full`` (critical points that stand out of its noise, as 01);
     * claims 2a, 2b: score types at the last checkpoint (as 00);
-    * claim 3: consensus clusters of the wrLLC curves against ``types`` (as 02);
+    * claim 3: Euclidean k-means of the wrLLC curves against the four types (the paper's protocol,
+      on the wrLLC alone: a seed's code drLLC is estimated only over the last third), and the
+      consensus clusters of 02 beside it;
     * claim 4: induction − multigram drLLC/wrLLC at the end and over the last third of the curve;
-    * claim 5: the induction heads' steepest rise of the induction score after the warm-up, with
+    * claim 5: the induction heads' onset of the induction score's rise after the warm-up, with
       90% intervals under its noise (03 also times the per-head ICL score and the drLLC).
     """
     out: dict[str, pd.DataFrame] = {}
@@ -86,6 +88,8 @@ def claim_tables(behaviour: pd.DataFrame, types: pd.Series, wr: pd.DataFrame, fu
     heads_wr = wr[wr["component"] != "full"]
     _, ari, _ = clustering.cluster_layers(heads_wr, types, max_k, seed=seed, min_step=1)
     out["clusters_ari_wr"] = ari
+    # claim 3 by the paper's protocol on the wrLLC alone: a seed's code drLLC covers only the last third
+    out["clusters_protocol"] = criteria.protocol_clusters(heads_wr, types, ["train"], seed=seed)
     induction, multigram, candidates = focus_heads(types, by_score)
     if len(dr):
         ratios = refinement.ratio_table(pd.concat([heads_wr, dr], ignore_index=True), dr_data)
