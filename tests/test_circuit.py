@@ -84,7 +84,8 @@ def test_claims_6_and_7_pass_fail_and_undefined(tmp_path):
     assert (status["04_multigram_circuit"] == claims.PASS).all()
 
     _write(tmp_path, "l1_gap_by_type", gap.assign(gap_after=[0.2, 0.05, 0.1], increase=[0.2, 0.05, 0.1]))
-    _write(tmp_path, "composition_turnaround", turn.assign(stage=["LM1", "LM3", "LM3"]))  # minima two stages apart
+    # no two adjacent stages hold two thirds of the minima
+    _write(tmp_path, "composition_turnaround", turn.assign(stage=["LM1", "LM3", "LM5"]))
     card = claims.scorecard(tmp_path).set_index("notebook")
     assert (card.loc["04_multigram_circuit", "status"] == claims.FAIL).all()
 

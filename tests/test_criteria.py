@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rllc.analysis import composition, criteria, noise, refinement
+from rllc.analysis import clustering, composition, criteria, noise, refinement
 from rllc.analysis import head_types as ht
 from rllc.analysis import reference as R
 from rllc.analysis.stages import stage_of, stages
@@ -128,14 +128,20 @@ F53_L1 = {"1:6": 0, "1:7": 0, **{f"1:{h}": 1 for h in (0, 1, 2, 3, 4, 5)}}
 
 
 def _per_layer(l0: dict, l1: dict, types: pd.Series = T) -> pd.DataFrame:
-    return pd.DataFrame([{"layer": 0, "k": 3, "ari": criteria.partition_ari(l0, types)},
-                         {"layer": 1, "k": 2, "ari": criteria.partition_ari(l1, types)}])
+    rows = []
+    for layer, (k, partition) in enumerate(((3, l0), (2, l1))):
+        heads = sorted(partition)
+        null = clustering.ari_against_null(criteria.four_types(types)[heads].to_numpy(),
+                                           [partition[h] for h in heads], n=2000, seed=0)
+        rows.append({"layer": layer, "k": k, "ari": criteria.partition_ari(partition, types),
+                     "null_q95": null["null_q95"]})
+    return pd.DataFrame(rows)
 
 
 @pytest.mark.parametrize("l0", F53_L0)
 def test_claim3_passes_the_papers_own_partitions(l0):
     table = _per_layer(l0, F53_L1)
-    assert table["ari"].round(3).tolist() == [0.536, 1.0]
+    assert table["ari"].round(3).tolist() == [0.536, 1.0] and (table["ari"] > table["null_q95"]).all()
     assert criteria.clusters_verdict(table).status == criteria.PASS
 
 
@@ -177,6 +183,7 @@ def test_claim3_protocol_recovers_types_in_curves_that_carry_them_and_not_in_cur
     for seed in range(3):
         null = criteria.protocol_clusters(_curves(T, False, seed), T, ["train", "code"], n_null=200)
         assert criteria.clusters_verdict(null).status == criteria.FAIL
+        assert criteria.clusters_verdict(null[null["layer"] == 1]).status == criteria.FAIL  # each layer alone
 
 
 # --- claim 5 --------------------------------------------------------------------------------------
