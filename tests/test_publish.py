@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import nbformat
 import pandas as pd
 import pytest
 
-from rllc import runner
+from rllc import paths, runner
 from rllc.report import publish, tables
 
 
@@ -48,6 +50,20 @@ def test_publish_strips_what_changes_and_opens_with_the_provenance(tmp_path):
     before = (tmp_path / "out" / "00_train.ipynb").read_bytes()
     publish.publish(run, tmp_path / "out")
     assert (tmp_path / "out" / "00_train.ipynb").read_bytes() == before
+
+
+def test_the_published_notebook_names_the_run_directory_relative_to_the_repository(tmp_path):
+    run = tmp_path / "run"
+    source = _executed(run / "notebooks" / "00_train.ipynb")
+    nb = nbformat.read(source, as_version=4)
+    absolute = str(run.resolve())
+    nb.cells[1].source = f'run_dir = "{absolute}"'
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text=f"profile ci; run directory {absolute}\n")]
+    nbformat.write(nb, source)
+    out = nbformat.read(publish.publish_notebook(source, tmp_path / "out.ipynb"), as_version=4)
+    relative = os.path.relpath(absolute, paths.REPO_ROOT)
+    assert out.cells[2].source == f'run_dir = "{relative}"' and not relative.startswith("/")
+    assert out.cells[2].outputs[0]["text"] == f"profile ci; run directory {relative}\n"
 
 
 def test_a_notebook_without_provenance_or_a_run_without_notebooks_is_refused(tmp_path):

@@ -14,6 +14,7 @@ under one line of provenance, so that no number in the README is typed by hand.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import nbformat
 import pandas as pd
 
+from .. import paths
 from ..io import write_text
 from . import tables
 
@@ -62,14 +64,36 @@ def provenance_markdown(meta: dict[str, Any], notebook: str) -> str:
             f"`rllc notebooks --profile {meta.get('profile', 'cpu')}`.")
 
 
+def relative_run_dir(run: Path) -> str:
+    """The run directory as a reader's checkout names it: relative to the repository root."""
+    return os.path.relpath(Path(run).resolve(), paths.REPO_ROOT)
+
+
+def localise(nb: nbformat.NotebookNode, run: Path) -> nbformat.NotebookNode:
+    """``nb`` with the absolute run directory of the machine that executed it written relative to
+    the repository, in every cell's source (papermill's injected parameters) and text output (the
+    setup cell's line); in place, returned for chaining."""
+    absolute, relative = str(Path(run).resolve()), relative_run_dir(run)
+    for cell in nb.cells:
+        cell.source = cell.source.replace(absolute, relative)
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = output["text"].replace(absolute, relative)
+            for mime in ("text/plain", "text/markdown", "text/html"):
+                if mime in output.get("data", {}):
+                    output["data"][mime] = output["data"][mime].replace(absolute, relative)
+    return nb
+
+
 def publish_notebook(source: Path, out: Path) -> Path:
-    """One executed notebook, stripped and opened with its provenance cell, written to ``out``."""
+    """One executed notebook, stripped and opened with its provenance cell, written to ``out``;
+    the run directory (``source``'s grandparent) is shown relative to the repository."""
     nb = nbformat.read(source, as_version=4)
     meta = nb.metadata.get("rllc")
     if not meta:
         raise NotPublishable(f"{source} carries no execution provenance (it ran through no `rllc notebooks` "
                              f"of this version, or a cell failed); execute it again with `rllc notebooks`")
-    nb = strip(nb)
+    nb = localise(strip(nb), source.parent.parent)
     cell = nbformat.v4.new_markdown_cell(provenance_markdown(dict(meta), source.name))
     cell.metadata["tags"] = [PROVENANCE_TAG]
     nb.cells.insert(0, cell)
