@@ -13,6 +13,13 @@ TORCH_SPEC ?= torch==2.13.0
 # glibc malloc settings that nearly halve training and SGLD step times on CPU (see README)
 export MALLOC_MMAP_MAX_ := 0
 export MALLOC_TRIM_THRESHOLD_ := 100000000000
+# the numerics the weights depend on, pinned on x86-64 before any torch starts (rllc/numerics.py;
+# the rllc command sets the same itself, replacing other values with one line saying so)
+ifeq ($(shell uname -m),x86_64)
+export ATEN_CPU_CAPABILITY := avx2
+export MKL_CBWR := AVX2,STRICT
+export ONEDNN_MAX_CPU_ISA := AVX2
+endif
 
 # The offline book (make book): the published notebooks of a run (rllc publish RUN_DIR), rendered
 # by Sphinx + myst-nb without executing anything; MathJax from its npm package, served locally.

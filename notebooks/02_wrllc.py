@@ -122,6 +122,20 @@ display(Markdown(
                            for rule, c in counts.items())))
 
 # %% [markdown]
+# **How settled each type is.** A measure moves a little from checkpoint to checkpoint even late in
+# training, and a retrain on another machine or another seed moves it by about as much (one head
+# of the default run went from 0.62 to 0.64 between two machines and changed type). Its spread
+# over the last five checkpoints is its noise here; a head whose measure lies within two spreads
+# of a threshold has a *fragile* type, and the claims its type feeds could change with it
+# (`rllc.analysis.head_types.fragile_heads`, `rllc.report.claims.fragility_line`).
+
+# %%
+fragile = ht.fragile_heads(behaviour)
+nb.write("type_fragility", fragile)
+display(fragile[fragile["value"] > 0.1].round(3))
+display(Markdown(claims.fragility_line(fragile, score_types)))
+
+# %% [markdown]
 # ### 2.2 Tokens in context
 #
 # Following Appendix B.1, we mean-ablate each head in turn on held-in windows of the training

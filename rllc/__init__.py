@@ -3,13 +3,15 @@
 The notebooks under ``notebooks/`` tell the story; this package does the work. Layers, lowest
 first (a module imports only from its own layer or below; ``tests/test_layers.py`` checks it):
 
-  config, paths, io, provenance   foundation
+  config, paths, io, provenance,  foundation
+  numerics
   data/                           corpora, tokenizer, token datasets
   model/                          builders, fused forward, components, checkpoint stores
   run                             a run directory: config, checkpoints, load_model
   train                           the training loop
   estimate/                       SGLD, LLC estimates, calibration, known-λ models, sweeps
-  analysis/                       scores, interventions, patterns, stages, clustering, refinements
+  analysis/                       scores, interventions, patterns, stages, clustering, refinements,
+                                  the reference run and the claims' calibrated criteria
   report/                         table registry, claims, figures, viewer
   notebook, cli, runner           the faces
 """

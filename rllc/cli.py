@@ -16,15 +16,19 @@ if TYPE_CHECKING:
 DEFAULT_PROFILE = "cpu"
 
 # glibc maps and page-faults every large tensor afresh unless told otherwise; this setting
-# nearly halves training and SGLD step times on CPU (see README). It must be in the
-# environment before the process starts, so the command re-executes itself once.
+# nearly halves training and SGLD step times on CPU (see README). The numerics the weights depend
+# on (rllc.numerics: torch's CPU capability, MKL's and oneDNN's ISA) are pinned the same way. Both
+# must be in the environment before the process starts, so the command re-executes itself once.
 ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
 
 
 def _ensure_allocator_env() -> None:
-    if os.environ.get("RLLC_NO_REEXEC") or all(os.environ.get(k) == v for k, v in ALLOCATOR_ENV.items()):
+    from .numerics import apply_env, pinned_env
+
+    wanted = {**ALLOCATOR_ENV, **pinned_env()}
+    if os.environ.get("RLLC_NO_REEXEC") or all(os.environ.get(k) == v for k, v in wanted.items()):
         return
-    env = {**os.environ, **ALLOCATOR_ENV, "RLLC_NO_REEXEC": "1"}
+    env = apply_env({**os.environ, **ALLOCATOR_ENV, "RLLC_NO_REEXEC": "1"})
     os.execve(sys.executable, [sys.executable, "-m", "rllc.cli", *sys.argv[1:]], env)
 
 
@@ -87,10 +91,13 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
 
 
 def cmd_llc(args: argparse.Namespace) -> None:
+    import dataclasses
+
     from .estimate.sweep import estimate_one
 
-    where: str | Path = _open_run(args) if args.run_dir else _profile(args)
-    overrides = {name: getattr(args, name) for name in _sampler_types() if getattr(args, name) is not None}
+    where, cfg = _open_run(args)
+    flags = {name: getattr(args, name) for name in _sampler_types() if getattr(args, name) is not None}
+    overrides = {**dataclasses.asdict(cfg.sampler), **flags}  # the profile's sampler, then the flags
     result = estimate_one(where, model=args.model, step=args.step,
                           component=args.component, data=args.data, overrides=overrides,
                           device=args.device, progress=not args.quiet)
@@ -98,17 +105,24 @@ def cmd_llc(args: argparse.Namespace) -> None:
     print(json.dumps(out, indent=2, default=float))
 
 
-def _open_run(args: argparse.Namespace) -> Path:
-    """An existing run: --run-dir, else the profile's default run directory."""
-    from .run import open_run, profile_name, require_run
+def _open_run(args: argparse.Namespace) -> tuple[Path, Config]:
+    """An existing run and the settings a command uses on it. --run-dir with --profile: the
+    profile's, through the one rule of ``rllc.run.reconcile`` (a setting the weights or data
+    depend on that differs is refused in one line; any other is used, one line on stderr each);
+    --run-dir alone: the run's own; --profile alone: its default run directory."""
+    from .config import load_config
+    from .run import open_run, reconcile, require_run, run_config
 
     if args.run_dir:
         run = open_run(Path(args.run_dir).resolve())
-        if args.profile and profile_name(args.profile) != run.profile:
-            raise ValueError(f"{run.path} was made with profile {run.profile!r}, not {args.profile!r}; "
-                             f"drop --profile (the run's own settings are used) or name --profile {run.profile}")
-        return run.path
-    return require_run(_profile(args))
+        if not args.profile:
+            return run.path, run.cfg
+        cfg = load_config(args.profile)
+        for line in reconcile(run.path, cfg):
+            print(line, file=sys.stderr, flush=True)
+        return run.path, cfg
+    path = require_run(_profile(args))
+    return path, run_config(path)
 
 
 # rllc sweep's SLURM flags (argparse dest) -> SlurmOptions field (None: not an option of the array)
@@ -121,7 +135,6 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     import dataclasses
 
     from .estimate import grid, sweep
-    from .run import run_config
 
     slurm_args = {name: getattr(args, name) for name in SLURM_FLAGS if getattr(args, name) is not None}
     if args.executor == "local" and slurm_args:
@@ -129,8 +142,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         raise ValueError(f"{flags}: for --executor slurm only (a local sweep runs here, to the end)")
     if args.executor == "slurm" and args.workers is not None:
         raise ValueError("--workers is for --executor local (a SLURM task runs one process: --cpus-per-task)")
-    run = _open_run(args)
-    cfg = run_config(run)
+    run, cfg = _open_run(args)
     overrides = {name: getattr(args, name) for name in _sampler_types() if getattr(args, name) is not None}
     settings = dataclasses.replace(cfg.sampler, **overrides)
     steps = args.steps if args.steps not in (["all"], ["last"]) else args.steps[0]
@@ -220,13 +232,22 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_describe(args: argparse.Namespace) -> None:
+    import yaml
+
     from .config import MODEL_NAMES, load_config
     from .model.build import build_model, n_params
+    from .numerics import describe, threads
 
-    cfg = load_config(_profile(args))
+    if args.run_dir:  # a run's settings (the profile's, by the one rule, when --profile is given too)
+        run, cfg = _open_run(args)
+        recorded = (yaml.safe_load((run / "config.yaml").read_text()).get("provenance") or {}).get("numerics")
+    else:
+        cfg, recorded = load_config(_profile(args)), None
     counts = {name: n_params(build_model(cfg, name)) for name in MODEL_NAMES}
     print(json.dumps({"config": cfg.to_dict(), "parameters": counts,
-                      "checkpoints": {n: len(cfg.checkpoint_steps(n)) for n in MODEL_NAMES}}, indent=2))
+                      "checkpoints": {n: len(cfg.checkpoint_steps(n)) for n in MODEL_NAMES},
+                      "numerics": {"recorded by the run": recorded, "here": describe(threads(cfg))}},
+                     indent=2, default=str))
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
@@ -343,8 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "times) between the results markers of this README")
     sp.set_defaults(func=cmd_publish)
 
-    sp = sub.add_parser("describe", help="print the resolved configuration and parameter counts as JSON")
-    common(sp, run_dir=False)
+    sp = sub.add_parser("describe", help="print the resolved configuration, parameter counts and numerics as JSON")
+    common(sp)
     sp.set_defaults(func=cmd_describe)
     return p
 

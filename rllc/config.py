@@ -91,6 +91,10 @@ class TrainConfig:
     eval_batches: int = 4  # batches of the held-out test split evaluated at each checkpoint
     device: str = "auto"  # "auto" picks CUDA when present
     deterministic: bool = True  # deterministic kernels: bit-identical reruns and resumes on CPU
+    # torch threads of a training or estimating process, fixed by the profile, not the machine: float
+    # sums depend on the thread count (rllc.numerics; a model of another seed trained in 06 gets
+    # threads // seeds.processes)
+    threads: int = 2
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +21,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
+from . import numerics
 from .config import Config, load_config
 from .data import tokens as data_mod
 from .model.components import head_names
@@ -128,7 +130,13 @@ def setup(profile: str, config: dict[str, Any] | None = None, run_dir: str | Non
     cfg = load_config(profile, config or {})
     run = create_run(cfg, run_dir or None)
     session = Session(cfg, run, progress)
-    print(f"profile {cfg.profile}; run directory {run.path}")
+    torch.set_num_threads(cfg.train.threads)  # the profile's, not the machine's (rllc.numerics)
+    print(f"profile {cfg.profile}; run directory {run.path}; {cfg.train.threads} torch threads, CPU capability "
+          f"{numerics.torch_capability()}")
+    off = {k: os.environ.get(k, "unset") for k, v in numerics.pinned_env().items() if os.environ.get(k) != v}
+    if off:
+        print(f"warning: this kernel started without the project's numerics ({off}); its weights and estimates "
+              f"may differ from a run's made through `rllc notebooks` or `make`")
     if sampler_line:
         print(figures.sampler_stamp(session.settings))
     return session

@@ -15,7 +15,7 @@ Layout::
 
 from __future__ import annotations
 
-import warnings
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,7 +25,7 @@ import torch
 import yaml
 from transformer_lens import HookedTransformer
 
-from . import paths
+from . import numerics, paths
 from .config import Config, config_hash, data_seed, from_dict, model_base, profile_settings, seeded
 from .data import tokens as tokens_mod
 from .io import write_text
@@ -37,7 +37,8 @@ from .provenance import provenance
 def identity(cfg: Config, name: str) -> dict[str, Any]:
     """Everything the weights of a model depend on, except how long it trains. A model of another
     seed ("L2-s2") differs in its seed and records the batch order's seed (unchanged for the run's
-    own models, whose stored identities stay valid)."""
+    own models, whose stored identities stay valid). ``numerics``: the thread count it trains with
+    and the pinned CPU settings of this process (``rllc.numerics``): a resume under others is refused."""
     c = seeded(cfg, name)
     t = c.train
     return {
@@ -48,6 +49,7 @@ def identity(cfg: Config, name: str) -> dict[str, Any]:
         **({"data_seed": data_seed(c)} if data_seed(c) != c.seed else {}),
         "optimizer": config_hash({"batch": t.batch_size, "lr": t.lr, "wd": t.weight_decay, "betas": t.betas,
                                   **({"warmup": t.warmup_steps} if t.warmup_steps else {})}),
+        "numerics": numerics.numerics_record(numerics.threads(cfg, name)),
     }
 
 
@@ -141,19 +143,58 @@ class ProfileMismatch(ValueError):
     """A run directory was made with another profile than the one named."""
 
 
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "steps":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def changed_settings(old: Config, new: Config) -> list[str]:
     """Dotted names of the settings that differ between two configs."""
-    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            if isinstance(v, dict) and k != "steps":
-                out.update(flat(v, f"{prefix}{k}."))
-            else:
-                out[f"{prefix}{k}"] = v
-        return out
-
-    a, b = flat(old.to_dict()), flat(new.to_dict())
+    a, b = _flat(old.to_dict()), _flat(new.to_dict())
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+# The settings a run's weights or data depend on (what ``identity`` and the token datasets are
+# made of): a profile that differs from a run in one of them is refused, naming it. Any other
+# setting that differs is used, with one line saying so.
+WEIGHT_SETTINGS = ("seed", "corpus.", "tokenizer.", "model.", "train.batch_size", "train.lr", "train.weight_decay",
+                   "train.betas", "train.warmup_steps", "train.data_seed", "train.threads", "train.deterministic")
+
+
+class SettingsMismatch(ValueError):
+    """A profile differs from a run directory's own config in a setting its weights or data depend on."""
+
+
+def is_weight_setting(name: str) -> bool:
+    return any(name == w or (w.endswith(".") and name.startswith(w)) for w in WEIGHT_SETTINGS)
+
+
+def reconcile(run_dir: str | Path, cfg: Config) -> list[str]:
+    """The one rule for a profile and a run directory given together (every command, and the
+    notebooks' parameters): nothing to say for a new run directory; a run of another profile is
+    refused (``ProfileMismatch``); a setting the weights or data depend on that differs from the
+    run's is refused in one line naming it (``SettingsMismatch``); every other setting that
+    differs is used, and the returned lines say so, one each."""
+    out = resolve_path(run_dir)
+    if not (out / "config.yaml").exists():
+        return []
+    old = run_config(out)
+    if old.profile != cfg.profile:
+        raise ProfileMismatch(f"{out} was made with profile {old.profile!r}, not {cfg.profile!r}; "
+                              f"name --profile {old.profile}, or choose another --run-dir")
+    a, b = _flat(old.to_dict()), _flat(cfg.to_dict())
+    changed = changed_settings(old, cfg)
+    refused = [k for k in changed if is_weight_setting(k)]
+    if refused:
+        what = "; ".join(f"{k} {a.get(k)!r} in the run, {b.get(k)!r} in the profile" for k in refused)
+        raise SettingsMismatch(f"{out}: the run's weights or data depend on {what}: refused; drop the setting "
+                               f"from the profile, or choose another --run-dir")
+    return [f"rllc: {out.name}: using the profile's {k} = {b.get(k)!r} (the run had {a.get(k)!r})" for k in changed]
 
 
 def run_path(cfg: Config, run_dir: str | Path | None = None) -> Path:
@@ -164,24 +205,16 @@ def run_path(cfg: Config, run_dir: str | Path | None = None) -> Path:
 def create_run(cfg: Config, run_dir: str | Path | None = None) -> Run:
     """The run directory for ``cfg`` (``runs/<profile>`` by default), with ``config.yaml`` written.
 
-    A directory made with another profile is refused (one run, one profile); one made with the
-    same profile and other settings (overrides) is reused with a warning naming what changed.
-    Models trained with settings their weights depend on are guarded separately (identity.json).
+    An existing directory goes through ``reconcile``: another profile, or another setting the
+    weights or data depend on, is refused; any other setting that differs is used (config.yaml is
+    rewritten with it), one line on stderr saying so. Models are guarded again by identity.json.
     """
     out = run_path(cfg, run_dir)
     existing = out / "config.yaml"
-    if existing.exists():
-        old = run_config(out)
-        if old.profile != cfg.profile:
-            raise ProfileMismatch(f"{out} was made with profile {old.profile!r}, not {cfg.profile!r}; "
-                                  f"name --profile {old.profile}, or choose another --run-dir")
-        changed = changed_settings(old, cfg)
-        if changed:
-            warnings.warn(f"{out}: settings differ from the run's config.yaml in {changed[:8]}"
-                          f"{' …' if len(changed) > 8 else ''}; it is rewritten with the new ones",
-                          stacklevel=2)
+    for line in reconcile(out, cfg):
+        print(line, file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {**cfg.to_dict(), "provenance": provenance()}
+    doc = {**cfg.to_dict(), "provenance": {**provenance(), "numerics": numerics.describe(numerics.threads(cfg))}}
     write_text(existing, yaml.safe_dump(doc, sort_keys=False))
     return Run(out)
 

@@ -12,8 +12,9 @@ import nbformat
 import papermill
 
 from . import paths
-from .config import profile_path, profile_settings
+from .config import load_config, profile_path, profile_settings
 from .io import write_text
+from .numerics import apply_env
 from .run import resolve_path
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -36,9 +37,10 @@ PACKAGES = ("rllc", "torch", "transformer-lens", "numpy", "pandas", "scikit-lear
             "papermill")
 
 
-def execution_provenance(profile: str, started: str, seconds: float) -> dict[str, Any]:
-    """What made an executed notebook: commit, profile, when, on what machine, package versions
-    (stored in the notebook's metadata as ``rllc``; ``rllc publish`` shows it as its first cell)."""
+def execution_provenance(profile: str, started: str, seconds: float, threads: int | None = None) -> dict[str, Any]:
+    """What made an executed notebook: commit, profile, when, on what machine (with ``threads``, the
+    profile's thread count: the CPU, its flags, torch's capability and the pinned numerics), package
+    versions (stored in the notebook's metadata as ``rllc``; ``rllc publish`` shows it as its first cell)."""
     import os
     import platform
     from importlib import metadata
@@ -52,9 +54,14 @@ def execution_provenance(profile: str, started: str, seconds: float) -> dict[str
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    return {"commit": commit, "dirty": dirty, "profile": profile, "started": started,
-            "seconds": round(seconds, 1), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
-            "python": platform.python_version(), "packages": versions}
+    out = {"commit": commit, "dirty": dirty, "profile": profile, "started": started,
+           "seconds": round(seconds, 1), "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+           "python": platform.python_version(), "packages": versions}
+    if threads is not None:  # what the numbers depend on (rllc.numerics), as the kernels ran
+        from .numerics import describe
+
+        out["numerics"] = describe(threads)
+    return out
 
 
 def execute(source: Path, out: Path, parameters: dict[str, Any], progress: bool = True) -> float:
@@ -64,6 +71,7 @@ def execute(source: Path, out: Path, parameters: dict[str, Any], progress: bool 
     import datetime as dt
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    apply_env()  # the kernel inherits this process's environment: the project's numerics, before its torch starts
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / source.with_suffix(".ipynb").name
         nbformat.write(to_ipynb(source), src)
@@ -73,7 +81,9 @@ def execute(source: Path, out: Path, parameters: dict[str, Any], progress: bool 
                                    progress_bar=progress, cwd=str(paths.REPO_ROOT))
         seconds = time.perf_counter() - start
     done = nbformat.read(out, as_version=4)
-    done.metadata["rllc"] = execution_provenance(str(parameters.get("profile", "")), started, seconds)
+    threads = load_config(str(parameters["profile"]), parameters.get("config") or {}).train.threads \
+        if parameters.get("profile") else None
+    done.metadata["rllc"] = execution_provenance(str(parameters.get("profile", "")), started, seconds, threads)
     write_text(out, nbformat.writes(done))
     return seconds
 

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from . import numerics
 from .config import Config, data_seed, model_base
 from .data import tokens as data_mod
 from .io import write_table
@@ -102,7 +103,8 @@ def train_model(
     eval_tokens = data_mod.load_tokens(cfg, "test")[: cfg.train.eval_batches * cfg.train.batch_size]
     order = BatchOrder(len(train_tokens), cfg.train.batch_size, data_seed(cfg))
 
-    with deterministic_algorithms(cfg.train.deterministic):
+    pinned = numerics.torch_threads(numerics.threads(cfg, name))
+    with deterministic_algorithms(cfg.train.deterministic), pinned:
         return _train_loop(cfg, name, run, store, model, opt, train_tokens, eval_tokens, order, schedule,
                            device, progress, on_step)
 
@@ -131,12 +133,13 @@ def _train_in_worker(cfg: Config, name: str, run_dir: str, threads: int) -> Trai
 
 def train_models(cfg: Config, names: list[str], run_dir: str | Path | None = None, processes: int = 1,
                  progress: bool = True) -> list[TrainSummary]:
-    """Train (or resume, or load) several models, ``processes`` at a time, each process with an
-    equal share of torch's threads. On 2 cores two one-thread processes get through 1.3x the
-    steps of one two-thread process (README, "Other seeds"). Each model is bit-identical to one
-    trained alone with the same number of threads (float sums depend on the thread count; the
-    summaries report it), and a killed call resumes every model from its last checkpoint. Spawned
-    processes: a script calling this with ``processes`` > 1 must do so under
+    """Train (or resume, or load) several models, ``processes`` at a time, each with the thread
+    count the profile gives it (``rllc.numerics.threads``: a model of another seed gets
+    ``train.threads // seeds.processes``, however it is launched). On 2 cores two one-thread
+    processes get through 1.3x the steps of one two-thread process (README, "Other seeds"). Each
+    model is bit-identical to one trained alone (float sums depend on the thread count, which the
+    profile fixes; the summaries report it), and a killed call resumes every model from its last
+    checkpoint. Spawned processes: a script calling this with ``processes`` > 1 must do so under
     ``if __name__ == "__main__":`` (notebooks need nothing)."""
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
@@ -144,14 +147,13 @@ def train_models(cfg: Config, names: list[str], run_dir: str | Path | None = Non
         model_base(name)  # refuse an unknown name before anything starts
     run = str(create_run(cfg, run_dir).path)
     if processes == 1 or len(names) == 1:
-        threads = torch.get_num_threads()
-        return [_summary(train_model(cfg, name, run, progress=progress), threads) for name in names]
+        return [_summary(train_model(cfg, name, run, progress=progress), numerics.threads(cfg, name))
+                for name in names]
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    threads = max(1, torch.get_num_threads() // processes)
     with ProcessPoolExecutor(max_workers=processes, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_train_in_worker, cfg, name, run, threads) for name in names]
+        futures = [pool.submit(_train_in_worker, cfg, name, run, numerics.threads(cfg, name)) for name in names]
         out = []
         for fut in tqdm(futures, desc=f"training {len(names)} models, {processes} at a time", disable=not progress):
             out.append(fut.result())

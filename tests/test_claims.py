@@ -141,3 +141,17 @@ def test_a_claim_under_the_rule_and_rule_v1_side_by_side(tmp_path):
     claims.compare_rules(tmp_path, "6", (claims.UNDEFINED, "no layer-0 multigram head under rule v1"))
     rows = claims.compare_rules(tmp_path, "6", (claims.UNDEFINED, "again"))
     assert len(rows) == 4 and rows["value"].str.contains("again").sum() == 1
+
+
+def test_the_fragility_line_names_the_claims_a_flip_would_change():
+    fragile = pd.DataFrame({"component": ["0:1", "1:3", "0:2"],
+                            "score": ["previous_token", "induction", "current_token"],
+                            "value": [0.52, 0.21, 0.9], "threshold": [0.5, 0.2, 0.5], "sd": [0.02, 0.01, 0.01],
+                            "margin_sd": [1.0, 1.0, 40.0], "fragile": [True, True, False]})
+    one_prev = pd.Series({"0:1": "previous-token", "0:2": "current-token", "1:3": "induction", "1:4": "induction"})
+    line = claims.fragility_line(fragile, one_prev)
+    # 0:1 is layer 0's only previous-token head: 2a would change; 1:3 is one of two induction heads: 2b would not
+    assert "0:1 (previous_token 0.52, threshold 0.5, spread 0.020: 1.0 spreads away) → claims 2a, 3, 6, 7, 10" in line
+    assert "1:3 (induction 0.21, threshold 0.2, spread 0.010: 1.0 spreads away) → claims 3, 4, 5, 6, 7, 10" in line
+    assert "0:2" not in line
+    assert "no type is fragile" in claims.fragility_line(fragile.assign(fragile=False), one_prev)

@@ -118,3 +118,47 @@ def test_a_reader_that_stops_early_gets_no_traceback():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_a_profile_and_a_run_directory_follow_one_rule_on_every_command(tmp_path, capsys, ci_prepared):
+    """A profile file given with a run directory: a setting the weights or data depend on that
+    differs from the run's is refused in one line naming it, on every command, and nothing is
+    written; any other setting that differs is used, one line saying so (rllc.run.reconcile)."""
+    import pytest
+
+    from rllc import cli
+    from rllc.notebook import setup
+
+    base = "profile: ci\nextends: ci\nconfig:\n  train: {steps: {L0: 4}}\n"
+    (tmp_path / "base.yaml").write_text(base)
+    (tmp_path / "vocab.yaml").write_text(base + "  tokenizer: {vocab_size: 384}\n")
+    (tmp_path / "draws.yaml").write_text(base + "  sampler: {draws: 7}\n")
+    run = tmp_path / "run"
+    cli.main(["train", "--profile", str(tmp_path / "base.yaml"), "--run-dir", str(run), "--models", "L0", "--quiet"])
+    capsys.readouterr()
+    before = (run / "config.yaml").read_text()
+    commands = {"train": ["--models", "L0"], "notebooks": ["--only", "none"],
+                "llc": ["--model", "L0", "--chains", "1", "--burnin", "0"],
+                "sweep": ["--models", "L0", "--steps", "last", "--status"], "describe": []}
+    for command, extra in commands.items():
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([command, "--profile", str(tmp_path / "vocab.yaml"), "--run-dir", str(run), "--quiet", *extra])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1, (command, err)
+        assert "tokenizer.vocab_size 512 in the run, 384 in the profile: refused" in err, (command, err)
+        assert (run / "config.yaml").read_text() == before, command
+    used = "rllc: run: using the profile's sampler.draws = 7 (the run had "
+    for command, extra in commands.items():
+        (run / "config.yaml").write_text(before)  # train and notebooks record the settings they used
+        cli.main([command, "--profile", str(tmp_path / "draws.yaml"), "--run-dir", str(run), "--quiet", *extra])
+        out, err = capsys.readouterr()
+        assert err.count(used) == 1, (command, err)
+        if command == "llc":
+            assert json.loads(out)["settings"]["draws"] == 7  # used, not ignored
+        if command == "describe":
+            assert json.loads(out)["config"]["sampler"]["draws"] == 7
+    (run / "config.yaml").write_text(before)
+    setup(str(tmp_path / "draws.yaml"), {}, str(run), progress=False)  # Papermill's parameters: the same rule
+    assert used in capsys.readouterr().err
+    with pytest.raises(ValueError, match="tokenizer.vocab_size"):
+        setup(str(tmp_path / "vocab.yaml"), {}, str(run), progress=False)

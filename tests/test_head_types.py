@@ -127,3 +127,20 @@ def test_scores_without_text_are_refused():
     with pytest.raises(ValueError, match="previous_token_text"):
         ht.classify(df)
     assert ht.classify(df, "random tokens only").item() == ht.PREVIOUS_TOKEN
+
+
+def test_fragile_heads_are_those_within_their_own_spread_of_a_threshold():
+    """Two heads whose previous-token share wobbles by 0.02 over the last checkpoints: one ends at
+    0.51 (0.01 above the 0.5 threshold: fragile), one at 0.90 (settled)."""
+    rows = []
+    for step, wobble in zip(range(100, 600, 100), (0.02, -0.02, 0.02, -0.02, 0.0), strict=True):
+        for c, share in (("0:0", 0.51), ("0:1", 0.90)):
+            for score in ("previous_token", "previous_token_text"):
+                rows.append({"step": step, "layer": 0, "component": c, "score": score, "value": share + wobble})
+            for score in ("current_token", "current_token_text", "first_position", "first_position_text",
+                          "induction"):
+                rows.append({"step": step, "layer": 0, "component": c, "score": score, "value": 0.0})
+    out = ht.fragile_heads(pd.DataFrame(rows)).set_index(["component", "score"])
+    assert out.loc[("0:0", "previous_token"), "fragile"] and not out.loc[("0:1", "previous_token"), "fragile"]
+    assert out.loc[("0:0", "previous_token"), "value"] == pytest.approx(0.51)
+    assert out.loc[("0:0", "previous_token"), "sd"] == pytest.approx(0.02)

@@ -25,16 +25,35 @@ def test_finding_a_run_never_writes(tmp_path: Path) -> None:
     assert not missing.exists()
 
 
-def test_create_run_records_provenance_and_refuses_another_profile(tmp_path: Path) -> None:
+def test_create_run_records_provenance_and_refuses_another_profile(tmp_path: Path, capsys) -> None:
     ci = config.load_config("ci")
     r = run.create_run(ci, tmp_path / "r")
     doc = yaml.safe_load((r.path / "config.yaml").read_text())
     assert doc["provenance"]["package_version"] == provenance.package_version()
     assert run.open_run(r.path).cfg == ci  # the provenance block does not leak into the config
-    with pytest.warns(UserWarning, match="sampler.nbeta"):
-        run.create_run(config.load_config("ci", {"sampler": {"nbeta": 3.0}}), tmp_path / "r")
+    run.create_run(config.load_config("ci", {"sampler": {"nbeta": 3.0}}), tmp_path / "r")
+    assert capsys.readouterr().err == "rllc: r: using the profile's sampler.nbeta = 3.0 (the run had 30.0)\n"
     with pytest.raises(run.ProfileMismatch, match="made with profile 'ci'"):
         run.create_run(config.load_config("cpu"), tmp_path / "r")
+    with pytest.raises(run.SettingsMismatch, match="tokenizer.vocab_size 512 in the run, 384 in the profile"):
+        run.create_run(config.load_config("ci", {"tokenizer": {"vocab_size": 384}}), tmp_path / "r")
+
+
+def test_the_weight_settings_are_what_a_models_identity_is_made_of() -> None:
+    """Each setting the rule refuses changes a model's identity or its token datasets (the oracle:
+    ``run.identity``); a setting it lets through changes neither."""
+    base = config.load_config("ci")
+    changes = {"seed": 7, "tokenizer": {"vocab_size": 384}, "model": {"d_model": 64}, "corpus": {"test_fraction": 0.1},
+               "train": {"lr": 0.5}}
+    for key, value in changes.items():
+        other = config.load_config("ci", {key: value})
+        names = run.changed_settings(base, other)
+        assert names and all(run.is_weight_setting(n) for n in names), names
+        assert run.identity(other, "L2") != run.identity(base, "L2")
+    for key, value in {"sampler": {"draws": 7}, "llc": {"head_checkpoints": 6}, "train": {"steps": {"L2": 99}}}.items():
+        other = config.load_config("ci", {key: value})
+        assert not any(run.is_weight_setting(n) for n in run.changed_settings(base, other))
+        assert run.identity(other, "L2") == run.identity(base, "L2")
 
 
 def test_relative_run_dirs_resolve_against_the_repository(tmp_path: Path, monkeypatch) -> None:

@@ -208,8 +208,7 @@ def test_a_generator_trained_further_is_a_new_distribution(trained_run, tiny_cfg
     longer = config.load_config("ci", {"train": {"steps": {"L0": 12, "L1": 20, "L2": 24},
                                                  "checkpoints": [{"start": 0, "stop": 24, "every": 8}],
                                                  "resume_every": 4, "log_every": 2}})
-    with pytest.warns(UserWarning, match="train.steps"):
-        train_model(longer, "L1", trained_run, progress=False)
+    train_model(longer, "L1", trained_run, progress=False)  # another length: used, with a line saying so
     second = sweep.run_sweep(trained_run, **jobs)  # "model:L1" now means L1 at step 20, not 12
     assert first["key"].item() != second["key"].item()
     assert len(sweep.load_records(trained_run)) == 2

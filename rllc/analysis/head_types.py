@@ -155,6 +155,33 @@ def score_table(behaviour: pd.DataFrame, rule: Rule | str = DEFAULT_RULE) -> pd.
     return measures.join(raw).join(classify_by_scores(tidy, rule.thresholds)).reset_index()
 
 
+FRAGILE_CHECKPOINTS = 5  # the last checkpoints whose spread is a measure's noise (fragile_heads)
+FRAGILE_SPREAD = 2.0  # a head is fragile when its measure lies within this many spreads of a threshold
+
+
+def fragile_heads(behaviour: pd.DataFrame, rule: Rule | str = DEFAULT_RULE, n_last: int = FRAGILE_CHECKPOINTS,
+                  spread: float = FRAGILE_SPREAD) -> pd.DataFrame:
+    """How close each head's type is to flipping: per head and measure of ``rule`` (tidy behaviour
+    rows over training), the measure at the last checkpoint, its threshold, its noise (the standard
+    deviation of the measure over the last ``n_last`` checkpoints: what it still moves by while the
+    model barely changes), the margin in those units, and ``fragile``: within ``spread`` of the
+    threshold. A retrain on another machine, or another seed, moves a measure by about that much
+    (a head of the default run moved from 0.62 to 0.64 in its random-token share between two
+    machines), so a fragile head's type is not settled by this run alone."""
+    rule = RULES[rule] if isinstance(rule, str) else rule
+    rows = behaviour[behaviour["layer"] >= 0][["step", "component", "score", "value"]]
+    steps = sorted(rows["step"].unique())[-n_last:]
+    m = rule_measures(rows[rows["step"].isin(steps)], rule)
+    m = m[m["score"].isin(list(rule.thresholds))]
+    last = m[m["step"] == steps[-1]].set_index(["component", "score"])["value"]
+    sd = m.groupby(["component", "score"])["value"].std(ddof=1).reindex(last.index).fillna(0.0)
+    out = pd.DataFrame({"value": last, "sd": sd}).reset_index()
+    out["threshold"] = out["score"].map(rule.thresholds)
+    out["margin_sd"] = (out["value"] - out["threshold"]) / out["sd"].where(out["sd"] > 0)
+    out["fragile"] = (out["value"] - out["threshold"]).abs() <= spread * out["sd"]
+    return out[["component", "score", "value", "threshold", "sd", "margin_sd", "fragile"]]
+
+
 def formation_step(behaviour: pd.DataFrame, score: str, layer: int, rule: Rule | str = DEFAULT_RULE) -> int | None:
     """The first checkpoint at which the best head of ``layer`` clears ``rule``'s threshold on
     ``score`` (one of ``SCORE_TYPES``), from tidy behaviour rows over training; None if none does."""

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .. import provenance
+from .. import numerics, provenance
 from ..config import Config, SamplerConfig, config_hash, model_base
 from ..data import tokens as data_mod
 from ..io import read_json, write_json, write_table
@@ -301,10 +301,12 @@ def run_sweep(
     with tqdm(total=len(todo) * per_job, desc=f"LLC sweep ({len(todo)} of {len(jobs)} estimates to do{cut_note})",
               disable=not progress, mininterval=2.0, unit="step") as bar:
         state: dict[Any, Any] = {}
+        pinned = numerics.torch_threads(cfg.train.threads)  # the profile's threads, not the machine's
         if workers > 1 and dev.type == "cpu" and len(todo) > 1:
             # the shared paired references first, here, so that no two workers compute one
-            for job in todo:
-                paired_baseline(run, cfg, job, settings, dev, state)
+            with pinned:
+                for job in todo:
+                    paired_baseline(run, cfg, job, settings, dev, state)
             state.clear()
             _run_parallel(run, todo, settings, workers, bar, per_job)
         elif dev.type == "cuda":
@@ -312,8 +314,9 @@ def run_sweep(
             for chunk in batchable(todo, plan.components):
                 run_chunk(run, cfg, chunk, settings, dev, state, bar, plan.chains)
         else:
-            for job in todo:
-                run_job(run, cfg, job, settings, dev, state, bar)
+            with pinned:
+                for job in todo:
+                    run_job(run, cfg, job, settings, dev, state, bar)
     table = collect(run, [keys[j] for j in jobs])
     return table
 
@@ -479,7 +482,7 @@ def _run_parallel(run: Path, todo: list[Job], settings: SamplerConfig, workers: 
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    threads = max(1, torch.get_num_threads() // workers)
+    threads = max(1, run_config(run).train.threads // workers)  # the profile's threads, shared (rllc.numerics)
     # jobs are ordered by checkpoint and handed out in order, so each worker loads a checkpoint once
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                              initializer=_worker_init, initargs=(threads,)) as pool:

@@ -49,8 +49,11 @@ class CheckpointStore:
             old = read_json(path)
             if old != identity:
                 diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+                hint = (" (its numerics differ: thread count or pinned CPU settings, rllc.numerics; run through "
+                        "`rllc` or `make`, which pin them, with the profile's train.threads)"
+                        if "numerics" in diff else "")
                 raise IdentityMismatch(
-                    f"{self.root} holds a model trained with other settings (differs in {diff}); "
+                    f"{self.root} holds a model trained with other settings (differs in {diff}){hint}; "
                     "use another run directory or delete this one")
 
     def check_identity(self, identity: dict[str, Any]) -> None:

@@ -275,6 +275,38 @@ def write_scorecard(run_dir: str | Path) -> pd.DataFrame:
     return card
 
 
+# The claims that read a head's type, by the measure that decides it: a previous-token or
+# current-token flip changes layer 0's type partition (3, 10) and its multigram heads (6, 7); an
+# induction flip changes the induction heads (4, 5) and layer 1's multigram heads (6, 7) too.
+CLAIMS_BY_MEASURE = {"previous_token": ("2a", "3", "6", "7", "10"), "current_token": ("3", "6", "7", "10"),
+                     "induction": ("2b", "3", "4", "5", "6", "7", "10")}
+COUNTED = {"previous_token": ("2a", 0, ht.PREVIOUS_TOKEN), "induction": ("2b", 1, ht.INDUCTION)}
+
+
+def fragility_line(fragile: pd.DataFrame, types: pd.Series) -> str:
+    """One line for 02: the heads whose type measure lies within its own noise of a threshold
+    (``head_types.fragile_heads``), and the claims whose inputs would change if each flipped. A
+    count claim (2a, 2b) is named only where the flip would change its verdict: the head is that
+    layer's only one of the type, or would be its first."""
+    near = fragile[fragile["fragile"]]
+    if near.empty:
+        return "No head's type measure lies within two of its own spreads of a threshold: no type is fragile."
+    parts = []
+    for r in near.itertuples():
+        layer = int(str(r.component).split(":")[0])
+        affected = []
+        for number in CLAIMS_BY_MEASURE.get(r.score, ()):
+            if number in ("2a", "2b"):
+                _, count_layer, kind = COUNTED[r.score]
+                n = int(sum(1 for c, t in types.items() if t == kind and int(str(c).split(":")[0]) == count_layer))
+                if layer != count_layer or n > 1:
+                    continue
+            affected.append(number)
+        parts.append(f"{r.component} ({r.score} {r.value:.2f}, threshold {r.threshold:g}, spread {r.sd:.3f}: "
+                     f"{abs(r.margin_sd):.1f} spreads away) → claims {', '.join(affected) or 'none'}")
+    return "**Fragile types** (measure within two of its own spreads of a threshold): " + "; ".join(parts) + "."
+
+
 RULE_CLAIMS_COLUMNS = ["claim", "rule", "status", "value"]
 
 

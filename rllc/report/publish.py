@@ -22,7 +22,7 @@ from typing import Any
 import nbformat
 import pandas as pd
 
-from .. import paths
+from .. import numerics, paths
 from ..io import write_text
 from . import tables
 
@@ -60,7 +60,8 @@ def provenance_markdown(meta: dict[str, Any], notebook: str) -> str:
     return (f"> **Provenance of this page.** `{notebook}` executed by `rllc notebooks` with profile "
             f"`{meta.get('profile', '?')}` at commit `{commit}`, started {meta.get('started', '?')} "
             f"({minutes:.1f} min) on {meta.get('machine', '?')}; Python {meta.get('python', '?')}; {packages}. "
-            f"Every number and figure below was computed by that run; rerun it with "
+            + (f"Numerics: {numerics.summary_line(meta['numerics'])}. " if meta.get("numerics") else "")
+            + f"Every number and figure below was computed by that run; rerun it with "
             f"`rllc notebooks --profile {meta.get('profile', 'cpu')}`.")
 
 

@@ -97,6 +97,8 @@ _ALL = (
     _t("noise_budget_heads", "tables/noise_budget_heads.csv",
        "claim difference signal noise ratio share_above_2se samples_needed seconds_now seconds_needed",
        "02_wrllc", "claim 3: the spread of a layer's wrLLCs at a checkpoint against one estimate's error"),
+    _t("type_fragility", "tables/type_fragility.csv", "component score value threshold sd margin_sd fragile",
+       "02_wrllc", "each head's type measure against its threshold, in units of its spread over the last checkpoints"),
     _t("type_rule_sensitivity", "tables/type_rule_sensitivity.csv",
        "component previous_token_share current_token_share induction type_paper type_v1", "02_wrllc",
        "per head: raw attention on random tokens and text, the type rule's shares, the score type under each rule"),
