@@ -13,10 +13,13 @@ with the first run's:
 * ``unpinned``: the machine's defaults (no re-execution, none of the variables, torch's own thread
   count): the baseline for the speed ratio, expected to differ where the machine's defaults do.
 
-Prints one line per arrangement (seconds, steps per second, tensors that differ) and the speed
-ratio pinned / unpinned. Run it alone on the machine: the timings are of 2 cores.
+Prints one line per arrangement (seconds of training, steps per second, tensors that differ).
+Then the cost: ``--pairs`` alternating pinned and unpinned runs (and runs pinning one setting
+at a time), each timed by the training loop itself (``resume.pt``'s seconds: no start-up, data
+loading or re-execution), and the ratio of the means. Run it alone on the machine: the timings
+are of its cores.
 
-    python benchmarks/numerics.py [--steps 500]
+    python benchmarks/numerics.py [--steps 500] [--pairs 3]
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -62,6 +65,11 @@ def weights(run: Path) -> dict[int, dict[str, torch.Tensor]]:
     return {s: store.load_weights(s) for s in store.steps()}
 
 
+def train_seconds(run: Path) -> float:
+    """Seconds of training as the training loop counted them (no process start-up)."""
+    return float(torch.load(CheckpointStore.for_model(run, "L2").root / "resume.pt", weights_only=False)["seconds"])
+
+
 def differing(a: dict[int, dict[str, torch.Tensor]], b: dict[int, dict[str, torch.Tensor]]) -> int:
     if a.keys() != b.keys():
         return -1
@@ -71,6 +79,7 @@ def differing(a: dict[int, dict[str, torch.Tensor]], b: dict[int, dict[str, torc
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--pairs", type=int, default=3, help="alternating pinned/unpinned runs for the speed ratio")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="rllc-numerics-"))
     profile = profile_file(folder, args.steps)
@@ -83,31 +92,38 @@ def main() -> None:
           if taskset else []),
         ("unpinned", [], clean_env(RLLC_NO_REEXEC="1", **ALLOCATOR)),
     ]
-    times: dict[str, float] = {}
     ref: dict[int, dict[str, torch.Tensor]] | None = None
     for name, prefix, env in arrangements:
         run = folder / name.replace(" ", "-")
-        start = time.perf_counter()
         subprocess.run([*prefix, *command(profile, run)], check=True, env=env, capture_output=True)
-        times[name] = time.perf_counter() - start
-        w = weights(run)
+        seconds, w = train_seconds(run), weights(run)
         ref = ref if ref is not None else w
-        print(f"{name:28s} {times[name]:7.1f} s  {args.steps / times[name]:5.2f} steps/s  "
+        print(f"{name:28s} {seconds:7.1f} s  {args.steps / seconds:5.2f} steps/s  "
               f"{differing(ref, w):4d} tensors differ from 'pinned'", flush=True)
-    start = time.perf_counter()
     procs = [subprocess.Popen(command(profile, folder / f"side-{i}"), env=clean_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL) for i in range(2)]
     for p in procs:
         if p.wait() != 0:
             raise SystemExit("a side-by-side run failed")
-    elapsed = time.perf_counter() - start
     for i in range(2):
-        print(f"{'side by side ' + str(i + 1):28s} {elapsed:7.1f} s  (both at once)  "
+        print(f"{'side by side ' + str(i + 1):28s} {train_seconds(folder / f'side-{i}'):7.1f} s  (both at once)  "
               f"{differing(ref, weights(folder / f'side-{i}')):4d} tensors differ from 'pinned'", flush=True)
-    pinned = min(times["pinned"], times["pinned again"])  # the first run also warms the page cache
-    print(f"speed pinned / unpinned: {times['unpinned'] / pinned:.3f} (steps per second, the faster of the two "
-          f"pinned runs; < 1 means pinning is slower)")
-    print(f"torch {torch.__version__}; runs kept in {folder}")
+    unpinned = clean_env(RLLC_NO_REEXEC="1", **ALLOCATOR)
+    settings = {"all pinned": clean_env(), "unpinned": unpinned,
+                **{f"only {k}": {**unpinned, k: v} for k, v in PINNED_ENV.items()}}
+    timed: dict[str, list[float]] = {k: [] for k in settings}
+    for i in range(args.pairs):
+        for name, env in settings.items():
+            run = folder / f"speed-{name.replace(' ', '-')}-{i}"
+            subprocess.run(command(profile, run), check=True, env=env, capture_output=True)
+            timed[name].append(train_seconds(run))
+    base = statistics.mean(timed["unpinned"])
+    for name, t in timed.items():
+        sd = statistics.stdev(t) if len(t) > 1 else float("nan")
+        print(f"{name:40s} {statistics.mean(t):6.1f} s (sd {sd:.1f}, n {len(t)})  speed vs unpinned "
+              f"{base / statistics.mean(t):.3f}")
+    recorded = yaml.safe_load((folder / "pinned" / "config.yaml").read_text())["provenance"]["numerics"]
+    print(f"torch {torch.__version__}; {recorded['threads']} threads pinned; runs kept in {folder}")
 
 
 if __name__ == "__main__":
