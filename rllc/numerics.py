@@ -28,6 +28,7 @@ import contextlib
 import functools
 import os
 import platform
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,12 +58,12 @@ def replaced(environ: dict[str, str] | None = None) -> dict[str, tuple[str, str]
 
 
 def apply_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """``environ`` (default: this process's) with the pinned values set; one line to stderr for
+    """``environ`` (default: this process's) with the pinned values set; one line on stderr for
     each value that was set to something else. Only effective before torch is imported."""
     env = os.environ if environ is None else environ
     for name, (found, pinned) in replaced(env).items():
         print(f"rllc: {name}={found} in the environment replaced by {pinned} (the project's numerics; "
-              f"docs/using.md)", flush=True)
+              f"docs/using.md)", file=sys.stderr, flush=True)
     env.update(pinned_env())
     return env
 

@@ -23,7 +23,7 @@ def test_apply_env_replaces_other_values_and_says_so(capsys, monkeypatch):
     env = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AVX2,STRICT", "OTHER": "x"}
     out = numerics.apply_env(env)
     assert {k: out[k] for k in numerics.PINNED_ENV} == numerics.PINNED_ENV and out["OTHER"] == "x"
-    said = capsys.readouterr().out.strip().splitlines()
+    said = capsys.readouterr().err.strip().splitlines()
     assert said == ["rllc: ATEN_CPU_CAPABILITY=default in the environment replaced by avx2 (the project's "
                     "numerics; docs/using.md)"]  # one line, for the one value that differed
     monkeypatch.setattr(numerics, "is_x86", lambda: False)
