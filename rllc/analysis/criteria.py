@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
 from . import head_types as ht
-from .clustering import align_curves, cluster, layer_of
+from .clustering import align_curves, ari_against_null, cluster, layer_of
 from .stages import stages as find_stages
 
 PASS, FAIL, UNDEFINED = "pass", "fail", "undefined"
@@ -190,13 +190,12 @@ def protocol_clusters(estimates: pd.DataFrame, types: pd.Series, blocks: Sequenc
         if len(wide) < 3 or k < 2 or wide.shape[1] < 2 or k >= len(wide):
             continue
         labels = cluster(wide.to_numpy(float), k, "kmeans", seed)
-        ari = float(adjusted_rand_score(truth, labels))
-        rng = np.random.default_rng(seed)
-        null = np.array([adjusted_rand_score(rng.permutation(truth.to_numpy()), labels) for _ in range(n_null)])
+        nan = float("nan")
+        stats = (ari_against_null(truth.to_numpy(), labels, n=n_null, seed=seed) if n_null else
+                 {"ari": float(adjusted_rand_score(truth, labels)), "null_q95": nan, "p_value": nan})
         groups = pd.Series(wide.index, index=labels).groupby(level=0).agg(" ".join)
-        rows.append({"layer": int(layer), "curves": curves, "k": k, "n_heads": len(wide), "n_types": k, "ari": ari,
-                     "null_q95": float(np.quantile(null, 0.95)) if n_null else float("nan"),
-                     "p_value": float((null >= ari - 1e-12).mean()) if n_null else float("nan"),
+        rows.append({"layer": int(layer), "curves": curves, "k": k, "n_heads": len(wide), "n_types": k,
+                     "ari": stats["ari"], "null_q95": stats["null_q95"], "p_value": stats["p_value"],
                      "clusters": " | ".join(sorted(groups))})
     return pd.DataFrame(rows, columns=["layer", "curves", "k", "n_heads", "n_types", "ari", "null_q95", "p_value",
                                        "clusters"])
