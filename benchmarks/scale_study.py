@@ -43,6 +43,7 @@ import pandas as pd
 
 from rllc import paths
 from rllc.analysis.clustering import CLUSTER_VERSION
+from rllc.analysis.criteria import CRITERIA_VERSION
 from rllc.analysis.head_types import RULE_VERSION
 from rllc.config import Config, config_hash, deep_merge, load_config, seeded_name
 from rllc.estimate.sgld import ESTIMATOR_VERSION
@@ -94,7 +95,7 @@ def row_key(cfg: Config, name: str, length: int, seed: int | None = None) -> str
     (another seed than the run's only: rows of the run's seed keep their keys) and the code versions."""
     parts: dict[str, Any] = {"config": cfg, "setting": name, "length": length, "estimator": ESTIMATOR_VERSION,
                              "study": STUDY_VERSION, "types": RULE_VERSION,
-                             "clusters": CLUSTER_VERSION}
+                             "clusters": CLUSTER_VERSION, "criteria": CRITERIA_VERSION}
     if seed is not None and seed != cfg.seed:
         parts["init_seed"] = seed
     return config_hash(parts)
@@ -284,6 +285,7 @@ def measure(cfg: Config, name: str, run: Path, length: int, progress: bool, seed
         "train_s_per_step": per_step, "train_min_to_length": per_step * length / 60,
         "llc_estimates": len(wr) + len(full), "llc_min": t_llc / 60, "scores_min": t_scores / 60,
         "estimator_version": ESTIMATOR_VERSION, "study_version": STUDY_VERSION, "cluster_version": CLUSTER_VERSION,
+        "criteria_version": CRITERIA_VERSION,
     }
 
 

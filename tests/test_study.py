@@ -16,7 +16,7 @@ def _row(setting: str, seed: int, minutes: float, claim5: str, length: int = 12_
     return {"setting": setting, "length": length, "seed": seed, "claim1": "fail", "claim2a": "pass",
             "claim2b": "pass", "claim3": "fail", "claim5": claim5, "train_min_to_length": minutes,
             "estimator_version": version, "study_version": study.STUDY_VERSION,
-            "cluster_version": study.CLUSTER_VERSION}
+            "cluster_version": study.CLUSTER_VERSION, "criteria_version": study.CRITERIA_VERSION}
 
 
 ROWS = pd.DataFrame([_row("base", 1, 14.0, "fail"), _row("base", 2, 13.0, "pass"), _row("base", 3, 15.0, "fail"),
@@ -66,3 +66,14 @@ def test_claim3_rows_of_an_older_cluster_version_are_not_read():
     assert "not read for it" in study.reproduced("3", rows)  # no cluster_version: labels of before the fix
     rows["cluster_version"] = study.CLUSTER_VERSION
     assert "reproduced it is base" in study.reproduced("3", rows)
+
+
+def test_rows_decided_by_a_criterion_of_before_the_calibration_are_not_read_for_it():
+    rows = pd.DataFrame([{**_row("base", 1, 20.0, "pass"), "claim1": "pass", "claim2a": "pass"}])
+    old = rows.drop(columns="criteria_version")  # the rows written before the criteria were calibrated
+    for claim in ("1", "3", "5"):  # changed by the calibration: the old verdicts say nothing of the new rule
+        assert "before the calibration" in study.reproduced(claim, old), claim
+        assert "reproduced it is base" in study.reproduced(claim, rows.assign(claim3="pass")), claim
+    assert "reproduced it is base" in study.reproduced("2a", old)  # unchanged: still read
+    older = rows.assign(criteria_version=study.CRITERIA_VERSION - 1)
+    assert "before the calibration" in study.reproduced("5", older)

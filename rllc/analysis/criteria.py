@@ -27,6 +27,12 @@ from .stages import stages as find_stages
 
 PASS, FAIL, UNDEFINED = "pass", "fail", "undefined"
 
+# The criteria's version, kept with every verdict stored outside a run (the scale study's rows):
+# 1, the scorecard's first rules; 2, the rules calibrated on the authors' run (this module).
+CRITERIA_VERSION = 2
+# The claims whose criterion version 2 changed: a verdict on them stored by version 1 is not read.
+CALIBRATED = ("1", "3", "5", "6", "7", "10")
+
 
 @dataclass(frozen=True)
 class Verdict:

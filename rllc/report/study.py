@@ -15,6 +15,7 @@ import pandas as pd
 
 from .. import paths
 from ..analysis.clustering import CLUSTER_VERSION
+from ..analysis.criteria import CALIBRATED, CRITERIA_VERSION
 from ..estimate.sgld import ESTIMATOR_VERSION
 
 STUDY_ROWS = paths.REPO_ROOT / "docs" / "scale-study.csv"
@@ -23,6 +24,8 @@ STUDY_ROWS = paths.REPO_ROOT / "docs" / "scale-study.csv"
 STUDY_VERSION = 2
 STUDY_PROFILE = "cpu"  # the profile whose settings the study varies
 CHECKED = ("1", "2a", "2b", "3", "5")  # the claims a row of the study checks
+# CALIBRATED (rllc.analysis.criteria): the claims a row decides by a calibrated criterion, read only
+# from rows of this CRITERIA_VERSION
 CLUSTERED = ("3",)  # the claims a row decides from cluster labels: read only from rows of this CLUSTER_VERSION
 PASS = "pass"  # the scorecard's word (rllc.report.claims.PASS; a test holds them equal)
 
@@ -46,6 +49,13 @@ def reproduced(claim: str, rows: pd.DataFrame) -> str:
     column = f"claim{claim}"
     if claim not in CHECKED or rows.empty or column not in rows:
         return ""
+    if claim in CALIBRATED:
+        current = (rows["criteria_version"] == CRITERIA_VERSION if "criteria_version" in rows
+                   else pd.Series(False, index=rows.index))
+        if not current.any():
+            return (f"scale study: its {len(rows)} rows decided claim {claim} by the criterion of before the "
+                    f"calibration (docs/claims.md) and are not read for it until re-measured")
+        rows = rows[current]
     if claim in CLUSTERED:
         current = rows["cluster_version"] == CLUSTER_VERSION if "cluster_version" in rows else rows["seed"] < 0
         if not current.any():
