@@ -86,7 +86,7 @@ test-smoke-series: venv
 
 # The reader's edition of the default run: its executed notebooks into docs/notebooks, then the book
 publish: venv
-	$(BIN)/rllc publish $(or $(RUN_DIR),runs/$(PROFILE)) --out docs/notebooks --readme README.md
+	$(BIN)/rllc publish $(or $(RUN_DIR),runs/$(PROFILE)) --out docs/notebooks --readme README.md --before docs/scorecard-criteria-v1.csv
 
 $(BOOK_DIR)/mathjax-$(MATHJAX_VERSION)/es5/tex-chtml.js:
 	mkdir -p $(BOOK_DIR)/cache

@@ -253,6 +253,8 @@ def cmd_describe(args: argparse.Namespace) -> None:
 def cmd_publish(args: argparse.Namespace) -> None:
     from .report.publish import publish
 
+    if args.before and not args.readme:
+        raise ValueError("--before is shown only in the README's results block; give --readme too")
     written = publish(Path(args.run_dir), Path(args.out))
     notebooks = [p for p in written if p.suffix == ".ipynb"]
     size = sum(p.stat().st_size for p in written) / 1e6
@@ -260,7 +262,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
     if args.readme:
         from .report.publish import update_readme
 
-        print(f"results written into {update_readme(args.readme, args.run_dir)}")
+        print(f"results written into {update_readme(args.readme, args.run_dir, args.before)}")
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -362,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="docs/notebooks", help="where they go (default: %(default)s)")
     sp.add_argument("--readme", default=None, help="also write the run's results (scorecard, claims by seed, "
                                                    "times) between the results markers of this README")
+    sp.add_argument("--before", default=None, help="an earlier scorecard (CSV: claim, status, by_seed, "
+                                                   "criteria_version) whose verdicts stand beside the run's in the "
+                                                   "README, e.g. docs/scorecard-criteria-v1.csv")
     sp.set_defaults(func=cmd_publish)
 
     sp = sub.add_parser("describe", help="print the resolved configuration, parameter counts and numerics as JSON")

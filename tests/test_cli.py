@@ -162,3 +162,8 @@ def test_a_profile_and_a_run_directory_follow_one_rule_on_every_command(tmp_path
     assert used in capsys.readouterr().err
     with pytest.raises(ValueError, match="tokenizer.vocab_size"):
         setup(str(tmp_path / "vocab.yaml"), {}, str(run), progress=False)
+
+
+def test_publish_refuses_an_earlier_scorecard_without_a_readme_in_one_line(tmp_path):
+    out = _rllc("publish", str(tmp_path), "--out", str(tmp_path / "o"), "--before", "docs/scorecard-criteria-v1.csv")
+    assert out.returncode != 0 and "give --readme too" in out.stderr and "Traceback" not in out.stderr

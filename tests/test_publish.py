@@ -99,3 +99,29 @@ def test_the_readme_results_block_is_written_from_the_run_between_its_markers(tm
     readme.write_text("# no markers\n")
     with pytest.raises(publish.NotPublishable, match="lacks the results markers"):
         publish.update_readme(readme, run)
+
+
+def test_an_earlier_scorecard_stands_beside_the_runs_by_claim_number(tmp_path):
+    run = tmp_path / "run"
+    _executed(run / "notebooks" / "00_train.ipynb")
+    tables.write(run, "claims", pd.DataFrame({"claim": ["1. x", "2a. y", "11. new"], "status": ["fail", "pass", "pass"],
+                                              "value": ["1", "1", "1"], "threshold": ["a", "b", "c"],
+                                              "notebook": ["01", "02", "02"], "diagnosis": [None, None, None]}))
+    tables.write(run, "claims_by_seed", pd.DataFrame({"claim": ["1. x"], "n_seeds": [3], "n_pass": [0],
+                                                      "n_decided": [0], "holds": ["0 of 3"], "pass_seeds": [None],
+                                                      "fail_seeds": [None], "undefined_seeds": ["1 2 3"],
+                                                      "main_scorecard": ["fail"]}))
+    before = tmp_path / "before.csv"
+    pd.DataFrame({"claim": ["1", "2a"], "status": ["pass", "pass"], "by_seed": ["0 of 3", ""],
+                  "criteria_version": ["1", "1"]}).to_csv(before, index=False)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{publish.README_START}\n{publish.README_END}\n")
+    publish.update_readme(readme, run, before)
+    text = readme.read_text()
+    assert "| claim | status | before (criteria v1) | value |" in text
+    assert "| 1. x | fail | pass | 1 |" in text and "| 2a. y | pass | pass | 1 |" in text
+    assert "| 11. new | pass | — | 1 |" in text  # a claim the earlier card lacks
+    assert "| 1. x | 0 of 3 | 0 of 3 |  |  | 1 2 3 |" in text
+    pd.DataFrame({"claim": ["1"], "verdict": ["pass"]}).to_csv(before, index=False)
+    with pytest.raises(publish.NotPublishable, match="lacks the column"):
+        publish.update_readme(readme, run, before)

@@ -143,9 +143,39 @@ def _provenance_of(sources: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def results_markdown(run: Path) -> str:
+def claim_key(claim: str) -> str:
+    """A scorecard row's claim number ("1", "2a", "10") from its label ("2a. Layer 0 has ...")."""
+    return str(claim).split(".", 1)[0].strip()
+
+
+def read_before(path: str | Path) -> pd.DataFrame:
+    """An earlier scorecard to show beside the run's: one row per claim number, with ``status``,
+    ``by_seed`` (06's "n of m", may be empty) and ``criteria_version``; refused in one line if a
+    column is missing."""
+    before = pd.read_csv(path, dtype=str).fillna("")
+    missing = {"claim", "status", "by_seed", "criteria_version"} - set(before.columns)
+    if missing:
+        raise NotPublishable(f"{path} lacks the column(s) {sorted(missing)}; an earlier scorecard needs "
+                             f"claim, status, by_seed and criteria_version")
+    return before.set_index(before["claim"].map(claim_key))
+
+
+def _beside(df: pd.DataFrame, before: pd.DataFrame | None, field: str, after: str) -> pd.DataFrame:
+    """``df`` with the earlier verdict (``before[field]``) in a column right after ``after``."""
+    if before is None:
+        return df
+    versions = "/".join(sorted(set(before["criteria_version"])))
+    label = f"before (criteria v{versions})"
+    out = df.copy()
+    out.insert(list(out.columns).index(after) + 1, label,
+               [before[field].get(claim_key(c), "—") or "—" for c in out["claim"]])
+    return out
+
+
+def results_markdown(run: Path, before: pd.DataFrame | None = None) -> str:
     """The README's results block: provenance, scorecard, claims by seed, claims under both type
-    rules, and the fresh time of each notebook with their sum, all read from ``run``."""
+    rules, and the fresh time of each notebook with their sum, all read from ``run``. With
+    ``before`` (:func:`read_before`), each claim's earlier verdict stands beside the new one."""
     sources = sorted((run / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if not sources:
         raise NotPublishable(f"{run / 'notebooks'} holds no executed notebook; run `rllc notebooks` first")
@@ -157,11 +187,12 @@ def results_markdown(run: Path) -> str:
              f"at commit {commits} on {machines} (a `+` marks uncommitted changes).", ""]
     card = tables.read(run, "claims")
     cols = [c for c in ("claim", "status", "value", "threshold", "diagnosis") if c in card]
-    parts += ["**Scorecard**", "", _markdown_table(card[cols].fillna("")), ""]
+    parts += ["**Scorecard**", "", _markdown_table(_beside(card[cols].fillna(""), before, "status", "status")), ""]
     by_seed = tables.read_optional(run, "claims_by_seed")
     if by_seed is not None and len(by_seed):
         cols = [c for c in ("claim", "holds", "pass_seeds", "fail_seeds", "undefined_seeds") if c in by_seed]
-        parts += ["**Claims by seed** (06's protocol)", "", _markdown_table(by_seed[cols].fillna("")), ""]
+        parts += ["**Claims by seed** (06's protocol)", "",
+                  _markdown_table(_beside(by_seed[cols].fillna(""), before, "by_seed", "holds")), ""]
     rules = tables.read_optional(run, "claims_by_type_rule")
     if rules is not None and len(rules):
         parts += ["**Claims under both head-type rules**", "",
@@ -175,17 +206,19 @@ def results_markdown(run: Path) -> str:
     return "\n".join(parts)
 
 
-def update_readme(readme: str | Path, run_dir: str | Path) -> Path:
-    """Replace what lies between the README's two marker lines with :func:`results_markdown`."""
+def update_readme(readme: str | Path, run_dir: str | Path, before: str | Path | None = None) -> Path:
+    """Replace what lies between the README's two marker lines with :func:`results_markdown`
+    (with the earlier scorecard of the file ``before`` beside the run's, if given)."""
     path = Path(readme)
     text = path.read_text()
     if text.count(README_START) != 1 or text.count(README_END) != 1 or text.index(README_START) > text.index(
             README_END):
         raise NotPublishable(f"{path} lacks the results markers (one line each, in this order): "
                              f"{README_START!r} and {README_END!r}")
+    earlier = read_before(before) if before is not None else None
     head, rest = text.split(README_START)
     _, tail = rest.split(README_END)
-    return write_text(path, f"{head}{README_START}\n{results_markdown(Path(run_dir))}{README_END}{tail}")
+    return write_text(path, f"{head}{README_START}\n{results_markdown(Path(run_dir), earlier)}{README_END}{tail}")
 
 
 def publish(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
