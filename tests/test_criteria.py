@@ -281,7 +281,11 @@ def test_claim7_fails_without_a_shared_turnaround_or_coupling(kind):
     turn = composition.turnaround(k, min_step=100)
     turn["stage"] = [stage_of(R.stage_table(), s) for s in turn["min_step"]]
     ratio = composition.coupling(k, R.LM_BOUNDARIES[-1])["ratio"]
-    assert criteria.turnaround_verdict(turn, ratio).status == criteria.FAIL
+    verdict = criteria.turnaround_verdict(turn, ratio)
+    assert verdict.status == criteria.FAIL
+    if kind == "falling":  # no pair turns: the value says so, not a share of an empty set
+        assert "0/9 pairs turn" in verdict.value and "no pair turns" in verdict.value
+        assert "of the turning pairs'" not in verdict.value
 
 
 # --- claim 10 -------------------------------------------------------------------------------------

@@ -326,8 +326,9 @@ def turnaround_verdict(turn: pd.DataFrame, ratio: float) -> Verdict:
     turning = turn[turn["turns"].astype(bool)]
     frac = float(turn["turns"].astype(bool).mean())
     share, where = adjacent_share(turning["stage"].dropna().tolist())
+    where_turning = (f"{share:.0%} of the turning pairs' in {where or 'no stage'}" if len(turning)
+                     else "no pair turns")
     value = (f"{len(turning)}/{len(turn)} pairs turn; minima at {int(turn['min_step'].min())}–"
-             f"{int(turn['min_step'].max())}, {share:.0%} of the turning pairs' in {where or 'no stage'}; "
-             f"coupling ratio {ratio:.2f}")
+             f"{int(turn['min_step'].max())}, {where_turning}; coupling ratio {ratio:.2f}")
     ok = frac >= MIN_TURNING and share >= MIN_TURNING and ratio <= MAX_COUPLING_RATIO
     return Verdict(PASS if ok else FAIL, value, threshold)
