@@ -26,6 +26,11 @@ from . import diagnoses, study, tables
 PASS, FAIL, NOT_COMPUTED, UNDEFINED = "pass", "fail", "not computed", "undefined"
 COLUMNS = ["claim", "status", "value", "threshold", "notebook", "diagnosis"]
 
+
+def claim_number(claim: str) -> str:
+    """A scorecard row's claim number ("1", "2a", "10") from its label ("2a. Layer 0 has ...")."""
+    return str(claim).split(".", 1)[0].strip()
+
 # The criteria and their calibration live in rllc.analysis.criteria (each quotes the paper's words,
 # passes the authors' run and fails a null: tests/test_criteria.py, docs/claims.md); here they read
 # the run's tables.

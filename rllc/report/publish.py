@@ -25,6 +25,7 @@ import pandas as pd
 from .. import numerics, paths
 from ..io import write_text
 from . import tables
+from .claims import claim_number
 
 # cell metadata written anew by every execution (papermill's status and timings, Jupyter's
 # execution timestamps, front-end view state); "tags" and the rest are kept
@@ -143,11 +144,6 @@ def _provenance_of(sources: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def claim_key(claim: str) -> str:
-    """A scorecard row's claim number ("1", "2a", "10") from its label ("2a. Layer 0 has ...")."""
-    return str(claim).split(".", 1)[0].strip()
-
-
 def read_before(path: str | Path) -> pd.DataFrame:
     """An earlier scorecard to show beside the run's: one row per claim number, with ``status``,
     ``by_seed`` (06's "n of m", may be empty) and ``criteria_version``; refused in one line if a
@@ -157,7 +153,7 @@ def read_before(path: str | Path) -> pd.DataFrame:
     if missing:
         raise NotPublishable(f"{path} lacks the column(s) {sorted(missing)}; an earlier scorecard needs "
                              f"claim, status, by_seed and criteria_version")
-    return before.set_index(before["claim"].map(claim_key))
+    return before.set_index(before["claim"].map(claim_number))
 
 
 def _beside(df: pd.DataFrame, before: pd.DataFrame | None, field: str, after: str) -> pd.DataFrame:
@@ -168,7 +164,7 @@ def _beside(df: pd.DataFrame, before: pd.DataFrame | None, field: str, after: st
     label = f"before (criteria v{versions})"
     out = df.copy()
     out.insert(list(out.columns).index(after) + 1, label,
-               [before[field].get(claim_key(c), "—") or "—" for c in out["claim"]])
+               [before[field].get(claim_number(c), "—") or "—" for c in out["claim"]])
     return out
 
 

@@ -112,17 +112,13 @@ def write_claim_tables(run: str | Path, name: str, found: dict[str, pd.DataFrame
     return view
 
 
-def _number(claim: str) -> str:
-    return claim.split(".")[0]
-
-
 def claims_per_seed(run: str | Path, names: list[str], run_seed: int) -> pd.DataFrame:
     """Claims 1–5 on each seed's view: rows (model, seed, claim, status, value, threshold)."""
     rows = []
     for name in names:
         view = Path(run) / SEEDS_DIR / name
         for c in claims.CLAIMS:
-            if _number(c.name) not in PER_SEED_CLAIMS or c.check is None:
+            if claims.claim_number(c.name) not in PER_SEED_CLAIMS or c.check is None:
                 continue
             try:
                 status, value, threshold = c.check(view)
