@@ -94,8 +94,8 @@ def main() -> None:
     (step_a, loss_a), (step_b, loss_b) = final_test_loss(run), final_test_loss(again)
     types_a, types_b = score_types(run), score_types(again)
     changed = types_a.index[types_a["type"] != types_b["type"]].tolist()
-    shares = types_a[["previous_token", "current_token"]].join(types_b[["previous_token", "current_token"]],
-                                                               rsuffix="_again")
+    shares = pd.merge(types_a[["previous_token", "current_token"]], types_b[["previous_token", "current_token"]],
+                      left_index=True, right_index=True, suffixes=("", "_again"))
     print(json.dumps({"run": str(run.path), "retrain": str(out), "taskset": args.cores or None,
                       "training_seconds": round(seconds, 1), "identity_equal": same_identity,
                       "checkpoints_compared": len(steps), "tensors_compared": total, "tensors_differing": bad,
