@@ -2,7 +2,7 @@
 
 Writes ``--records`` synthetic records shaped like the paper profile's (4 chains x (burn-in 20 +
 200 draws) steps, 16 heads + full model x 107 checkpoints x distributions) into a temporary run
-directory, then times ``rllc.estimate.sweep.collect``: reading every record, the estimates,
+directory, then times ``rllc.estimate.records.collect``: reading every record, the estimates,
 chains and traces tables, and writing them; and, for comparison, the traces table built the plain
 way (one DataFrame per chain, as collect did before). Prints seconds, rows and the ratio;
 asserts nothing.
@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rllc.estimate import sweep
+from rllc.config import load_config
+from rllc.estimate import records as store
 from rllc.io import write_json
+from rllc.run import Run
 
 
 def synthetic_record(i: int, rng: np.random.Generator, chains: int, steps: int) -> dict:
@@ -45,18 +47,18 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp)
+        run = Run(Path(tmp), load_config("ci"))  # records alone: no models, no config.yaml read
         start = time.perf_counter()
         for i in range(args.records):
-            write_json(sweep.records_dir(run) / f"{i:016x}.json", synthetic_record(i, rng, args.chains, args.steps))
+            write_json(store.records_dir(run) / f"{i:016x}.json", synthetic_record(i, rng, args.chains, args.steps))
         written = time.perf_counter() - start
         start = time.perf_counter()
-        table = sweep.collect(run)
+        table = store.collect(run)
         seconds = time.perf_counter() - start
-        traces = len(pd.read_parquet(run / "tables" / "llc_traces.parquet", columns=["loss"]))
-        records = sweep.load_records(run)
+        traces = len(pd.read_parquet(run.tables / "llc_traces.parquet", columns=["loss"]))
+        records = store.load_records(run)
         start = time.perf_counter()
-        sweep._traces_table(records)
+        store._traces_table(records)
         vectorised = time.perf_counter() - start
         start = time.perf_counter()
         pd.concat([pd.DataFrame({"key": r["key"], "model": r["model"], "step": r["step"], "component": r["component"],

@@ -5,7 +5,7 @@ Usage:  python benchmarks/curvature_cost.py [--profile cpu] [--component 0:1] [-
 Same model (the profile's L2 shape, fresh weights), component and batch (the sampler's batch size)
 for both: one SGLD chain step as ``estimate_llc`` runs it (per step of a chain, so heads take the
 frozen-prefix fast path), and one product H v of the loss Hessian restricted to the component
-(``rllc.estimate.curvature.ComponentHessian``: double backward under the MATH attention backend).
+(``rllc.estimate.hessian.ComponentHessian``: double backward under the MATH attention backend).
 Each is timed ``--repeats`` times and the minimum is kept (the machine is shared). Prints ms per
 operation and the ratio HVP / SGLD step (expected about 2-3: one forward and two backward passes
 against one of each, plus the MATH kernel being slower than the fused one).
@@ -22,7 +22,7 @@ import warnings
 import torch
 
 from rllc.config import SamplerConfig, load_config
-from rllc.estimate.curvature import ComponentHessian
+from rllc.estimate.hessian import ComponentHessian
 from rllc.estimate.llc import estimate_llc
 from rllc.model.build import build_model
 from rllc.model.components import component_masks

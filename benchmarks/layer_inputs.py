@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from rllc.config import load_config
-from rllc.data import tokens as data_mod
+from rllc.data import tokens as tokens_mod
 from rllc.estimate.llc import estimate_llc, paired_baselines
 from rllc.estimate.sgld import chain_feeds, n_steps
 from rllc.model.build import build_model
@@ -44,9 +44,9 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = load_config(args.profile)
     settings = dataclasses.replace(cfg.sampler, draws=args.draws) if args.draws else cfg.sampler
-    prepared = data_mod.prepare(cfg)
+    prepared = tokens_mod.prepare(cfg)
     model = load_model(args.run, "L2") if args.run else build_model(cfg, "L2", prepared.vocab_size)
-    tokens = data_mod.load_tokens(cfg, "train")
+    tokens = tokens_mod.load_tokens(cfg, "train")
     # as in a sweep: the paired reference once per checkpoint, with the plain loss, for every head
     baseline = paired_baselines(model, chain_feeds(tokens, settings), next_token_loss, n_steps(settings),
                                 torch.device("cpu"))

@@ -10,8 +10,8 @@ stacked with ``torch.func.vmap``). Two things about that path can be checked wit
    differ. Here it runs on the profile's L2 (fresh weights, random tokens of ``n_ctx``) for a layer-0
    head, a layer-1 head and the full model; the script records the largest relative difference the
    check returns, so the margin under its tolerance (1e-3) is printed, not just "no error".
-2. **The memory estimate.** ``rllc.estimate.sweep.plan_passes`` sizes a pass from
-   ``sweep.sequence_bytes`` (the logits and the attention maps of one sequence) times the
+2. **The memory estimate.** ``rllc.estimate.passes.plan_passes`` sizes a pass from
+   ``passes.sequence_bytes`` (the logits and the attention maps of one sequence) times the
    sequences of a pass (components x chains x batch). Each count
    ``KxCxB`` (components x chains x SGLD batch) runs one batched SGLD step in a fresh process, and
    the process's peak resident memory over that step (``ru_maxrss`` minus the resident memory just
@@ -88,7 +88,7 @@ def gradient_check(profile: str, device: str, components: list[str]) -> dict[str
 
 def _one_pass(profile: str, device: str, k: int, chains: int, batch: int, queue: mp.Queue) -> None:
     from rllc.estimate.llc import estimate_components
-    from rllc.estimate.sweep import plan_passes, sequence_bytes
+    from rllc.estimate.passes import plan_passes, sequence_bytes
     from rllc.model.components import head_names
 
     cfg, s, data, model = _setup(profile, device, chains, batch)

@@ -3,7 +3,7 @@
 Usage:  python benchmarks/sampling.py [--profile paper] [--length 256] [--samples 1] [--repeats 2]
 
 Same model (the profile's L2 shape, fresh weights), prompt and generator for both:
-``rllc.estimate.curvature.sample_sequences``, which decodes with ``fused.Decoder`` (one position
+``rllc.estimate.hessian.sample_sequences``, which decodes with ``fused.Decoder`` (one position
 per token), and the loop it replaced, which runs the fused forward on the whole window for every
 token (``length`` positions per token, so O(length²)). Each is timed ``--repeats`` times and the
 minimum is kept. Prints seconds for each, their ratio, and whether the two drew the same windows
@@ -22,7 +22,7 @@ import warnings
 import torch
 
 from rllc.config import load_config
-from rllc.estimate.curvature import sample_sequences
+from rllc.estimate.hessian import sample_sequences
 from rllc.model import fused
 from rllc.model.build import build_model
 

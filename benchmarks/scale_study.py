@@ -45,8 +45,9 @@ from rllc import paths
 from rllc.analysis.clustering import CLUSTER_VERSION
 from rllc.analysis.criteria import CRITERIA_VERSION
 from rllc.analysis.head_types import RULE_VERSION
-from rllc.config import Config, config_hash, deep_merge, load_config, seeded_name
+from rllc.config import Config, config_hash, deep_merge, load_config
 from rllc.estimate.sgld import ESTIMATOR_VERSION
+from rllc.model_name import seeded_name
 from rllc.report.study import STUDY_ROWS, STUDY_VERSION  # bump it when the protocol below changes a row
 
 LENGTHS = (12_000, 24_000, 36_000)
@@ -184,14 +185,14 @@ def measure(cfg: Config, name: str, run: Path, length: int, progress: bool, seed
     run's), see the module docstring."""
     from rllc.analysis import clustering, interventions, patterns, trajectory
     from rllc.analysis import head_types as ht
-    from rllc.data import tokens as data
+    from rllc.data import tokens as tokens_mod
     from rllc.data.tokenizer import token_decoder
     from rllc.estimate import sweep
     from rllc.model.build import head_names
     from rllc.model.checkpoints import CheckpointStore
     from rllc.report import claims, tables
     from rllc.report import seeds as seeds_mod
-    from rllc.run import open_run
+    from rllc.run import Run, open_run
 
     model = model_name(cfg, seed)
     seed = cfg.seed if seed is None else seed
@@ -199,15 +200,15 @@ def measure(cfg: Config, name: str, run: Path, length: int, progress: bool, seed
     have = [s for s in store.steps() if s <= length]
     if not have or have[-1] != length:
         raise SystemExit(f"{name}: no checkpoint of {model} at step {length} in {run}; train first")
-    opened = open_run(run)
+    opened = Run(open_run(run).path, cfg)  # the run, measured with the study's settings
     final = opened.load_model(model, length)
     heads = head_names(final)
     t0 = time.perf_counter()
-    behaviour = trajectory.behaviour_over_training(cfg, run, model, steps=have, progress=progress, icl=False)
+    behaviour = trajectory.behaviour_over_training(opened, model, steps=have, progress=progress, icl=False)
     upto = behaviour[behaviour["step"] <= length]
     by_score = ht.score_table(upto)
-    held_in = data.held_in_windows(cfg)
-    decode = token_decoder(data.prepare(cfg).tokenizer)
+    held_in = tokens_mod.held_in_windows(cfg)
+    decode = token_decoder(tokens_mod.prepare(cfg).tokenizer)
     tic = interventions.tokens_in_context(final, held_in, heads, k=cfg.classify.tic_k,
                                           batch_size=cfg.classify.batch_size, progress=False)
     summary = pd.concat([patterns.classify_contexts(g, held_in.tolist(), decode)

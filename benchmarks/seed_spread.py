@@ -18,7 +18,7 @@ import dataclasses
 import json
 import warnings
 
-from rllc.data import tokens as data_mod
+from rllc.data import tokens as tokens_mod
 from rllc.estimate import reruns
 from rllc.estimate.llc import estimate_llc
 from rllc.run import load_model, run_config
@@ -37,7 +37,7 @@ def main() -> None:
 
     cfg = run_config(args.run)
     model = load_model(args.run, "L2", args.step)
-    tokens = data_mod.load_tokens(cfg, "train")
+    tokens = tokens_mod.load_tokens(cfg, "train")
     base = cfg.sampler if args.reference is None else dataclasses.replace(cfg.sampler, reference=args.reference)
     rows = []
     for comp in args.components:

@@ -42,7 +42,7 @@ import rllc
 from rllc.analysis import head_types as ht
 from rllc.analysis import scores, trajectory
 from rllc.data import corpus
-from rllc.data import tokens as data
+from rllc.data import tokens as tokens_mod
 from rllc.data.tokenizer import bos_id
 from rllc.model.build import N_LAYERS, build_model, n_params
 from rllc.notebook import setup
@@ -50,7 +50,7 @@ from rllc.report import figures as plot
 from rllc.train import learning_rate
 
 nb = setup(profile, config, run_dir, progress, sampler_line=False)
-cfg, run = nb.cfg, nb.path
+cfg, run = nb.cfg, nb.run
 
 # %% [markdown]
 # ## 1. Data: a real, offline mixture of prose and code
@@ -69,7 +69,7 @@ cfg, run = nb.cfg, nb.path
 # news and three Brown corpus genres (natural language by domain).
 
 # %%
-prepared = data.prepare(cfg)
+prepared = tokens_mod.prepare(cfg)
 manifest = corpus.corpus_summary()
 used = set(cfg.corpus.train_sources) | set(cfg.corpus.heldout_sources)
 sources = manifest[manifest["source"].isin(used)][["source", "kind", "registry", "package", "version",
@@ -164,7 +164,7 @@ display(Markdown(f"Final test loss, lowest first: {order} — "
 #   it falls as the model learns to use its context.
 
 # %%
-behaviour = trajectory.behaviour_over_training(cfg, run, "L2", progress=progress)
+behaviour = trajectory.behaviour_over_training(run, "L2", progress=progress)
 nb.write("behaviour_L2", behaviour)
 fig = plot.icl_curve(behaviour, "L2")
 nb.savefig(fig, "00_icl")

@@ -37,16 +37,15 @@ from IPython.display import Markdown, display
 
 from rllc import train as train_mod
 from rllc.analysis import noise, stages
-from rllc.data import tokens as data
+from rllc.data import tokens as tokens_mod
 from rllc.estimate import calibrate, known, reruns, sweep
 from rllc.model.build import resolve_device
-from rllc.model.checkpoints import CheckpointStore
 from rllc.notebook import setup
 from rllc.report import claims, diagnoses
 from rllc.report import figures as plot
 
 nb = setup(profile, config, run_dir, progress)
-cfg, run, settings = nb.cfg, nb.path, nb.settings
+cfg, run, settings = nb.cfg, nb.run, nb.settings
 
 # %% [markdown]
 # ## 1. What the LLC measures
@@ -131,7 +130,7 @@ else:
 # The profile's chosen settings are printed below the figure.
 
 # %%
-tokens = data.load_tokens(cfg, "train")
+tokens = tokens_mod.load_tokens(cfg, "train")
 device = resolve_device(cfg.train.device)  # a GPU when present
 final = nb.run.load_model("L2", "last", device=device)
 base = dataclasses.replace(cfg.sampler, draws=cfg.llc.calibration_draws)
@@ -324,7 +323,7 @@ if cfg.llc.warmup_controls and until > 0:
         sub = train_mod.warmup_control(cfg, run, w, until, progress=progress)
         c = sweep.run_sweep(sub, ["L2"], sweep.strided_steps(sub, "L2"), ["full"], ["train"], cfg.sampler,
                             device=cfg.train.device, workers=cfg.llc.workers, progress=progress)
-        clog = pd.read_csv(CheckpointStore.for_model(sub, "L2").log_path)
+        clog = pd.read_csv(sub.store("L2").log_path)
         ctrl_curves[w], ctrl_losses[w] = c, clog[clog["split"] == "test"]
         readings.append({"warmup_steps": w, **stages.peak_reading(c, ctrl_losses[w], w, until)})
     readings = pd.DataFrame(readings)

@@ -40,7 +40,7 @@ from IPython.display import Markdown, display
 
 from rllc.analysis import clustering, interventions, noise, patterns, scores
 from rllc.analysis import head_types as ht
-from rllc.data import tokens as data
+from rllc.data import tokens as tokens_mod
 from rllc.data.tokenizer import token_decoder
 from rllc.estimate import sweep
 from rllc.notebook import setup
@@ -48,7 +48,7 @@ from rllc.report import claims, diagnoses, viewer
 from rllc.report import figures as plot
 
 nb = setup(profile, config, run_dir, progress)
-cfg, run, settings = nb.cfg, nb.path, nb.settings
+cfg, run, settings = nb.cfg, nb.run, nb.settings
 final_model, HEADS = nb.final_model, nb.heads
 print(f"{len(HEADS)} heads")
 
@@ -147,7 +147,7 @@ display(Markdown(claims.fragility_line(fragile, score_types)))
 # span plus the next token recurs among the head's tokens in context), else *unexplained*.
 
 # %%
-decode = token_decoder(data.prepare(cfg).tokenizer)
+decode = token_decoder(tokens_mod.prepare(cfg).tokenizer)
 held_in = nb.held_in_windows()  # the same windows in 03
 tic = interventions.tokens_in_context(final_model, held_in, HEADS, k=cfg.classify.tic_k,
                                  batch_size=cfg.classify.batch_size, progress=progress)
@@ -176,7 +176,7 @@ head_table = head_table[cols]
 nb.write("head_types", head_table)
 display(head_table.round(3))
 index = viewer.write_viewer(run, classified, types, seqs, decode, n=cfg.classify.viewer_examples)
-display(Markdown(f"Per-head samples (attention highlighted): [`{index.relative_to(run)}`]({index})"))
+display(Markdown(f"Per-head samples (attention highlighted): [`{index.relative_to(run.path)}`]({index})"))
 
 # %%
 fig = plot.pattern_fractions(summary, types)

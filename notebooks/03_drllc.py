@@ -42,7 +42,7 @@ from IPython.display import Markdown, display
 
 from rllc.analysis import clustering, criteria, noise, refinement, trajectory
 from rllc.analysis import head_types as ht
-from rllc.data import tokens as data
+from rllc.data import tokens as tokens_mod
 from rllc.data.tokenizer import token_decoder
 from rllc.estimate import sweep
 from rllc.notebook import setup
@@ -50,7 +50,7 @@ from rllc.report import claims, diagnoses, viewer
 from rllc.report import figures as plot
 
 nb = setup(profile, config, run_dir, progress)
-cfg, run, settings = nb.cfg, nb.path, nb.settings
+cfg, run, settings = nb.cfg, nb.run, nb.settings
 final_model, HEADS = nb.final_model, nb.heads
 head_table, types, stage_table = nb.read("head_types"), nb.head_types, nb.stages
 
@@ -82,7 +82,7 @@ display(Markdown(f"**Induction heads{' (candidates: none clears the threshold)' 
 # the model never saw, to compare a second) and the ratio drLLC / wrLLC.
 
 # %%
-available = data.available_distributions(cfg)
+available = tokens_mod.available_distributions(cfg)
 code = [d for d in cfg.llc.head_dr_data if d in available]
 steps = sweep.strided_steps(run, "L2", cfg.llc.checkpoint_stride, cfg.llc.head_checkpoints)
 est = sweep.run_sweep(run, ["L2"], steps, HEADS, ["train", *code], cfg.sampler, device=cfg.train.device,
@@ -172,7 +172,7 @@ display(Markdown(
 
 # %%
 all_steps = nb.run.steps("L2")
-icl = trajectory.icl_per_head_over_training(cfg, run, induction, steps=all_steps, progress=progress)
+icl = trajectory.icl_per_head_over_training(run, induction, steps=all_steps, progress=progress)
 nb.write("icl_per_head", icl)
 after = cfg.train.warmup_steps  # search for formation times after the warm-up
 hw = refinement.TIMING_HALF_WIDTH  # the dense every-checkpoint curves are timed by a local fit (see below)
@@ -248,7 +248,7 @@ display(Markdown("\n".join(
 # classification (the viewer at `viewer/index.html` shows them with the attention pattern).
 
 # %%
-decode = token_decoder(data.prepare(cfg).tokenizer)
+decode = token_decoder(tokens_mod.prepare(cfg).tokenizer)
 held_in = nb.held_in_windows()  # the windows 02 searched
 classified = nb.read("tokens_in_context")
 dyck = types[types == ht.DYCK].index.tolist()

@@ -52,7 +52,7 @@ from rllc.analysis import head_types as ht
 from rllc.analysis.clustering import layer_of
 from rllc.analysis.stages import stage_of
 from rllc.data import brackets
-from rllc.data import tokens as data
+from rllc.data import tokens as tokens_mod
 from rllc.data.tokenizer import token_decoder
 from rllc.estimate import sweep
 from rllc.notebook import setup
@@ -60,7 +60,7 @@ from rllc.report import claims
 from rllc.report import figures as plot
 
 nb = setup(profile, config, run_dir, progress)
-cfg, run, settings = nb.cfg, nb.path, nb.settings
+cfg, run, settings = nb.cfg, nb.run, nb.settings
 final_model, HEADS = nb.final_model, nb.heads
 head_table, types, stage_table = nb.read("head_types"), nb.head_types, nb.stages
 behaviour = nb.read("behaviour_L2")
@@ -266,7 +266,7 @@ display(Markdown("\n".join(lines)))
 # taken from the corrupted pass, everything else clean). Means are over the same windows.
 
 # %%
-tok = data.prepare(cfg).tokenizer
+tok = tokens_mod.prepare(cfg).tokenizer
 sets = {v: brackets.bracket_set(tok, v, cfg.circuit.bracket_windows, cfg.model.n_ctx, seed=cfg.seed)
         for v in brackets.VARIANTS}
 print({v: f"{int(s.closing.sum())} closing brackets in {len(s.tokens)} windows; whole-text encoding would merge "
@@ -337,7 +337,7 @@ display(Markdown(
     + ("; ".join(f"{r.src} ({r.type}): {r.n_mid} multigrams, {r.kept} still its own at the end, {r.n_moved} held "
                  f"by layer-1 heads (most by {r.top_dst}: {r.n_top_dst})" for r in migration.itertuples()))
     + f". Heads with migrated multigrams: {', '.join(moved['src']) or 'none'}. Per-head pages of the final "
-    f"model's tokens in context: [`viewer/index.html`]({run / 'viewer' / 'index.html'})."))
+    f"model's tokens in context: [`viewer/index.html`]({run.path / 'viewer' / 'index.html'})."))
 
 # %% [markdown]
 # ## 7. The scorecard

@@ -47,14 +47,14 @@ from IPython.display import Markdown, display
 from rllc.analysis import ablation, agreement, curvature
 from rllc.analysis.clustering import layer_of
 from rllc.analysis.stages import critical_points
-from rllc.estimate import curvature as cv
+from rllc.estimate import hessian as cv
 from rllc.estimate import sweep
 from rllc.notebook import fmt, setup
 from rllc.report import claims
 from rllc.report import figures as plot
 
 nb = setup(profile, config, run_dir, progress)
-cfg, run, settings = nb.cfg, nb.path, nb.settings
+cfg, run, settings = nb.cfg, nb.run, nb.settings
 c = cfg.curvature
 HEADS, types, stage_table = nb.heads, nb.head_types, nb.stages
 wr_all = nb.read("wrllc_L2")
@@ -84,7 +84,7 @@ print(f"{len(steps)} checkpoints: {steps}\nFisher trace at {fim_steps}\nrank at 
 # windows, as a function of B's weights alone, is the principal block H_BB. Its trace is estimated
 # with **Hutchinson's estimator**, tr H_BB ≈ mean_l v_lᵀ H_BB v_l over Rademacher probes v_l (±1
 # entries on B, zero elsewhere), each product H v by double back-propagation, never forming H
-# (`rllc.estimate.curvature`). The standard error is over probes; the windows (drawn once per
+# (`rllc.estimate.hessian`). The standard error is over probes; the windows (drawn once per
 # distribution with `curvature.seed`) are the same at every checkpoint, so the curves share their
 # sampling. Distributions: the training mixture and held-out code (`curvature.trace_data`).
 

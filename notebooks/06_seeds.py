@@ -49,7 +49,7 @@ from IPython.display import Markdown, display
 from rllc import train
 from rllc.analysis import clustering, criteria, interventions, patterns, trajectory
 from rllc.analysis import head_types as ht
-from rllc.data import tokens as data
+from rllc.data import tokens as tokens_mod
 from rllc.data.tokenizer import token_decoder
 from rllc.estimate import sweep
 from rllc.notebook import setup
@@ -57,7 +57,7 @@ from rllc.report import claims, seeds, tables
 from rllc.report import figures as plot
 
 nb = setup(profile, config, run_dir, progress)
-cfg, run, settings = nb.cfg, nb.path, nb.settings
+cfg, run, settings = nb.cfg, nb.run, nb.settings
 HEADS = nb.heads
 NAMES = seeds.seed_names(cfg)
 print(f"models: {', '.join(NAMES)} (seeds {', '.join(str(seeds.seed_of(n, cfg.seed)) for n in NAMES)})")
@@ -96,11 +96,11 @@ nb.savefig(fig, "06_seed_loss")
 # reuses `02`'s head types.
 
 # %%
-decode = token_decoder(data.prepare(cfg).tokenizer)
+decode = token_decoder(tokens_mod.prepare(cfg).tokenizer)
 held_in = nb.held_in_windows()
 behaviour, by_score, types, types_v1 = {}, {}, {}, {}
 for name in NAMES:
-    behaviour[name] = trajectory.behaviour_over_training(cfg, run, name, progress=progress, icl=name == "L2")
+    behaviour[name] = trajectory.behaviour_over_training(run, name, progress=progress, icl=name == "L2")
     by_score[name] = ht.score_table(behaviour[name])
     if name == "L2":
         types[name] = nb.head_types
@@ -131,7 +131,7 @@ wr = sweep.run_sweep(run, NAMES, steps, HEADS, ["train"], cfg.sampler, device=cf
 full = sweep.run_sweep(run, NAMES, steps, ["full"], ["train"], cfg.sampler, device=cfg.train.device,
                        workers=cfg.llc.workers, progress=progress)
 nb.write("wrllc_seeds", pd.concat([wr, full], ignore_index=True))
-available = data.available_distributions(cfg)
+available = tokens_mod.available_distributions(cfg)
 code = [d for d in cfg.llc.head_dr_data if d in available][:1]
 late = [s for s in steps if s >= cfg.seeds.dr_from * steps[-1]]
 dr = (sweep.run_sweep(run, NAMES, late, HEADS, code, cfg.sampler, device=cfg.train.device,

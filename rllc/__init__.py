@@ -4,7 +4,7 @@ The notebooks under ``notebooks/`` tell the story; this package does the work. L
 first (a module imports only from its own layer or below; ``tests/test_layers.py`` checks it):
 
   config, paths, io, provenance,  foundation
-  numerics
+  numerics, model_name
   data/                           corpora, tokenizer, token datasets
   model/                          builders, fused forward, components, checkpoint stores
   run                             a run directory: config, checkpoints, load_model
@@ -17,8 +17,10 @@ first (a module imports only from its own layer or below; ``tests/test_layers.py
 """
 
 from .config import Config, load_config
-from .estimate.llc import LLCResult, estimate_llc, sample_llc
-from .estimate.sweep import collect, estimate_one, run_sweep
+from .estimate.llc import estimate_llc, sample_llc
+from .estimate.records import collect
+from .estimate.result import LLCResult
+from .estimate.sweep import estimate_one, run_sweep
 from .model.components import component_masks, head_names
 from .run import Run, create_run, load_model, open_run
 from .train import train_model

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .config import Config
+    from .run import Run
 
 DEFAULT_PROFILE = "cpu"
 
@@ -59,7 +60,8 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .config import load_config, seeded_name
+    from .config import load_config
+    from .model_name import seeded_name
     from .train import start_from, train_model
 
     cfg = load_config(_profile(args))
@@ -95,34 +97,33 @@ def cmd_llc(args: argparse.Namespace) -> None:
 
     from .estimate.sweep import estimate_one
 
-    where, cfg = _open_run(args)
+    run = _open_run(args)
     flags = {name: getattr(args, name) for name in _sampler_types() if getattr(args, name) is not None}
-    overrides = {**dataclasses.asdict(cfg.sampler), **flags}  # the profile's sampler, then the flags
-    result = estimate_one(where, model=args.model, step=args.step,
+    overrides = {**dataclasses.asdict(run.cfg.sampler), **flags}  # the profile's sampler, then the flags
+    result = estimate_one(run, model=args.model, step=args.step,
                           component=args.component, data=args.data, overrides=overrides,
                           device=args.device, progress=not args.quiet)
     out = result.to_dict(traces=args.traces)
     print(json.dumps(out, indent=2, default=float))
 
 
-def _open_run(args: argparse.Namespace) -> tuple[Path, Config]:
-    """An existing run and the settings a command uses on it. --run-dir with --profile: the
+def _open_run(args: argparse.Namespace) -> Run:
+    """An existing run, with the settings a command uses on it. --run-dir with --profile: the
     profile's, through the one rule of ``rllc.run.reconcile`` (a setting the weights or data
     depend on that differs is refused in one line; any other is used, one line on stderr each);
     --run-dir alone: the run's own; --profile alone: its default run directory."""
     from .config import load_config
-    from .run import open_run, reconcile, require_run, run_config
+    from .run import Run, open_run, reconcile
 
     if args.run_dir:
         run = open_run(Path(args.run_dir).resolve())
         if not args.profile:
-            return run.path, run.cfg
+            return run
         cfg = load_config(args.profile)
         for line in reconcile(run.path, cfg):
             print(line, file=sys.stderr, flush=True)
-        return run.path, cfg
-    path = require_run(_profile(args))
-    return path, run_config(path)
+        return Run(run.path, cfg)
+    return open_run(_profile(args))
 
 
 # rllc sweep's SLURM flags (argparse dest) -> SlurmOptions field (None: not an option of the array)
@@ -142,14 +143,15 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         raise ValueError(f"{flags}: for --executor slurm only (a local sweep runs here, to the end)")
     if args.executor == "slurm" and args.workers is not None:
         raise ValueError("--workers is for --executor local (a SLURM task runs one process: --cpus-per-task)")
-    run, cfg = _open_run(args)
+    run = _open_run(args)
+    cfg = run.cfg
     overrides = {name: getattr(args, name) for name in _sampler_types() if getattr(args, name) is not None}
     settings = dataclasses.replace(cfg.sampler, **overrides)
     steps = args.steps if args.steps not in (["all"], ["last"]) else args.steps[0]
     groups = grid.make_groups(run, args.models, steps, args.components, args.data, stride=args.stride)
     if args.collect:
         table = sweep.collect(run)
-        print(f"{len(table)} estimates from every record of {run} -> {run / 'tables'} "
+        print(f"{len(table)} estimates from every record of {run.path} -> {run.tables} "
               "(llc_estimates.parquet, llc_chains.parquet, llc_traces.parquet)")
         return
     if args.status:
@@ -169,7 +171,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     todo = grid.pending(run, groups, settings)
     n_est = sum(len(g.components) for g in groups)
     if not todo:
-        print(f"nothing to do: all {n_est} estimates of the {len(groups)} groups are in {run / 'llc' / 'records'}")
+        print(f"nothing to do: all {n_est} estimates of the {len(groups)} groups are in {sweep.records_dir(run)}")
         return
     if args.executor == "local":
         workers = args.workers if args.workers is not None else cfg.llc.workers
@@ -234,13 +236,15 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_describe(args: argparse.Namespace) -> None:
     import yaml
 
-    from .config import MODEL_NAMES, load_config
+    from .config import load_config
     from .model.build import build_model, n_params
+    from .model_name import MODEL_NAMES
     from .numerics import describe, threads
 
     if args.run_dir:  # a run's settings (the profile's, by the one rule, when --profile is given too)
-        run, cfg = _open_run(args)
-        recorded = (yaml.safe_load((run / "config.yaml").read_text()).get("provenance") or {}).get("numerics")
+        run = _open_run(args)
+        cfg = run.cfg
+        recorded = (yaml.safe_load((run.path / "config.yaml").read_text()).get("provenance") or {}).get("numerics")
     else:
         cfg, recorded = load_config(_profile(args)), None
     counts = {name: n_params(build_model(cfg, name)) for name in MODEL_NAMES}

@@ -18,11 +18,9 @@ from typing import Any, TypeVar
 import yaml
 
 from . import paths
+from .model_name import MODEL_NAMES, ModelName, model_base
 
 T = TypeVar("T")
-
-MODEL_NAMES = ("L0", "L1", "L2")
-
 
 @dataclass(frozen=True)
 class CorpusConfig:
@@ -273,33 +271,10 @@ class Config:
         return checkpoint_schedule(self.train.checkpoints, self.train.steps[model_base(model_name)])
 
 
-SEED_MARK = "-s"  # "L2-s2": model L2 initialised with seed 2 (the run's batch order kept)
-
-
-def model_base(name: str) -> str:
-    """The architecture of a model name: "L2" for "L2" and for "L2-s2" (another seed)."""
-    base = name.split(SEED_MARK)[0]
-    if base not in MODEL_NAMES or (base != name and not name[len(base) + len(SEED_MARK):].isdigit()):
-        raise KeyError(f"unknown model {name!r}; valid: {list(MODEL_NAMES)}, optionally with a seed as in 'L2-s2'")
-    return base
-
-
-def seeded_name(name: str, seed: int, run_seed: int) -> str:
-    """The name of model ``name`` initialised with ``seed``: the plain name for the run's own seed."""
-    base = model_base(name)
-    return base if seed == run_seed else f"{base}{SEED_MARK}{int(seed)}"
-
-
-def name_seed(name: str) -> int | None:
-    """The initialisation seed a model name carries: k for "L2-s<k>", None for a plain name."""
-    base = model_base(name)
-    return None if base == name else int(name[len(base) + len(SEED_MARK):])
-
-
 def seeded(cfg: Config, name: str) -> Config:
     """The config that model ``name`` is trained with: for "L2-s<k>" the run's config with seed k
     for the initialisation and the run's own batch order (``train.data_seed``); else ``cfg``."""
-    k = name_seed(name)
+    k = ModelName.parse(name).seed
     if k is None:
         return cfg
     train = dataclasses.replace(cfg.train, data_seed=cfg.train.data_seed or cfg.seed)

@@ -23,7 +23,7 @@ from transformer_lens import HookedTransformer
 
 from . import numerics
 from .config import Config, load_config
-from .data import tokens as data_mod
+from .data import tokens as tokens_mod
 from .model.components import head_names
 from .report import figures, tables
 from .run import Run, create_run
@@ -70,7 +70,7 @@ class Session:
 
     def held_in_windows(self) -> torch.Tensor:
         """The held-in windows of the tokens-in-context search (the same in 02 and 03)."""
-        return data_mod.held_in_windows(self.cfg)
+        return tokens_mod.held_in_windows(self.cfg)
 
     def write(self, name: str, df: pd.DataFrame) -> Path:
         return tables.write(self.path, name, df)

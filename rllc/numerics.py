@@ -72,7 +72,7 @@ def threads(cfg: Any, name: str = "L2") -> int:
     """The torch thread count a model of ``cfg`` trains with (and a process estimates with): the
     profile's ``train.threads``, or its share of it for a model of another seed, which notebook 06
     trains ``seeds.processes`` at a time."""
-    from .config import name_seed
+    from .model_name import name_seed
 
     total = max(1, int(cfg.train.threads))
     return max(1, total // max(1, int(cfg.seeds.processes))) if name_seed(name) is not None else total

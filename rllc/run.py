@@ -16,7 +16,7 @@ Layout::
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,12 @@ import yaml
 from transformer_lens import HookedTransformer
 
 from . import numerics, paths
-from .config import Config, config_hash, data_seed, from_dict, model_base, profile_settings, seeded
+from .config import Config, config_hash, data_seed, from_dict, profile_settings, seeded
 from .data import tokens as tokens_mod
 from .io import write_text
 from .model.build import build_model
 from .model.checkpoints import CheckpointStore
+from .model_name import model_base
 from .provenance import provenance
 
 
@@ -61,13 +62,20 @@ def resolve_path(run_dir: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class Run:
-    """A run directory holding a config and (once trained) models."""
+    """A run directory holding a config and (once trained) models: the one handle of a run.
+
+    A profile name or a path becomes a ``Run`` once, where it enters (the command line, a
+    notebook's parameters, ``open_run`` and the other public entry points); everything below
+    takes the ``Run`` and reads its configuration from it (``cfg``, read once)."""
 
     path: Path
+    # the settings in use when a profile given with the run directory differs from the run's own in
+    # a setting its weights and data do not depend on (``reconcile``); else the run's config.yaml
+    config: Config | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def cfg(self) -> Config:
-        return run_config(self.path)
+        return self.config if self.config is not None else run_config(self.path)
 
     @property
     def profile(self) -> str:
@@ -89,10 +97,22 @@ class Run:
 
     def load_model(self, name: str = "L2", step: int | str = "last",
                    device: str | torch.device = "cpu") -> HookedTransformer:
-        return load_model(self.path, name, step, device)
+        """A checkpoint of one of the run's models as a ``HookedTransformer``."""
+        weights = self.store(name).load_weights(step)
+        model = build_model(self.cfg, name, weights["embed.W_E"].shape[0], device)
+        model.load_state_dict(weights)
+        model.eval()
+        return model
 
     def __fspath__(self) -> str:
         return str(self.path)
+
+
+def folder(run: Run | str | Path) -> Path:
+    """Where a run's tables and figures are: a ``Run``'s directory, or a folder given as a path
+    (relative ones from the repository root), such as a seed's view of a run (``report.seeds``).
+    Reads nothing; a profile name is resolved by ``open_run``, where it enters, not here."""
+    return run.path if isinstance(run, Run) else resolve_path(run)
 
 
 def find_run(profile_or_run_dir: str | Path) -> Path:
@@ -122,8 +142,11 @@ def require_run(profile_or_run_dir: str | Path) -> Path:
     return run
 
 
-def open_run(profile_or_run_dir: str | Path) -> Run:
-    """An existing run (a run directory, or the default one of a profile). Never writes."""
+def open_run(profile_or_run_dir: Run | str | Path) -> Run:
+    """An existing run (a ``Run`` as it is, a run directory, or the default one of a profile).
+    Never writes."""
+    if isinstance(profile_or_run_dir, Run):
+        return profile_or_run_dir
     return Run(require_run(profile_or_run_dir))
 
 
@@ -219,22 +242,8 @@ def create_run(cfg: Config, run_dir: str | Path | None = None) -> Run:
     return Run(out)
 
 
-def load_model(profile_or_run_dir: str | Path, name: str = "L2", step: int | str = "last",
+def load_model(profile_or_run_dir: Run | str | Path, name: str = "L2", step: int | str = "last",
                device: str | torch.device = "cpu") -> HookedTransformer:
-    """Any checkpoint of a run as a ``HookedTransformer``.
-
-    ``profile_or_run_dir`` is a profile name (its default run directory) or a run directory.
-    """
-    run = require_run(profile_or_run_dir)
-    cfg = run_config(run)
-    store = CheckpointStore.for_model(run, name)
-    weights = store.load_weights(step)
-    vocab = weights["embed.W_E"].shape[0]
-    model = build_model(cfg, name, vocab, device)
-    model.load_state_dict(weights)
-    model.eval()
-    return model
-
-
-def checkpoint_steps(profile_or_run_dir: str | Path, name: str = "L2") -> list[int]:
-    return CheckpointStore.for_model(find_run(profile_or_run_dir), name).steps()
+    """Any checkpoint of a run as a ``HookedTransformer`` (``profile_or_run_dir``: a ``Run``, a
+    run directory, or a profile name for its default run directory)."""
+    return open_run(profile_or_run_dir).load_model(name, step, device)

@@ -21,13 +21,14 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from . import numerics
-from .config import Config, data_seed, model_base
-from .data import tokens as data_mod
+from .config import Config, data_seed
+from .data import tokens as tokens_mod
 from .io import write_table
 from .model.build import build_model, resolve_device
 from .model.checkpoints import CheckpointStore
 from .model.fused import next_token_loss
-from .run import create_run, identity, run_path
+from .model_name import model_base
+from .run import Run, create_run, identity, open_run, run_path
 
 
 class BatchOrder:
@@ -89,7 +90,7 @@ def train_model(
     # refuse weights of other settings before anything is written (config.yaml included)
     CheckpointStore.for_model(run_path(cfg, run_dir), name).verify_identity(identity(cfg, name))
     run = create_run(cfg, run_dir).path
-    prepared = data_mod.prepare(cfg)
+    prepared = tokens_mod.prepare(cfg)
     store = CheckpointStore.for_model(run, name)
     store.check_identity(identity(cfg, name))
     store.remove_stale_temporaries()  # a killed run may have died mid-write
@@ -99,8 +100,8 @@ def train_model(
     model = build_model(cfg, name, prepared.vocab_size, device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                             betas=tuple(cfg.train.betas))
-    train_tokens = data_mod.load_tokens(cfg, "train")
-    eval_tokens = data_mod.load_tokens(cfg, "test")[: cfg.train.eval_batches * cfg.train.batch_size]
+    train_tokens = tokens_mod.load_tokens(cfg, "train")
+    eval_tokens = tokens_mod.load_tokens(cfg, "test")[: cfg.train.eval_batches * cfg.train.batch_size]
     order = BatchOrder(len(train_tokens), cfg.train.batch_size, data_seed(cfg))
 
     pinned = numerics.torch_threads(numerics.threads(cfg, name))
@@ -191,18 +192,18 @@ def control_dir(run_dir: str | Path, warmup_steps: int) -> Path:
 
 
 def warmup_control(cfg: Config, run_dir: str | Path, warmup_steps: int, steps: int, name: str = "L2",
-                   progress: bool = True) -> Path:
+                   progress: bool = True) -> Run:
     """Train (or resume, or load) model ``name`` of ``cfg`` again for ``steps`` steps with a
     learning-rate warm-up of ``warmup_steps`` instead of the profile's, everything else equal
     (seed, data order, checkpoint schedule up to ``steps``), in its own run directory under
     ``run_dir``. It tells an LLC feature that follows the learning-rate schedule from one that
-    follows what the model learns. Returns the control's run directory."""
+    follows what the model learns. Returns the control's run."""
     if warmup_steps < 0 or steps <= 0:
         raise ValueError(f"a warm-up control needs warmup_steps >= 0 and steps > 0, not {warmup_steps} and {steps}")
     train = dataclasses.replace(cfg.train, warmup_steps=int(warmup_steps), steps={**cfg.train.steps, name: int(steps)})
     out = control_dir(run_dir, warmup_steps)
     train_model(dataclasses.replace(cfg, train=train), name, run_dir=out, progress=progress)
-    return out
+    return open_run(out)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from _models import markov_data, tiny_model
 from transformer_lens import HookedTransformer
 
 from rllc import config
-from rllc.data import tokens as data
+from rllc.data import tokens as tokens_mod
 
 warnings.filterwarnings("ignore", message=".*HookedTransformer is deprecated.*")
 
@@ -27,9 +27,9 @@ def ci_cfg() -> config.Config:
 
 
 @pytest.fixture(scope="session")
-def ci_prepared(ci_cfg: config.Config) -> data.Prepared:
+def ci_prepared(ci_cfg: config.Config) -> tokens_mod.Prepared:
     """The ci profile's real corpora, tokenizer and token datasets (fetched once, cached)."""
-    return data.prepare(ci_cfg)
+    return tokens_mod.prepare(ci_cfg)
 
 
 @pytest.fixture()

@@ -10,6 +10,7 @@ from transformer_lens import patching
 
 from rllc.analysis import ablation
 from rllc.config import load_config
+from rllc.run import Run
 from tests._models import markov_data, tiny_model
 
 
@@ -50,14 +51,14 @@ def test_ablations_over_training_are_cached_by_checkpoint(tmp_path, monkeypatch)
     model = tiny_model(seed=2)
     calls = []
 
-    def fake_load(run, name, step):
+    def fake_load(self, name, step):
         calls.append(step)
         return model
 
-    monkeypatch.setattr(ablation, "run_config", lambda run: load_config("ci"))
-    monkeypatch.setattr(ablation, "load_model", fake_load)
+    monkeypatch.setattr(Run, "load_model", fake_load)
+    run = Run(tmp_path, load_config("ci"))
     tokens = markov_data(8, seed=1)
-    first = ablation.ablations_over_training(tmp_path, tokens, [0, 10], ["1:0"], batch_size=4, progress=False)
-    again = ablation.ablations_over_training(tmp_path, tokens, [0, 10, 20], ["1:0"], batch_size=4, progress=False)
+    first = ablation.ablations_over_training(run, tokens, [0, 10], ["1:0"], batch_size=4, progress=False)
+    again = ablation.ablations_over_training(run, tokens, [0, 10, 20], ["1:0"], batch_size=4, progress=False)
     assert calls == [0, 10, 20]  # step 0 and 10 came from the cache the second time
     pd.testing.assert_frame_equal(first, again[again["step"] < 20].reset_index(drop=True))

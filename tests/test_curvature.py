@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from rllc.estimate import curvature as cv
+from rllc.estimate import hessian as cv
 from rllc.model.components import component_masks
 from tests._models import markov_data, tiny_model
 

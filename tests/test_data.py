@@ -3,7 +3,7 @@ import pandas as pd
 import torch
 
 from rllc.data import corpus
-from rllc.data import tokens as data
+from rllc.data import tokens as tokens_mod
 from rllc.data.tokenizer import bos_id
 
 
@@ -44,29 +44,29 @@ def test_manifest_records_hashes_and_counts(ci_prepared):
 def test_token_windows_have_bos_at_document_starts(ci_cfg, ci_prepared):
     tok = ci_prepared.tokenizer
     bos = bos_id(tok)
-    stream = data.encode_documents(tok, ["hello world", "def f(x):\n    return x"])
+    stream = tokens_mod.encode_documents(tok, ["hello world", "def f(x):\n    return x"])
     starts = np.flatnonzero(stream == bos)
     assert list(starts) == [0, 1 + len(tok.encode("hello world", add_special_tokens=False).ids)]
     assert tok.decode(stream[1:starts[1]].tolist()) == "hello world"
     for name in ("train", "test", "python_tests", "bbc_news"):
-        t = data.load_tokens(ci_cfg, name)
+        t = tokens_mod.load_tokens(ci_cfg, name)
         assert t.dtype == torch.int64 and t.shape[1] == ci_cfg.model.n_ctx
         assert int(t.max()) < ci_prepared.vocab_size
-    assert (data.load_tokens(ci_cfg, "train") == bos).any()
+    assert (tokens_mod.load_tokens(ci_cfg, "train") == bos).any()
 
 
 def test_token_cache_is_keyed_by_what_it_depends_on(ci_cfg):
     from rllc import config
     other = config.load_config("ci", {"model": {"n_ctx": 128}})
-    assert data.tokens_key(other) != data.tokens_key(ci_cfg)
+    assert tokens_mod.tokens_key(other) != tokens_mod.tokens_key(ci_cfg)
     same = config.load_config("ci", {"train": {"batch_size": 3}})
-    assert data.tokens_key(same) == data.tokens_key(ci_cfg)
+    assert tokens_mod.tokens_key(same) == tokens_mod.tokens_key(ci_cfg)
 
 
 def test_unknown_distribution_lists_valid_names(ci_cfg, ci_prepared):
     import pytest
     with pytest.raises(KeyError, match="python_tests"):
-        data.load_tokens(ci_cfg, "klingon")
+        tokens_mod.load_tokens(ci_cfg, "klingon")
 
 
 def test_token_counts_summary(ci_prepared):

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from rllc.config import SamplerConfig, load_config
-from rllc.estimate import grid, sweep
-from rllc.run import run_config
+from rllc.estimate import grid, passes, records, sweep
+from rllc.run import Run, open_run
 from rllc.train import train_model
 
 FAST = SamplerConfig(chains=2, draws=6, burnin=2, batch_size=4, init_loss_batches=2)
@@ -47,36 +47,36 @@ def _sweep_here(capsys, run, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_groups_expand_heads_per_model_and_stride_keeps_the_ends(trained_run) -> None:
-    groups = grid.make_groups(trained_run, ["L2"], "all", ["full", "heads"], ["train", "test"], stride=2)
+    groups = grid.make_groups(open_run(trained_run), ["L2"], "all", ["full", "heads"], ["train", "test"], stride=2)
     steps = sorted({g.step for g in groups})
     assert steps == [0, 16, 24]  # every 2nd of 0, 8, 16, 24, and the last
     assert len(groups) == 6 and groups[0].components == ("full", "0:0", "0:1", "0:2", "0:3", "1:0", "1:1", "1:2", "1:3")
     assert groups[0].name == "L2@0/train"
     with pytest.raises(ValueError, match="stride"):
-        grid.make_groups(trained_run, ["L2"], "all", ["full"], ["train"], stride=0)
+        grid.make_groups(open_run(trained_run), ["L2"], "all", ["full"], ["train"], stride=0)
     with pytest.raises(KeyError, match="no checkpoint at step"):
-        grid.make_groups(trained_run, ["L2"], [5], ["full"], ["train"])
+        grid.make_groups(open_run(trained_run), ["L2"], [5], ["full"], ["train"])
 
 
 def test_run_group_skips_records_logs_failures_and_events(trained_run) -> None:
-    (group,) = grid.make_groups(trained_run, ["L2"], [24], ["full", "1:0"], ["train"])
-    before = grid.status(trained_run, [group], FAST)
+    (group,) = grid.make_groups(open_run(trained_run), ["L2"], [24], ["full", "1:0"], ["train"])
+    before = grid.status(open_run(trained_run), [group], FAST)
     assert before[["done", "failed", "missing", "state"]].values.tolist() == [[0, 0, 2, "missing"]]
     sweep.run_sweep(trained_run, ["L2"], [24], ["1:0"], ["train"], FAST, progress=False)  # one of the two exists
-    assert grid.status(trained_run, [group], FAST)["state"].tolist() == ["partial"]
-    counts = grid.run_group(trained_run, group, FAST)
+    assert grid.status(open_run(trained_run), [group], FAST)["state"].tolist() == ["partial"]
+    counts = grid.run_group(open_run(trained_run), group, FAST)
     assert counts == {"computed": 1, "skipped": 1, "cut": 0, "failed": 0}
-    assert grid.status(trained_run, [group], FAST)["state"].tolist() == ["done"]
-    assert grid.run_group(trained_run, group, FAST) == {"computed": 0, "skipped": 2, "cut": 0, "failed": 0}
-    events = grid.finished_events(trained_run)
+    assert grid.status(open_run(trained_run), [group], FAST)["state"].tolist() == ["done"]
+    assert grid.run_group(open_run(trained_run), group, FAST) == {"computed": 0, "skipped": 2, "cut": 0, "failed": 0}
+    events = grid.finished_events(open_run(trained_run))
     assert events.sum() == 1 and events.max() == 1  # only the estimate this task computed
 
     bad = grid.Group("L2", 24, "train", ("0:1", "7:7"))  # a head the model lacks fails; the other is computed
     with pytest.raises(RuntimeError, match="1 estimate"):
-        grid.run_group(trained_run, bad, FAST)
-    table = grid.status(trained_run, [bad], FAST)
+        grid.run_group(open_run(trained_run), bad, FAST)
+    table = grid.status(open_run(trained_run), [bad], FAST)
     assert table[["done", "failed", "missing", "state"]].values.tolist() == [[1, 1, 0, "failed"]]
-    (logged,) = grid.failed_dir(trained_run).glob("*.json")
+    (logged,) = grid.failed_dir(open_run(trained_run)).glob("*.json")
     assert "7:7" in json.loads(logged.read_text())["job"]["component"]
 
 
@@ -87,18 +87,18 @@ def test_sweep_command_runs_a_grid_once_and_reports_it(trained_run, capsys) -> N
     assert "2 groups (2 missing); 0 of 4 estimates done" in status.stdout
     first = _sweep_here(capsys, trained_run, *args)
     assert first.returncode == 0, first.stderr
-    records = sorted(p.name for p in sweep.records_dir(trained_run).glob("*.json"))
-    assert len(records) == 4
+    made = sorted(p.name for p in records.records_dir(open_run(trained_run)).glob("*.json"))
+    assert len(made) == 4
     second = _sweep_here(capsys, trained_run, *args)
     assert "nothing to do" in second.stdout
-    assert sorted(p.name for p in sweep.records_dir(trained_run).glob("*.json")) == records
+    assert sorted(p.name for p in records.records_dir(open_run(trained_run)).glob("*.json")) == made
     done = _sweep_here(capsys, trained_run, *args, "--status")
     assert "2 groups (2 done); 4 of 4 estimates done, 0 failed, 0 missing" in done.stdout
     # the records are the ones the notebooks' run_sweep would make
-    settings = dataclasses.replace(run_config(trained_run).sampler, chains=2, draws=6, burnin=2, batch_size=4,
+    settings = dataclasses.replace(open_run(trained_run).cfg.sampler, chains=2, draws=6, burnin=2, batch_size=4,
                                    init_loss_batches=2)  # the run's sampler with the flags above
     table = sweep.run_sweep(trained_run, ["L2"], [8, 24], ["full", "1:1"], ["train"], settings, progress=False)
-    assert sorted(f"{k}.json" for k in table["key"]) == records
+    assert sorted(f"{k}.json" for k in table["key"]) == made
     collected = _sweep_here(capsys, trained_run, *args, "--collect")
     assert "4 estimates" in collected.stdout
     bad = _sweep(trained_run, "--steps", "5")  # a real process: the message and status a user sees
@@ -142,44 +142,44 @@ def test_batched_pass_of_a_group_writes_the_records_a_sequential_sweep_would(tra
     import numpy as np
     import torch
 
-    jobs = [sweep.Job("L2", 24, c, "train") for c in ("full", "0:1", "1:0", "1:3")]
-    chunks = sweep.batchable([*jobs, sweep.Job("L2", 24, "0:0", "model:L2"), sweep.Job("L2", 8, "full", "train")],
+    jobs = [records.Job("L2", 24, c, "train") for c in ("full", "0:1", "1:0", "1:3")]
+    chunks = passes.batchable([*jobs, records.Job("L2", 24, "0:0", "model:L2"), records.Job("L2", 8, "full", "train")],
                              size=3)
     assert [len(c) for c in chunks] == [1, 3, 1, 1]  # the generator job alone; 4 jobs of a group in 3 + 1
     other = tmp_path / "copy"
     shutil.copytree(trained_run, other)
-    cfg = run_config(trained_run)
     settings = dataclasses.replace(FAST, reference="paired")
-    sweep.run_jobs_batched(trained_run, cfg, jobs, settings, torch.device("cpu"), {})
+    ctx = sweep.SweepContext(open_run(trained_run), settings, torch.device("cpu"))
+    sweep.run_jobs_batched(ctx, jobs)
     sequential = sweep.run_sweep(other, ["L2"], [24], [j.component for j in jobs], ["train"], settings, progress=False)
-    batched = {r["key"]: r for r in sweep.load_records(trained_run)}
+    batched = {r["key"]: r for r in records.load_records(open_run(trained_run))}
     assert sorted(batched) == sorted(sequential["key"])
-    for rec in sweep.load_records(other):
+    for rec in records.load_records(open_run(other)):
         np.testing.assert_allclose(batched[rec["key"]]["traces"], rec["traces"], rtol=0, atol=1e-5)
         # each record says how it ran; only the sequential ones index themselves to be cut from
         assert (batched[rec["key"]]["pass"], rec["pass"]) == ("components x chains vmapped (4 components)",
                                                               "chains one after another")
-    indexed = {p.name.split(".")[-1] for p in sweep.prefixes_dir(trained_run).glob("*")}
+    indexed = {p.name.split(".")[-1] for p in records.prefixes_dir(open_run(trained_run)).glob("*")}
     assert indexed.isdisjoint(batched)
     with pytest.raises(ValueError, match="one model, checkpoint and distribution"):
-        sweep.run_jobs_batched(trained_run, cfg, [jobs[0], sweep.Job("L2", 8, "full", "train")], settings,
-                               torch.device("cpu"), {})
+        sweep.run_jobs_batched(ctx, [jobs[0], records.Job("L2", 8, "full", "train")])
 
 
 def test_a_batched_pass_holds_what_device_memory_allows() -> None:
     """The closed form of ``sequence_bytes`` at the paper's shape, and the plans it gives."""
-    per_seq = sweep.sequence_bytes(2, 8, 1024, 5000)
-    logits = 1024 * 5000 * 4 * sweep.LOGIT_COPIES
-    attention = 2 * 8 * 1024 * 1024 * 4 * sweep.ATTENTION_COPIES
+    per_seq = passes.sequence_bytes(2, 8, 1024, 5000)
+    logits = 1024 * 5000 * 4 * passes.LOGIT_COPIES
+    attention = 2 * 8 * 1024 * 1024 * 4 * passes.ATTENTION_COPIES
     assert per_seq == logits + attention == 618_790_912
-    assert sweep.sequence_bytes(0, 8, 1024, 5000) == logits  # L0: no attention maps
+    assert passes.sequence_bytes(0, 8, 1024, 5000) == logits  # L0: no attention maps
     paper = SamplerConfig(chains=4, batch_size=32)  # one component: 128 sequences, 79.2 GB
-    assert sweep.plan_passes(2, 8, 1024, 5000, paper, free_bytes=141 * 10**9) == sweep.PassPlan(1, 3)  # an H200
-    assert sweep.plan_passes(2, 8, 1024, 5000, paper, free_bytes=80 * 10**9) == sweep.PassPlan(1, 2)  # an H100
-    assert sweep.plan_passes(2, 8, 1024, 5000, paper, free_bytes=10**9) == sweep.PassPlan(1, 1)  # never fewer than one
-    assert sweep.plan_passes(2, 8, 1024, 5000, paper, free_bytes=400 * 10**9) == sweep.PassPlan(2, 4)  # whole ones
+    assert passes.plan_passes(2, 8, 1024, 5000, paper, free_bytes=141 * 10**9) == passes.PassPlan(1, 3)  # an H200
+    assert passes.plan_passes(2, 8, 1024, 5000, paper, free_bytes=80 * 10**9) == passes.PassPlan(1, 2)  # an H100
+    # never fewer than one chain a pass
+    assert passes.plan_passes(2, 8, 1024, 5000, paper, free_bytes=10**9) == passes.PassPlan(1, 1)
+    assert passes.plan_passes(2, 8, 1024, 5000, paper, free_bytes=400 * 10**9) == passes.PassPlan(2, 4)  # whole ones
     small = SamplerConfig(chains=3, batch_size=8)
-    assert sweep.plan_passes(2, 8, 256, 320, small, 80 * 10**9) == sweep.PassPlan(17, 3)  # the cap
+    assert passes.plan_passes(2, 8, 256, 320, small, 80 * 10**9) == passes.PassPlan(17, 3)  # the cap
 
 
 def test_a_pass_that_runs_out_of_gpu_memory_is_split_until_it_fits(monkeypatch) -> None:
@@ -197,18 +197,20 @@ def test_a_pass_that_runs_out_of_gpu_memory_is_split_until_it_fits(monkeypatch) 
             raise torch.OutOfMemoryError("CUDA out of memory (fake)")
         done.extend(j.component for j in jobs)
 
-    monkeypatch.setattr(sweep, "run_jobs_batched", lambda run, cfg, jobs, s, dev, state, bar, cpp: fake_pass(jobs, cpp))
-    monkeypatch.setattr(sweep, "run_job", lambda run, cfg, job, s, dev, state, bar, cpp: fake_pass([job], cpp))
+    monkeypatch.setattr(sweep, "run_jobs_batched", lambda ctx, jobs, bar, cpp: fake_pass(jobs, cpp))
+    monkeypatch.setattr(sweep, "run_job", lambda ctx, job, bar, cpp: fake_pass([job], cpp))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     cfg = load_config("ci")
     s = SamplerConfig(chains=4, batch_size=8)
-    jobs = [sweep.Job("L2", 8, c, "train") for c in ("0:0", "0:1", "1:0")]
-    sweep.run_chunk(Path("unused"), cfg, jobs, s, torch.device("cuda"), {})
+    jobs = [records.Job("L2", 8, c, "train") for c in ("0:0", "0:1", "1:0")]
+    run = Run(Path("unused"), cfg)  # a run's handle with its settings on it: nothing is read
+    gpu, cpu = (sweep.SweepContext(run, s, torch.device(d)) for d in ("cuda", "cpu"))
+    sweep.run_chunk(gpu, jobs)
     assert sorted(done) == ["0:0", "0:1", "1:0"]
     assert calls[0] == (("0:0", "0:1", "1:0"), None)  # the planned pass first
     assert (("0:0",), 2) in calls and (("1:0",), 2) in calls  # a component's chains in two groups of 2
     capacity["chains"] = 0
     with pytest.raises(torch.OutOfMemoryError, match="lower sampler.batch_size"):
-        sweep.run_chunk(Path("unused"), cfg, jobs[:1], s, torch.device("cuda"), {})
+        sweep.run_chunk(gpu, jobs[:1])
     with pytest.raises(torch.OutOfMemoryError, match="fake"):  # on a CPU nothing is retried
-        sweep.run_chunk(Path("unused"), cfg, jobs[:1], s, torch.device("cpu"), {})
+        sweep.run_chunk(cpu, jobs[:1])

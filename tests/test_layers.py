@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rllc"
 
 LAYERS = {
     "rllc.config": 0, "rllc.paths": 0, "rllc.io": 0, "rllc.provenance": 0, "rllc.numerics": 0,
+    "rllc.model_name": 0,
     "rllc.data": 1, "rllc.model": 2, "rllc.run": 3, "rllc.train": 4, "rllc.estimate": 5,
     "rllc.analysis": 6, "rllc.report": 7,
     "rllc.notebook": 8, "rllc.cli": 8, "rllc.runner": 8, "rllc": 8,

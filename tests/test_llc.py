@@ -13,17 +13,8 @@ import torch
 from _models import tiny_model
 
 from rllc.config import SamplerConfig, load_config
-from rllc.estimate.llc import (
-    FLAG_BELOW_INIT,
-    FLAG_DIVERGED,
-    BatchFeed,
-    estimate_llc,
-    generator_loss,
-    make_result,
-    next_token_loss,
-    sample_llc,
-    sgld_chain,
-)
+from rllc.estimate.llc import BatchFeed, estimate_llc, generator_loss, next_token_loss, sample_llc, sgld_chain
+from rllc.estimate.result import FLAG_BELOW_INIT, FLAG_DIVERGED, make_result
 from rllc.model.build import build_model
 from rllc.model.components import UnknownComponent, component_masks, component_size, valid_components
 

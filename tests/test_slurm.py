@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rllc.estimate import grid, sweep
-from rllc.run import run_config
+from rllc.estimate import grid, records, sweep
+from rllc.run import open_run
 from rllc.train import train_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def test_slurm_sweep_survives_a_cancelled_task_and_equals_a_serial_sweep(slurm, 
     train_model(tiny_cfg, "L2", run, progress=False)
     serial_run = tmp_path / "serial"
     shutil.copytree(run, serial_run)
-    groups = grid.make_groups(run, ["L2"], STEPS, ["full", "heads"], ["train"])
+    groups = grid.make_groups(open_run(run), ["L2"], STEPS, ["full", "heads"], ["train"])
     n_estimates = sum(len(g.components) for g in groups)
 
     first = _sweep(run, *SLURM)
@@ -100,8 +100,9 @@ def test_slurm_sweep_survives_a_cancelled_task_and_equals_a_serial_sweep(slurm, 
     # cancel a running task once its group has some records but not all
     victim, deadline = None, time.monotonic() + 240
     while victim is None and time.monotonic() < deadline:
-        status = grid.status(run, groups, dataclasses.replace(run_config(run).sampler, chains=2, draws=DRAWS, burnin=5,
-                                                              batch_size=4, init_loss_batches=2))
+        status = grid.status(open_run(run), groups, dataclasses.replace(open_run(run).cfg.sampler, chains=2,
+                                                                        draws=DRAWS, burnin=5, batch_size=4,
+                                                                        init_loss_batches=2))
         tasks = _array_tasks(array) or {}
         for task, state in tasks.items():
             index = int(task.split("_")[1])
@@ -115,23 +116,23 @@ def test_slurm_sweep_survives_a_cancelled_task_and_equals_a_serial_sweep(slurm, 
     subprocess.run(["scancel", victim], check=True)
     _wait_gone(array)
     index = int(victim.split("_")[1])
-    settings = dataclasses.replace(run_config(run).sampler, chains=2, draws=DRAWS, burnin=5, batch_size=4,
+    settings = dataclasses.replace(open_run(run).cfg.sampler, chains=2, draws=DRAWS, burnin=5, batch_size=4,
                                    init_loss_batches=2)
-    after_cancel = grid.status(run, groups, settings)
+    after_cancel = grid.status(open_run(run), groups, settings)
     assert after_cancel["state"].iloc[index] != "done", "the cancelled task finished its group anyway"
     assert (after_cancel.drop(index)["state"] == "done").all()  # the other tasks ran to the end
 
     again = _sweep(run, *SLURM, "--wait")
     assert again.returncode == 0, again.stderr
     assert "1 tasks" in again.stdout  # only the cancelled group went out again
-    final = grid.status(run, groups, settings)
+    final = grid.status(open_run(run), groups, settings)
     assert (final["state"] == "done").all() and final["done"].sum() == n_estimates
     assert "nothing to do" in _sweep(run, *SLURM).stdout
 
     # every record exactly once, and no finished estimate computed twice
-    records = sorted(sweep.records_dir(run).glob("*.json"))
-    assert len(records) == n_estimates
-    events = grid.finished_events(run)
+    made = sorted(records.records_dir(open_run(run)).glob("*.json"))
+    assert len(made) == n_estimates
+    events = grid.finished_events(open_run(run))
     assert len(events) == n_estimates and events.max() == 1
 
     # the records of the cancelled group and of the one that ran through equal a serial sweep's (one
@@ -144,10 +145,10 @@ def test_slurm_sweep_survives_a_cancelled_task_and_equals_a_serial_sweep(slurm, 
                                  progress=False)
     finally:
         torch.set_num_threads(threads)
-    by_key = {r["key"]: r for r in sweep.load_records(run)}
+    by_key = {r["key"]: r for r in records.load_records(open_run(run))}
     assert len(serial) == 2 * len(groups[0].components) and set(serial["key"]) <= set(by_key)
     assert {by_key[k]["step"] for k in serial["key"]} == set(compared)
-    for rec in sweep.load_records(serial_run):
+    for rec in records.load_records(open_run(serial_run)):
         assert by_key[rec["key"]]["traces"] == rec["traces"], rec["component"]
         assert by_key[rec["key"]]["mean"] == rec["mean"]
     print(f"SLURM sweep test: {n_estimates} estimates in {len(groups)} tasks, cancelled {victim}, "
@@ -162,8 +163,8 @@ def test_a_signalled_task_requeues_itself_and_skips_what_it_finished(slurm, tiny
     SLURM would start the requeued job about two minutes later; the test starts it at once."""
     run = tmp_path / "run"
     train_model(tiny_cfg, "L2", run, progress=False)
-    (group,) = grid.make_groups(run, ["L2"], ["last"], ["full", "heads"], ["train"])
-    settings = dataclasses.replace(run_config(run).sampler, chains=2, draws=DRAWS, burnin=5, batch_size=4,
+    (group,) = grid.make_groups(open_run(run), ["L2"], ["last"], ["full", "heads"], ["train"])
+    settings = dataclasses.replace(open_run(run).cfg.sampler, chains=2, draws=DRAWS, burnin=5, batch_size=4,
                                    init_loss_batches=2)
     cmd = [sys.executable, "-m", "rllc.cli", "sweep", "--run-dir", str(run), "--quiet", *FLAGS, "--steps", "last",
            "--components", "full", "heads", "--data", "train", "--executor", "slurm", "--time", "5",
@@ -171,12 +172,12 @@ def test_a_signalled_task_requeues_itself_and_skips_what_it_finished(slurm, tiny
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     array = out.stdout.split("submitted array ")[1].split(":")[0]
-    script = next((sweep.records_dir(run).parent / "slurm").rglob("*_submission.sh")).read_text()
+    script = next((records.records_dir(open_run(run)).parent / "slurm").rglob("*_submission.sh")).read_text()
     assert "--signal=USR2@120" in script and "--time=5" in script  # what SLURM itself will send, and when
 
     signalled, deadline = False, time.monotonic() + 240
     while not signalled and time.monotonic() < deadline:
-        done = int(grid.status(run, [group], settings)["done"].iloc[0])
+        done = int(grid.status(open_run(run), [group], settings)["done"].iloc[0])
         if 0 < done < len(group.components) and "R" in (_array_tasks(array) or {}).values():
             subprocess.run(["scancel", "--signal=USR2", array], check=True)
             signalled = True
@@ -184,14 +185,14 @@ def test_a_signalled_task_requeues_itself_and_skips_what_it_finished(slurm, tiny
     assert signalled, "the task was not caught half-way through its group"
     _wait_gone(array, release=True)
 
-    final = grid.status(run, [group], settings)
+    final = grid.status(open_run(run), [group], settings)
     assert final["state"].tolist() == ["done"], final.to_string()
-    events = [json.loads(p.read_text()) for p in grid.events_dir(run).glob("*.json")]
+    events = [json.loads(p.read_text()) for p in grid.events_dir(open_run(run)).glob("*.json")]
     assert len(events) == len(group.components)  # every estimate finished exactly once
     assert len({e["pid"] for e in events}) == 2  # some before the signal, the rest after the requeue
-    logs = "".join(p.read_text() for p in (sweep.records_dir(run).parent / "slurm").rglob("*_log.err"))
+    logs = "".join(p.read_text() for p in (records.records_dir(open_run(run)).parent / "slurm").rglob("*_log.err"))
     # submitit counts a signal as a timeout when the task has run min(80% of --time, --time - 10 min):
     # always, at a limit of minutes, so this is the timeout path (its requeues are counted)
     assert "Caught signal SIGUSR2" in logs and "this job is timed-out" in logs
-    outs = "".join(p.read_text() for p in (sweep.records_dir(run).parent / "slurm").rglob("*_log.out"))
+    outs = "".join(p.read_text() for p in (records.records_dir(open_run(run)).parent / "slurm").rglob("*_log.out"))
     assert "Requeued job" in outs

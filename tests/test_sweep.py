@@ -13,7 +13,9 @@ import pytest
 
 from rllc.analysis.stages import critical_points, stages
 from rllc.config import SamplerConfig
-from rllc.estimate import sweep
+from rllc.data import tokens as tokens_mod
+from rllc.estimate import records, sweep
+from rllc.run import open_run
 from rllc.train import train_model
 
 FAST = SamplerConfig(chains=2, draws=6, burnin=2, batch_size=4, init_loss_batches=2)
@@ -41,7 +43,7 @@ def test_sweep_is_cached_resumable_and_keyed_by_settings(trained_run, monkeypatc
                 progress=False)
     with pytest.raises(KeyboardInterrupt):
         sweep.run_sweep(trained_run, **jobs)
-    assert len(list(sweep.records_dir(trained_run).glob("*.json"))) == 2  # two finished, nothing partial
+    assert len(list(records.records_dir(open_run(trained_run)).glob("*.json"))) == 2  # two finished, nothing partial
 
     calls.clear()
     monkeypatch.setattr(sweep, "estimate_llc", real)
@@ -53,8 +55,8 @@ def test_sweep_is_cached_resumable_and_keyed_by_settings(trained_run, monkeypatc
     other = sweep.run_sweep(trained_run, **{**jobs, "steps": [24], "components": ["full"],
                                             "settings": SamplerConfig(**{**FAST.__dict__, "nbeta": 10.0})})
     assert len(other) == 1 and other["sampler_nbeta"].iloc[0] == 10.0
-    assert len(list(sweep.records_dir(trained_run).glob("*.json"))) == 5  # a new setting is a new record
-    written = sweep.collect(trained_run)
+    assert len(list(records.records_dir(open_run(trained_run)).glob("*.json"))) == 5  # a new setting is a new record
+    written = records.collect(open_run(trained_run))
     assert len(written) == 5 and (trained_run / "tables" / "llc_traces.parquet").exists()
 
 
@@ -73,15 +75,15 @@ def test_shorter_estimates_are_cut_from_longer_ones_bit_for_bit(trained_run, mon
     monkeypatch.setattr(sweep, "estimate_llc", counting)
     cut = sweep.run_sweep(trained_run, settings=short, **jobs)
     assert calls == []  # nothing sampled: both cut from the longer records
-    cut_records = {r["component"]: r for r in sweep.load_records(trained_run, cut["key"])}
+    cut_records = {r["component"]: r for r in records.load_records(open_run(trained_run), cut["key"])}
     assert all(r["derived_from"] for r in cut_records.values())
     # the same estimates sampled from scratch, with the index of longer records gone
     for key in cut["key"]:
-        (sweep.records_dir(trained_run) / f"{key}.json").unlink()
-    shutil.rmtree(sweep.prefixes_dir(trained_run))
+        (records.records_dir(open_run(trained_run)) / f"{key}.json").unlink()
+    shutil.rmtree(records.prefixes_dir(open_run(trained_run)))
     direct = sweep.run_sweep(trained_run, settings=short, **jobs)
     assert sorted(calls) == ["1:0", "full"]
-    for rec in sweep.load_records(trained_run, direct["key"]):
+    for rec in records.load_records(open_run(trained_run), direct["key"]):
         other = cut_records[rec["component"]]
         assert "derived_from" not in rec
         for name in ("mean", "std", "sem", "per_chain", "flags", "n_ok", "init_loss", "traces", "baseline",
@@ -144,7 +146,7 @@ def test_parallel_workers_write_the_same_records(trained_run) -> None:
                 progress=False)
     parallel = sweep.run_sweep(trained_run, **jobs, workers=2)
     assert len(parallel) == 6 and parallel["llc_mean"].notna().all()
-    for f in sweep.records_dir(trained_run).glob("*.json"):
+    for f in records.records_dir(open_run(trained_run)).glob("*.json"):
         f.unlink()
     serial = sweep.run_sweep(trained_run, **jobs)
     assert serial["key"].tolist() == parallel["key"].tolist()
@@ -162,15 +164,15 @@ def test_paired_reference_is_computed_once_per_checkpoint_and_distribution(train
     table = sweep.run_sweep(trained_run, ["L2"], [24], ["1:0", "0:1", "full"], ["train", "test"], settings,
                             progress=False)
     assert len(table) == 6
-    files = sorted(sweep.baselines_dir(trained_run).glob("*.json"))
+    files = sorted(records.baselines_dir(open_run(trained_run)).glob("*.json"))
     assert len(files) == 2  # one per (checkpoint, distribution), not one per component
     stored = {json.loads(f.read_text())["data"]: json.loads(f.read_text())["losses"] for f in files}
-    for rec in sweep.load_records(trained_run):
+    for rec in records.load_records(open_run(trained_run)):
         assert rec["baseline"] == stored[rec["data"]]
     assert stored["train"] != stored["test"]
     # the shared reference (plain loss) equals what a head's estimate computes on its own (fused head loss)
     model = load_model(trained_run, "L2", 24)
-    tokens = sweep.data_mod.load_tokens(sweep.run_config(trained_run), "train")
+    tokens = tokens_mod.load_tokens(open_run(trained_run).cfg, "train")
     alone = estimate_llc(model, "0:1", tokens, settings)
     np.testing.assert_allclose(alone.baseline, stored["train"], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="baseline"):
@@ -183,7 +185,7 @@ def test_records_carry_provenance_and_a_version_bump_recomputes(trained_run, mon
 
     jobs = dict(models=["L2"], steps=[24], components=["1:0"], datas=["train"], settings=FAST, progress=False)
     sweep.run_sweep(trained_run, **jobs)
-    (rec,) = sweep.load_records(trained_run)
+    (rec,) = records.load_records(open_run(trained_run))
     assert rec["estimator_version"] == sgld.ESTIMATOR_VERSION
     assert rec["provenance"]["package_version"] == provenance.package_version()
     assert rec["provenance"]["device"] == "cpu" and rec["provenance"]["torch"]
@@ -197,7 +199,7 @@ def test_records_carry_provenance_and_a_version_bump_recomputes(trained_run, mon
     table = sweep.run_sweep(trained_run, **jobs)
     assert calls == ["1:0"]  # a new estimator version never reuses an old record
     assert table["estimator_version"].tolist() == [sgld.ESTIMATOR_VERSION]
-    assert len(sweep.load_records(trained_run)) == 2
+    assert len(records.load_records(open_run(trained_run))) == 2
 
 
 def test_a_generator_trained_further_is_a_new_distribution(trained_run, tiny_cfg) -> None:
@@ -211,7 +213,7 @@ def test_a_generator_trained_further_is_a_new_distribution(trained_run, tiny_cfg
     train_model(longer, "L1", trained_run, progress=False)  # another length: used, with a line saying so
     second = sweep.run_sweep(trained_run, **jobs)  # "model:L1" now means L1 at step 20, not 12
     assert first["key"].item() != second["key"].item()
-    assert len(sweep.load_records(trained_run)) == 2
+    assert len(records.load_records(open_run(trained_run))) == 2
 
 
 def test_traces_table_matches_one_frame_per_chain() -> None:
@@ -219,7 +221,7 @@ def test_traces_table_matches_one_frame_per_chain() -> None:
     import pandas as pd
 
     rng = np.random.default_rng(0)
-    records = [{"key": f"k{i}", "model": m, "step": s, "component": c, "data": d,
+    made = [{"key": f"k{i}", "model": m, "step": s, "component": c, "data": d,
                 "traces": rng.normal(size=(chains, steps)).tolist()}
                for i, (m, s, c, d, chains, steps) in enumerate([
                    ("L2", 0, "full", "train", 3, 5), ("L2-s2", 100, "1:0", "python_tests", 2, 7),
@@ -227,9 +229,9 @@ def test_traces_table_matches_one_frame_per_chain() -> None:
     plain = pd.concat([pd.DataFrame({"key": r["key"], "model": r["model"], "step": r["step"],
                                      "component": r["component"], "data": r["data"], "chain": c,
                                      "sgld_step": np.arange(len(t)), "loss": t})
-                       for r in records for c, t in enumerate(np.asarray(r["traces"]))], ignore_index=True)
-    fast = sweep._traces_table(records)
+                       for r in made for c, t in enumerate(np.asarray(r["traces"]))], ignore_index=True)
+    fast = records._traces_table(made)
     for col in ("key", "model", "component", "data"):
         fast[col] = fast[col].astype(str)
     pd.testing.assert_frame_equal(fast, plain, check_dtype=False)
-    assert sweep._traces_table([]).empty
+    assert records._traces_table([]).empty

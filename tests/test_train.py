@@ -190,8 +190,9 @@ def test_resume_with_warm_up_is_identical(tiny_cfg, ci_prepared, tmp_path):
 
 
 def test_another_seed_is_its_own_model_with_the_runs_batch_order(tiny_cfg, tmp_path):
-    from rllc.config import model_base, seeded, seeded_name
+    from rllc.config import seeded
     from rllc.model.build import build_model
+    from rllc.model_name import model_base, seeded_name
     from rllc.run import identity, load_model
     from rllc.train import train_model
 

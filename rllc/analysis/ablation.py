@@ -17,14 +17,13 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
 from ..config import config_hash
-from ..run import identity, load_model, run_config
+from ..run import Run, identity
 from .interventions import ABLATIONS, ablation_edit, mean_z, token_losses
 from .trajectory import cached_by_step
 
@@ -62,18 +61,16 @@ def windows_key(windows: torch.Tensor) -> str:
     return windows_digest(windows) + f"x{tuple(windows.shape)}"
 
 
-def ablations_over_training(run_dir: str | Path, windows: torch.Tensor, steps: Sequence[int], heads: Sequence[str],
+def ablations_over_training(run: Run, windows: torch.Tensor, steps: Sequence[int], heads: Sequence[str],
                             name: str = "L2", batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
     """``ablation_scores`` at each checkpoint of ``steps``: rows (step, component, kind, clean,
     ablated, score, se), cached in the run and filled checkpoint by checkpoint."""
-    run = Path(run_dir)
-    cfg = run_config(run)
-    key = config_hash({"identity": identity(cfg, name), "windows": windows_key(windows), "heads": list(heads),
+    key = config_hash({"identity": identity(run.cfg, name), "windows": windows_key(windows), "heads": list(heads),
                        "batch": batch_size, "version": ABLATION_VERSION})
-    path = run / "tables" / f"ablation_{name}_{key}.parquet"
+    path = run.tables / f"ablation_{name}_{key}.parquet"
 
     def compute(step: int) -> pd.DataFrame:
-        return ablation_scores(load_model(run, name, step), windows, heads, batch_size=batch_size).assign(step=step)
+        return ablation_scores(run.load_model(name, step), windows, heads, batch_size=batch_size).assign(step=step)
 
     out = cached_by_step(path, list(steps), compute, f"ablations {name}", progress)
     return out.sort_values(["kind", "component", "step"]).reset_index(drop=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +23,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from ..config import config_hash
-from ..run import checkpoint_steps, identity, load_model, run_config
+from ..run import Run, identity
 from .stages import smooth
 from .trajectory import cached_by_step
 
@@ -78,21 +77,20 @@ def random_baseline(d_model: int, d_head: int, n: int = 2000, seed: int = 0) -> 
     return (num / (torch.linalg.matrix_norm(a) * torch.linalg.matrix_norm(b))).numpy()
 
 
-def composition_over_training(run_dir: str | Path, name: str = "L2", steps: list[int] | None = None,
+def composition_over_training(run: Run, name: str = "L2", steps: list[int] | None = None,
                               variants: tuple[str, ...] = VARIANTS, progress: bool = True) -> pd.DataFrame:
     """Composition scores at every checkpoint (or ``steps``): tidy rows (step, variant, mode, src,
     dst, score), cached in the run by the model's identity and ``COMPOSITION_VERSION`` and filled
     checkpoint by checkpoint (a killed computation keeps what it finished)."""
-    run = Path(run_dir)
-    cfg = run_config(run)
-    key = config_hash({"identity": identity(cfg, name), "variants": list(variants), "version": COMPOSITION_VERSION})
-    path = run / "tables" / f"composition_{name}_{key}.parquet"
+    key = config_hash({"identity": identity(run.cfg, name), "variants": list(variants),
+                       "version": COMPOSITION_VERSION})
+    path = run.tables / f"composition_{name}_{key}.parquet"
 
     def compute(step: int) -> pd.DataFrame:
-        model = load_model(run, name, step)
+        model = run.load_model(name, step)
         return pd.concat([composition_scores(model, v) for v in variants], ignore_index=True).assign(step=step)
 
-    out = cached_by_step(path, steps or checkpoint_steps(run, name), compute, f"composition {name}", progress)
+    out = cached_by_step(path, steps or run.steps(name), compute, f"composition {name}", progress)
     return out.sort_values(["variant", "mode", "src", "dst", "step"]).reset_index(drop=True)
 
 def turnaround(curves: pd.DataFrame, min_step: int = 1, sigma: float = 1.0,

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import pandas as pd
 import torch
 
 from ..config import Config, CurvatureConfig, config_hash
-from ..data import tokens as data_mod
+from ..data import tokens as tokens_mod
 from ..data.tokenizer import bos_id
-from ..estimate import curvature as cv
+from ..estimate import hessian as cv
 from ..model.components import component_masks
-from ..run import identity, load_model, run_config
+from ..run import Run, identity
 from .ablation import windows_digest
 from .trajectory import cached_by_step
 
@@ -39,22 +38,21 @@ def _windows_key(windows: Mapping[str, torch.Tensor]) -> dict[str, str]:
 
 def curvature_windows(cfg: Config, data: Sequence[str], n: int, seed: int) -> dict[str, torch.Tensor]:
     """``n`` windows of each named distribution, drawn without replacement under ``seed``."""
-    return {d: data_mod.sample_windows(cfg, d, n, seed) for d in data}
+    return {d: tokens_mod.sample_windows(cfg, d, n, seed) for d in data}
 
 
-def hessian_traces(run_dir: str | Path, windows: Mapping[str, torch.Tensor], steps: Sequence[int],
+def hessian_traces(run: Run, windows: Mapping[str, torch.Tensor], steps: Sequence[int],
                    components: Sequence[str], c: CurvatureConfig, name: str = "L2",
                    progress: bool = True) -> pd.DataFrame:
     """Hutchinson traces (``c.trace_probes`` probes) of the loss Hessian restricted to each
     component, on each distribution's windows, at each checkpoint."""
-    run = Path(run_dir)
-    cfg = run_config(run)
+    cfg = run.cfg
     key = _key(cfg, name, windows=_windows_key(windows), components=list(components), probes=c.trace_probes,
                batch=c.batch_size, seed=c.seed)
-    path = run / "tables" / f"hessian_trace_{name}_{key}.parquet"
+    path = run.tables / f"hessian_trace_{name}_{key}.parquet"
 
     def compute(step: int) -> pd.DataFrame:
-        model = load_model(run, name, step)
+        model = run.load_model(name, step)
         rows = []
         for data, w in windows.items():
             for comp in components:
@@ -69,21 +67,20 @@ def hessian_traces(run_dir: str | Path, windows: Mapping[str, torch.Tensor], ste
     return cached_by_step(path, list(steps), compute, f"Hessian traces {name}", progress).reset_index(drop=True)
 
 
-def fisher_traces(run_dir: str | Path, steps: Sequence[int], c: CurvatureConfig, name: str = "L2",
+def fisher_traces(run: Run, steps: Sequence[int], c: CurvatureConfig, name: str = "L2",
                   progress: bool = True) -> pd.DataFrame:
     """The Fisher information trace of the full model per predicted token, on ``c.fim_samples``
     sequences sampled afresh from the model at each checkpoint: by Hutchinson probes of the Hessian
     on those samples (``fim_trace``, the paper's D.2) and by the gradient identity
     E‖∇ log p(x)‖² (``fim_trace_grad``)."""
-    run = Path(run_dir)
-    cfg = run_config(run)
-    bos = bos_id(data_mod.prepare(cfg).tokenizer)
+    cfg = run.cfg
+    bos = bos_id(tokens_mod.prepare(cfg).tokenizer)
     key = _key(cfg, name, samples=c.fim_samples, probes=c.fim_probes, temperature=c.fim_temperature,
                batch=c.batch_size, seed=c.seed, bos=bos, sampling=cv.SAMPLING_VERSION)
-    path = run / "tables" / f"fisher_trace_{name}_{key}.parquet"
+    path = run.tables / f"fisher_trace_{name}_{key}.parquet"
 
     def compute(step: int) -> pd.DataFrame:
-        model = load_model(run, name, step)
+        model = run.load_model(name, step)
         masks = component_masks(model, "full")
         t0 = time.perf_counter()
         samples = cv.sample_sequences(model, c.fim_samples, cfg.model.n_ctx, bos, seed=c.seed + step,
@@ -107,7 +104,7 @@ def fisher_traces(run_dir: str | Path, steps: Sequence[int], c: CurvatureConfig,
     return cached_by_step(path, list(steps), compute, f"Fisher traces {name}", progress).reset_index(drop=True)
 
 
-def hessian_ranks(run_dir: str | Path, windows: torch.Tensor, steps: Sequence[int], c: CurvatureConfig,
+def hessian_ranks(run: Run, windows: torch.Tensor, steps: Sequence[int], c: CurvatureConfig,
                   name: str = "L2", progress: bool = True) -> pd.DataFrame:
     """The full model's Hessian rank (eigenvalues above a threshold) at each checkpoint, two ways:
     ``rank_fixed`` with the interval and threshold of ``c`` at every checkpoint, and
@@ -115,18 +112,17 @@ def hessian_ranks(run_dir: str | Path, windows: torch.Tensor, steps: Sequence[in
     ``c.rank_fraction``·|λ|max, |λ|max from Lanczos. Both ends of the spectrum are reported
     (``min_eigenvalue``, ``max_eigenvalue``); a fixed interval that misses either is flagged
     (``covers`` False): the count is then meaningless."""
-    run = Path(run_dir)
-    cfg = run_config(run)
+    cfg = run.cfg
     # lanczos_vectors enters the key only off its default of 20, the count used before it was a
     # setting: tables made then keep their keys
     vectors = {"vectors": c.lanczos_vectors} if c.lanczos_vectors != 20 else {}
     key = _key(cfg, name, windows=_windows_key({"w": windows}), degree=c.rank_degree, probes=c.rank_probes,
                interval=list(c.rank_interval), threshold=c.rank_threshold, fraction=c.rank_fraction,
                margin=c.rank_margin, tol=c.lanczos_tol, batch=c.batch_size, seed=c.seed, **vectors)
-    path = run / "tables" / f"hessian_rank_{name}_{key}.parquet"
+    path = run.tables / f"hessian_rank_{name}_{key}.parquet"
 
     def compute(step: int) -> pd.DataFrame:
-        model = load_model(run, name, step)
+        model = run.load_model(name, step)
         op = cv.ComponentHessian(model, component_masks(model, "full"), windows, c.batch_size)
         t0 = time.perf_counter()
         lo, hi, used = cv.spectrum_ends(op, op.d, seed=c.seed, tol=c.lanczos_tol, vectors=c.lanczos_vectors)

@@ -28,22 +28,15 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..config import Config, SamplerConfig, model_base
+from ..config import Config, SamplerConfig
 from ..io import write_json
 from ..model.build import resolve_device
 from ..model.components import head_names
-from ..run import require_run, run_config
-from .sweep import (
-    Job,
-    batchable,
-    missing_jobs,
-    paired_baseline,
-    pass_plan,
-    record_key,
-    records_dir,
-    resolve_steps,
-    run_chunk,
-)
+from ..model_name import ModelName
+from ..run import Run
+from .passes import batchable, pass_plan
+from .records import Job, missing_jobs, record_key, records_dir, resolve_steps
+from .sweep import SweepContext, paired_baseline, run_chunk
 
 HEADS = "heads"  # in a list of components: every head of the model
 
@@ -68,22 +61,21 @@ class Group:
 def expand_components(cfg: Config, model: str, components: Sequence[str]) -> list[str]:
     """Components as given, with ``heads`` standing for every head "L:H" of ``model`` (L2, L2-s2: two
     layers of the profile's heads; L0 has none)."""
-    n_layers = int(model_base(model)[1:])
+    n_layers = ModelName.parse(model).n_layers
     out: list[str] = []
     for c in components:
         out += head_names(n_layers, cfg.model.n_heads) if c == HEADS else [c]
     return list(dict.fromkeys(out))
 
 
-def make_groups(run_or_profile: str | Path, models: Sequence[str], steps: Sequence[int | str] | str,
+def make_groups(run: Run, models: Sequence[str], steps: Sequence[int | str] | str,
                 components: Sequence[str], datas: Sequence[str], stride: int = 1) -> list[Group]:
     """The grid models × steps × distributions, each group holding every component; steps are
     "all", "last" or a list (checked against each model's checkpoints), of which every
     ``stride``-th is kept (the first and last always)."""
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
-    run = require_run(run_or_profile)
-    cfg = run_config(run)
+    cfg = run.cfg
     if not components or not datas or not models:
         raise ValueError("a grid needs at least one model, one component and one distribution")
     groups = []
@@ -97,25 +89,23 @@ def make_groups(run_or_profile: str | Path, models: Sequence[str], steps: Sequen
     return groups
 
 
-def failed_dir(run: Path) -> Path:
-    return run / "llc" / "failed"
+def failed_dir(run: Run) -> Path:
+    return run.path / "llc" / "failed"
 
 
-def events_dir(run: Path) -> Path:
-    return run / "llc" / "events"
+def events_dir(run: Run) -> Path:
+    return run.path / "llc" / "events"
 
 
-def status(run_or_profile: str | Path, groups: Sequence[Group], settings: SamplerConfig | None = None) -> pd.DataFrame:
+def status(run: Run, groups: Sequence[Group], settings: SamplerConfig | None = None) -> pd.DataFrame:
     """Per group: estimates in the grid, done (a record exists), failed (no record, an error logged)
     and missing (neither), and a state: done, failed, partial or missing. Runs nothing."""
-    run = require_run(run_or_profile)
-    cfg = run_config(run)
-    settings = settings or cfg.sampler
+    settings = settings or run.cfg.sampler
     have = {p.stem for p in records_dir(run).glob("*.json")}
     failed = {p.stem for p in failed_dir(run).glob("*.json")}
     rows = []
     for g in groups:
-        keys = [record_key(cfg, job, settings, run) for job in g.jobs()]
+        keys = [record_key(run, job, settings) for job in g.jobs()]
         done = sum(k in have for k in keys)
         fail = sum(k in failed and k not in have for k in keys)
         missing = len(keys) - done - fail
@@ -125,9 +115,9 @@ def status(run_or_profile: str | Path, groups: Sequence[Group], settings: Sample
     return pd.DataFrame(rows, columns=["model", "step", "data", "estimates", "done", "failed", "missing", "state"])
 
 
-def pending(run_or_profile: str | Path, groups: Sequence[Group], settings: SamplerConfig | None = None) -> list[Group]:
+def pending(run: Run, groups: Sequence[Group], settings: SamplerConfig | None = None) -> list[Group]:
     """The groups that still lack a record."""
-    table = status(run_or_profile, groups, settings)
+    table = status(run, groups, settings)
     return [g for g, state in zip(groups, table["state"], strict=True) if state != "done"]
 
 
@@ -137,31 +127,28 @@ def task_threads() -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def run_group(run_dir: str | Path, group: Group, settings: SamplerConfig | None = None, device: str = "auto",
+def run_group(run: Run, group: Group, settings: SamplerConfig | None = None, device: str = "auto",
               progress: bool = False) -> dict[str, Any]:
     """Compute every estimate of ``group`` that has no record yet (the paired reference once,
     first); skip the others. An estimate that raises is logged under ``failed/`` and the group
     goes on; the task raises at the end if any failed. Returns counts (computed, cut from longer
     estimates, skipped, failed)."""
-    run = require_run(run_dir)
-    cfg = run_config(run)
-    settings = settings or cfg.sampler
+    ctx = SweepContext(run, settings or run.cfg.sampler, resolve_device(device))
     threads = task_threads()
     if threads:
         torch.set_num_threads(threads)  # without cgroups a task would otherwise use every core of the node
-    dev = resolve_device(device)
-    state: dict[Any, Any] = {}
-    keys = {job: record_key(cfg, job, settings, run) for job in group.jobs()}
-    todo, cut = missing_jobs(run, cfg, group.jobs(), settings, keys)  # cut: contained in longer estimates
+    keys = {job: record_key(run, job, ctx.settings) for job in group.jobs()}
+    todo, cut = missing_jobs(run, group.jobs(), ctx.settings, keys)  # cut: contained in longer estimates
     counts = {"computed": 0, "skipped": len(keys) - len(todo) - len(cut), "cut": len(cut), "failed": 0}
     errors = []
     # on a GPU the group's components go through batched passes; elsewhere one after another
-    plan = pass_plan(cfg, settings, dev, {j.model for j in todo}) if dev.type == "cuda" and todo else None
+    plan = pass_plan(run.cfg, ctx.settings, ctx.device, {j.model for j in todo}) if ctx.device.type == "cuda" and todo \
+        else None
     chunks = batchable(todo, plan.components) if plan else [[job] for job in todo]
     for chunk in chunks:
         try:
-            paired_baseline(run, cfg, chunk[0], settings, dev, state)
-            run_chunk(run, cfg, chunk, settings, dev, state, chains_per_pass=plan.chains if plan else None)
+            paired_baseline(ctx, chunk[0])
+            run_chunk(ctx, chunk, chains_per_pass=plan.chains if plan else None)
         except Exception as err:  # noqa: BLE001 - one estimate's failure must not lose the group's others
             counts["failed"] += len(chunk)
             errors += [f"{job.component}: {err}" for job in chunk]
@@ -178,7 +165,7 @@ def run_group(run_dir: str | Path, group: Group, settings: SamplerConfig | None 
     return counts
 
 
-def _log_finished(run: Path, key: str, group: Group, job: Job) -> None:
+def _log_finished(run: Run, key: str, group: Group, job: Job) -> None:
     """Clear the estimate's failure (if any) and log that it was finished, by whom."""
     (failed_dir(run) / f"{key}.json").unlink(missing_ok=True)
     write_json(events_dir(run) / f"{key}.{socket.gethostname()}.{os.getpid()}.{time.time_ns()}.json",
@@ -187,7 +174,7 @@ def _log_finished(run: Path, key: str, group: Group, job: Job) -> None:
                 "job": os.environ.get("SLURM_JOB_ID"), "time": time.time()})
 
 
-def finished_events(run_dir: str | Path) -> pd.Series:
+def finished_events(run: Run) -> pd.Series:
     """How many times each record's estimate was finished, by key (from the events log)."""
-    names = [p.name.split(".")[0] for p in events_dir(Path(run_dir)).glob("*.json")]
+    names = [p.name.split(".")[0] for p in events_dir(run).glob("*.json")]
     return pd.Series(names, dtype=str).value_counts()

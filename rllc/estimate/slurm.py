@@ -25,6 +25,7 @@ from typing import Any
 
 from ..config import SamplerConfig
 from ..io import atomic_write
+from ..run import Run, open_run
 from .grid import Group, run_group
 
 INSTALL_HINT = ("the slurm executor needs submitit, an optional extra: pip install -e '.[cluster]' "
@@ -39,8 +40,8 @@ def _submitit() -> Any:
     return submitit
 
 
-def slurm_dir(run: Path) -> Path:
-    return run / "llc" / "slurm"
+def slurm_dir(run: Run) -> Path:
+    return run.path / "llc" / "slurm"
 
 
 class GroupTask:
@@ -52,7 +53,7 @@ class GroupTask:
         self.device = device
 
     def __call__(self, group: Group) -> dict[str, Any]:
-        return run_group(self.run_dir, group, self.settings, self.device)
+        return run_group(open_run(self.run_dir), group, self.settings, self.device)
 
     def checkpoint(self, group: Group) -> Any:
         """Called by submitit on a timeout or preemption signal: requeue this task as it is (its
@@ -104,20 +105,20 @@ def squeue_ids(user_only: bool = True) -> set[str]:
     return ids
 
 
-def _submitted(run: Path) -> list[dict[str, Any]]:
+def _submitted(run: Run) -> list[dict[str, Any]]:
     path = slurm_dir(run) / "submitted.jsonl"
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _log_submission(run: Path, entry: dict[str, Any]) -> None:
+def _log_submission(run: Run, entry: dict[str, Any]) -> None:
     path = slurm_dir(run) / "submitted.jsonl"
     text = path.read_text() if path.exists() else ""
     atomic_write(path, lambda p: p.write_text(text + json.dumps(entry) + "\n"))
 
 
-def queued_groups(run: Path) -> dict[str, str]:
+def queued_groups(run: Run) -> dict[str, str]:
     """Group name -> array id, for the groups of this run's arrays that SLURM still lists."""
     live = squeue_ids()
     out = {}
@@ -127,7 +128,7 @@ def queued_groups(run: Path) -> dict[str, str]:
     return out
 
 
-def submit(run: Path, groups: Sequence[Group], settings: SamplerConfig, options: SlurmOptions,
+def submit(run: Run, groups: Sequence[Group], settings: SamplerConfig, options: SlurmOptions,
            device: str = "auto") -> tuple[str | None, list[Group], dict[str, str]]:
     """Submit one array task per group (leaving out groups an earlier array of this run still has
     queued or running). Returns (array id or None, the groups submitted, the groups left out with
@@ -141,7 +142,7 @@ def submit(run: Path, groups: Sequence[Group], settings: SamplerConfig, options:
     executor = submitit.AutoExecutor(folder=slurm_dir(run) / "%j", cluster="slurm",
                                      slurm_max_num_timeout=options.max_requeues)
     params: dict[str, Any] = {
-        "name": f"rllc-{run.name}", "timeout_min": options.time_min, "cpus_per_task": options.cpus_per_task,
+        "name": f"rllc-{run.path.name}", "timeout_min": options.time_min, "cpus_per_task": options.cpus_per_task,
         "slurm_array_parallelism": options.array_parallelism, "slurm_signal_delay_s": options.signal_delay_s,
     }
     if options.partition:
@@ -151,14 +152,14 @@ def submit(run: Path, groups: Sequence[Group], settings: SamplerConfig, options:
     if options.mem_gb:
         params["mem_gb"] = options.mem_gb
     executor.update_parameters(**params)
-    jobs = executor.map_array(GroupTask(str(run), settings, device), todo)
+    jobs = executor.map_array(GroupTask(str(run.path), settings, device), todo)
     array = str(jobs[0].job_id).split("_")[0]
     _log_submission(run, {"array": array, "time": time.time(), "groups": [g.name for g in todo],
                           "options": asdict(options), "device": device})
     return array, todo, busy
 
 
-def wait(run: Path, array: str, poll_s: float = 5.0, timeout_s: float | None = None) -> None:
+def wait(run: Run, array: str, poll_s: float = 5.0, timeout_s: float | None = None) -> None:
     """Block until SLURM no longer lists ``array`` (done, failed or cancelled)."""
     start = time.monotonic()
     while array in squeue_ids():

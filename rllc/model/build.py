@@ -7,7 +7,8 @@ import warnings
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from ..config import MODEL_NAMES, Config, ModelConfig, model_base, seeded
+from ..config import Config, ModelConfig, seeded
+from ..model_name import MODEL_NAMES, model_base
 
 N_LAYERS = {"L0": 0, "L1": 1, "L2": 2}
 

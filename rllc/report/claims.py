@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..analysis import agreement, criteria
 from ..analysis import head_types as ht
-from ..run import run_profile
+from ..run import Run, folder, run_profile
 from . import diagnoses, study, tables
 
 PASS, FAIL, NOT_COMPUTED, UNDEFINED = "pass", "fail", "not computed", "undefined"
@@ -240,12 +240,12 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 
-def scorecard(run_dir: str | Path, study_rows: str | Path = study.STUDY_ROWS) -> pd.DataFrame:
+def scorecard(run_dir: Run | Path, study_rows: str | Path = study.STUDY_ROWS) -> pd.DataFrame:
     """One row per claim: claim, status, value, threshold, notebook, and diagnosis (why it holds
     or fails: scale, noise or method, with its evidence; ``rllc.report.diagnoses``) where the
     run's tables allow one. On a cpu run a failing claim's diagnosis also names the cheapest
     setting of the scale study (``study_rows``, ``rllc.report.study``) that reproduced it."""
-    run = Path(run_dir)
+    run = folder(run_dir)
     rows = []
     for c in CLAIMS:
         if c.check is None:
@@ -273,7 +273,7 @@ def scorecard(run_dir: str | Path, study_rows: str | Path = study.STUDY_ROWS) ->
 
 
 
-def write_scorecard(run_dir: str | Path) -> pd.DataFrame:
+def write_scorecard(run_dir: Run | Path) -> pd.DataFrame:
     """Compute the scorecard and write it to ``<run>/claims.csv`` (atomically)."""
     card = scorecard(run_dir)
     tables.write(run_dir, "claims", card)
@@ -315,13 +315,13 @@ def fragility_line(fragile: pd.DataFrame, types: pd.Series) -> str:
 RULE_CLAIMS_COLUMNS = ["claim", "rule", "status", "value"]
 
 
-def compare_rules(run_dir: str | Path, number: str, other: dict[str, pd.DataFrame] | tuple[str, str],
+def compare_rules(run_dir: Run | Path, number: str, other: dict[str, pd.DataFrame] | tuple[str, str],
                   rule: str = "v1") -> pd.DataFrame:
     """Claim ``number`` under the type rule (the run's own tables) and under ``rule``, written to
     the run's ``claims_by_type_rule`` table (this claim's rows replaced). ``other``: the tables the
     claim reads, recomputed with ``rule``'s types (written to ``<run>/type-rules/<rule>``, where the
     claim's own check reads them), or a (status, value) the notebook decided without them."""
-    run = Path(run_dir)
+    run = folder(run_dir)
     claim = next(c for c in CLAIMS if c.name.split(".")[0] == number)
     if claim.check is None:
         raise ValueError(f"claim {number} has no check")

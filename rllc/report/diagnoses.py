@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..analysis import agreement, criteria, noise
 from ..config import CircuitConfig
-from ..run import run_config
+from ..run import Run, folder, run_config
 from . import tables
 
 RESOLVED_SHARE = 0.5  # a curve is resolved when at least half its neighbouring differences exceed 2 SE
@@ -317,11 +317,11 @@ def transfer(run: Path, min_ari: float, algorithm: str) -> Diagnosis | None:
     return Diagnosis("10", "; ".join(labels) or "none", "; ".join(parts))
 
 
-def diagnose(run_dir: str | Path, min_stages: int, *, min_turning: float = 2 / 3, min_tracking_rho: float = 0.5,
+def diagnose(run_dir: Run | Path, min_stages: int, *, min_turning: float = 2 / 3, min_tracking_rho: float = 0.5,
              min_order_rho: float = 0.6, min_ari: float = 0.5, transfer_algorithm: str = "kshape") -> pd.DataFrame:
     """The diagnoses the run's tables allow, one row per claim (claim, diagnosis, evidence). The
     thresholds are the scorecard's (``rllc.report.claims`` passes its own)."""
-    run = Path(run_dir)
+    run = folder(run_dir)
     found = [d for d in (stages(run, min_stages), clusters(run), timing(run), composition(run, min_turning),
                          hessian_tracking(run, min_tracking_rho), ablation_order(run, min_order_rho),
                          transfer(run, min_ari, transfer_algorithm)) if d is not None]

@@ -21,7 +21,7 @@ from ..analysis import head_types as ht
 from ..analysis.clustering import layer_of
 from ..analysis.patterns import PATTERNS
 from ..io import atomic_write
-from ..run import find_run, run_profile
+from ..run import Run, folder, run_profile
 
 SCORE_LABELS = {"previous_token": "previous-token score", "current_token": "current-token score",
                 "induction": "induction score", "icl": "ICL score (late − early loss)"}
@@ -35,17 +35,18 @@ def style() -> None:
 _SAMPLER_ATTR = "_rllc_sampler_line"
 
 
-def savefig(fig: plt.Figure, run_dir: str | Path, name: str) -> Path:
+def savefig(fig: plt.Figure, run: Run | Path, name: str) -> Path:
     """Stamp ``fig`` (profile, run, commit, date; sampler settings if marked) and write
     ``<run>/figures/<name>.png`` atomically."""
-    run = find_run(run_dir)
-    lines = [provenance.stamp_line(run_profile(run), str(run))]
+    where = folder(run)
+    profile = run.cfg.profile if isinstance(run, Run) else run_profile(where)
+    lines = [provenance.stamp_line(profile, str(where))]
     if getattr(fig, _SAMPLER_ATTR, None):
         lines.insert(0, getattr(fig, _SAMPLER_ATTR))
     # below everything already drawn (legends and notes placed under the axes included)
     bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()
     fig.text(0.01, min(bottom, 0.0) - 0.01, "\n".join(lines), fontsize=7, color="0.35", ha="left", va="top")
-    path = run / "figures" / f"{name}.png"
+    path = where / "figures" / f"{name}.png"
     return atomic_write(path, lambda p: fig.savefig(p, format="png", bbox_inches="tight"))
 
 

@@ -2,7 +2,7 @@
 seed's claim tables in a view directory of its own, and the by-seed summary of the scorecard.
 
 The run's own model is "L2" (seed ``cfg.seed``); another initialisation seed k is "L2-s<k>"
-(``rllc.config.seeded_name``: the run's batch order is kept, only the initialisation changes).
+(``rllc.model_name.seeded_name``: the run's batch order is kept, only the initialisation changes).
 Each seed is measured the same way — behavioural scores at every checkpoint, wrLLC of every head
 and the full-model LLC at the per-head checkpoints, code drLLC at the late ones — and the tables
 claims 1–5 read are computed from those measurements and written, under their registry names, to
@@ -19,7 +19,9 @@ import pandas as pd
 
 from ..analysis import clustering, criteria, noise, refinement, stages
 from ..analysis import head_types as ht
-from ..config import Config, name_seed, seeded_name
+from ..config import Config
+from ..model_name import name_seed, seeded_name
+from ..run import Run, folder
 from . import claims, tables
 
 SEEDS_DIR = "seeds"
@@ -41,9 +43,9 @@ def seed_of(name: str, run_seed: int) -> int:
     return run_seed if k is None else k
 
 
-def seed_view(run: str | Path, name: str) -> Path:
+def seed_view(run: Run | Path, name: str) -> Path:
     """``<run>/seeds/<name>``: where one seed's claim tables go (created if missing)."""
-    out = Path(run) / SEEDS_DIR / name
+    out = folder(run) / SEEDS_DIR / name
     (out / "tables").mkdir(parents=True, exist_ok=True)
     return out
 
@@ -104,7 +106,7 @@ def claim_tables(behaviour: pd.DataFrame, types: pd.Series, wr: pd.DataFrame, fu
     return out
 
 
-def write_claim_tables(run: str | Path, name: str, found: dict[str, pd.DataFrame]) -> Path:
+def write_claim_tables(run: Run | Path, name: str, found: dict[str, pd.DataFrame]) -> Path:
     """Write one seed's claim tables into its view; returns the view."""
     view = seed_view(run, name)
     for table, df in found.items():
@@ -112,11 +114,11 @@ def write_claim_tables(run: str | Path, name: str, found: dict[str, pd.DataFrame
     return view
 
 
-def claims_per_seed(run: str | Path, names: list[str], run_seed: int) -> pd.DataFrame:
+def claims_per_seed(run: Run | Path, names: list[str], run_seed: int) -> pd.DataFrame:
     """Claims 1–5 on each seed's view: rows (model, seed, claim, status, value, threshold)."""
     rows = []
     for name in names:
-        view = Path(run) / SEEDS_DIR / name
+        view = folder(run) / SEEDS_DIR / name
         for c in claims.CLAIMS:
             if claims.claim_number(c.name) not in PER_SEED_CLAIMS or c.check is None:
                 continue

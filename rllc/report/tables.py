@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import write_table
-from ..run import find_run
+from ..run import Run, folder
 
 ESTIMATE_COLUMNS = ("model", "step", "component", "data", "llc_mean", "llc_std", "llc_sem", "se_kind", "n_chains",
                     "n_ok", "n_diverged", "n_below_init", "init_loss", "n_weights", "key")
@@ -224,15 +224,16 @@ def spec(name: str) -> Table:
                        f"registered: {sorted(TABLES)}") from None
 
 
-def path(run: str | Path, name: str) -> Path:
-    return find_run(run) / spec(name).file
+def path(run: Run | Path, name: str) -> Path:
+    """Where table ``name`` of a run (or of a folder of tables: a seed's view) is."""
+    return folder(run) / spec(name).file
 
 
-def exists(run: str | Path, name: str) -> bool:
+def exists(run: Run | Path, name: str) -> bool:
     return path(run, name).exists()
 
 
-def write(run: str | Path, name: str, df: pd.DataFrame) -> Path:
+def write(run: Run | Path, name: str, df: pd.DataFrame) -> Path:
     """Write table ``name`` of a run (atomically), refusing one that lacks a declared column."""
     t = spec(name)
     missing = [c for c in t.columns if c not in df.columns]
@@ -241,7 +242,7 @@ def write(run: str | Path, name: str, df: pd.DataFrame) -> Path:
     return write_table(df, path(run, name))
 
 
-def read(run: str | Path, name: str) -> pd.DataFrame:
+def read(run: Run | Path, name: str) -> pd.DataFrame:
     """Table ``name`` of a run; :class:`MissingTable` if it has not been written yet."""
     p = path(run, name)
     if not p.exists():
@@ -249,7 +250,7 @@ def read(run: str | Path, name: str) -> pd.DataFrame:
     return pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
 
 
-def read_optional(run: str | Path, name: str) -> pd.DataFrame | None:
+def read_optional(run: Run | Path, name: str) -> pd.DataFrame | None:
     """Table ``name``, or None when it has not been written yet."""
     try:
         return read(run, name)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import write_text
+from ..run import Run, folder
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; max-width: 70em; }
@@ -67,10 +68,10 @@ def head_page(component: str, head_type: str, contexts: pd.DataFrame, tokens: Se
     return head + "\n".join(body)
 
 
-def write_viewer(run_dir: str | Path, contexts: pd.DataFrame, types: pd.Series, tokens: Sequence[Sequence[int]],
+def write_viewer(run_dir: Run | Path, contexts: pd.DataFrame, types: pd.Series, tokens: Sequence[Sequence[int]],
                  decode: Callable[[int], str], n: int = 40) -> Path:
     """Write ``<run>/viewer/<L>_<H>.html`` for every head and ``index.html``; returns the index."""
-    out = Path(run_dir) / "viewer"
+    out = folder(run_dir) / "viewer"
     links = []
     for comp, g in contexts.groupby("component", sort=False):
         name = comp.replace(":", "_") + ".html"
