@@ -138,7 +138,7 @@ cal_est, cal_traces = calibrate.calibration_grid(final, tokens, "full", cfg.llc.
                                                  cfg.llc.calibration_nbetas, base, progress=progress)
 nb.write("llc_calibration", cal_est)
 display(cal_est.round(4))
-fig = plot.calibration_traces(cal_traces, cal_est, dataclasses.asdict(base))
+fig = plot.calibration_traces(cal_traces, cal_est, base)
 nb.savefig(fig, "01_calibration")
 print("chosen for this profile:", plot.sampler_stamp(settings))
 
@@ -215,7 +215,6 @@ curve_sampler = dataclasses.replace(cfg.sampler, chains=cfg.llc.curve_chains or 
                                     draws=cfg.llc.curve_draws or cfg.sampler.draws)
 curve = sweep.run_sweep(run, ["L2"], steps, ["full"], ["train"], curve_sampler, device=cfg.train.device,
                         workers=cfg.llc.workers, progress=progress)
-curve_settings = {**settings, "chains": curve_sampler.chains, "draws": curve_sampler.draws}
 print(f"{len(steps)} checkpoints, {curve_sampler.chains} chains x {curve_sampler.draws} draws per estimate")
 curve = curve.sort_values("step").reset_index(drop=True)
 nb.write("llc_full_L2", curve)
@@ -365,7 +364,7 @@ for comp in top:
 end_trend = pd.DataFrame(trend_rows)
 nb.write("run_end_trend", end_trend)
 display(end_trend.round(4))
-fig = plot.stages_and_heads(curve, found, slope_rule, test_loss, loss_stages, behaviour, curve_settings,
+fig = plot.stages_and_heads(curve, found, slope_rule, test_loss, loss_stages, behaviour, curve_sampler,
                             warmup_steps=cfg.train.warmup_steps,
                             title=f"L2: LLC stages, test loss and head formation — profile {cfg.profile}")
 nb.savefig(fig, "01_llc_stages")

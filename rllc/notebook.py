@@ -8,7 +8,6 @@ settings, and lazily the final L2 model and its head names. Tables go through th
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from . import numerics
-from .config import Config, load_config
+from .config import Config, SamplerConfig, load_config
 from .data import tokens as tokens_mod
 from .model.components import head_names
 from .report import figures, tables
@@ -39,13 +38,9 @@ class Session:
     _extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
-    def path(self) -> Path:
-        return self.run.path
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """The profile's SGLD settings as a plain dict (figures stamp them)."""
-        return dataclasses.asdict(self.cfg.sampler)
+    def settings(self) -> SamplerConfig:
+        """The profile's SGLD settings (figures of estimates take and stamp them)."""
+        return self.cfg.sampler
 
     @cached_property
     def final_model(self) -> HookedTransformer:
@@ -73,16 +68,16 @@ class Session:
         return tokens_mod.held_in_windows(self.cfg)
 
     def write(self, name: str, df: pd.DataFrame) -> Path:
-        return tables.write(self.path, name, df)
+        return tables.write(self.run, name, df)
 
     def read(self, name: str) -> pd.DataFrame:
-        return tables.read(self.path, name)
+        return tables.read(self.run, name)
 
     def read_optional(self, name: str) -> pd.DataFrame | None:
-        return tables.read_optional(self.path, name)
+        return tables.read_optional(self.run, name)
 
     def savefig(self, fig: plt.Figure, name: str) -> Path:
-        return figures.savefig(fig, self.path, name)
+        return figures.savefig(fig, self.run, name)
 
 
 MISSING = "\u2014"  # how a missing number (a NaN standard error at a minimum count) is shown
@@ -125,7 +120,7 @@ def setup(profile: str, config: dict[str, Any] | None = None, run_dir: str | Non
           progress: bool = True, sampler_line: bool = True) -> Session:
     """Style, config, run directory; prints where the run is (and the SGLD settings). Tables
     displayed afterwards show missing numbers as "—"."""
-    figures.style()
+    figures.use_style()
     _show_missing_as_dash()
     cfg = load_config(profile, config or {})
     run = create_run(cfg, run_dir or None)

@@ -74,7 +74,7 @@ def test_a_notebook_finds_the_same_run_from_another_folder(tmp_path: Path) -> No
     source.write_text('# %% tags=["parameters"]\nprofile = "ci"\nconfig = {}\nrun_dir = ""\n\n'
                       "# %%\nfrom pathlib import Path\nfrom rllc.notebook import setup\n"
                       "nb = setup(profile, config, run_dir, sampler_line=False)\n"
-                      "Path(__import__('os').environ['PROBE_OUT']).write_text(str(nb.path))\n")
+                      "Path(__import__('os').environ['PROBE_OUT']).write_text(str(nb.run.path))\n")
     import nbformat
 
     nbformat.write(runner.to_ipynb(source), tmp_path / "probe.ipynb")
@@ -98,9 +98,9 @@ def test_savefig_stamps_profile_run_and_commit(tmp_path: Path) -> None:
     r = run.create_run(config.load_config("ci"), tmp_path / "r")
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
-    figures.mark_sampler(fig, {"epsilon": 1e-3, "gamma": 100.0, "nbeta": 30.0, "chains": 2, "draws": 5,
-                               "burnin": 1, "batch_size": 4, "reference": "paired", "seed": 1})
-    path = figures.savefig(fig, r.path, "probe")
+    figures.mark_sampler(fig, config.SamplerConfig(epsilon=1e-3, gamma=100.0, nbeta=30.0, chains=2, draws=5,
+                                                   burnin=1, batch_size=4, reference="paired", seed=1))
+    path = figures.savefig(fig, r, "probe")
     stamp = "\n".join(t.get_text() for t in fig.texts)
     assert path.exists() and "profile ci" in stamp and str(r.path) in stamp
     assert provenance.short_commit() in stamp and "SGLD ε=0.001" in stamp
