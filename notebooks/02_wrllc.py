@@ -38,13 +38,13 @@ progress: bool = True  # show progress bars
 import pandas as pd
 from IPython.display import Markdown, display
 
-from rllc.analysis import clustering, interventions, noise, patterns, scores
+from rllc.analysis import clustering, interventions, noise, patterns, scores, separation
 from rllc.analysis import head_types as ht
 from rllc.data import tokens as tokens_mod
 from rllc.data.tokenizer import token_decoder
 from rllc.estimate import sweep
 from rllc.notebook import setup
-from rllc.report import claims, diagnoses, viewer
+from rllc.report import claims, diagnoses, prose, rules, viewer
 from rllc.report import figures as plot
 
 nb = setup(profile, config, run_dir, progress)
@@ -111,15 +111,7 @@ score_types = ht.classify(last)
 sensitivity = ht.rule_sensitivity(last)
 nb.write("type_rule_sensitivity", sensitivity)
 display(sensitivity.round(2))
-type_cols = [c for c in sensitivity.columns if c.startswith("type_")]
-changed = sensitivity[sensitivity["type_v1"] != sensitivity[f"type_{ht.DEFAULT_RULE}"]]
-counts = {c[5:]: sensitivity[c].value_counts().to_dict() for c in type_cols}
-display(Markdown(
-    f"{len(changed)} of {len(sensitivity)} heads change type from `v1` to the rule"
-    + (": " + "; ".join(f"{r.component} {r.type_v1} → {getattr(r, f'type_{ht.DEFAULT_RULE}')}"
-                        for r in changed.itertuples()) if len(changed) else "")
-    + ".\n\n" + "\n".join(f"- `{rule}`: " + ", ".join(f"{t} {n}" for t, n in sorted(c.items()))
-                           for rule, c in counts.items())))
+display(Markdown(prose.rule_sensitivity_text(sensitivity)))
 
 # %% [markdown]
 # **How settled each type is.** A measure moves a little from checkpoint to checkpoint even late in
@@ -133,7 +125,7 @@ display(Markdown(
 fragile = ht.fragile_heads(behaviour)
 nb.write("type_fragility", fragile)
 display(fragile[fragile["value"] > 0.1].round(3))
-display(Markdown(claims.fragility_line(fragile, score_types)))
+display(Markdown(rules.fragility_line(fragile, score_types)))
 
 # %% [markdown]
 # ### 2.2 Tokens in context
@@ -297,8 +289,8 @@ display(budget_heads.round(3))
 # features tried.
 
 # %%
-features = clustering.curve_features(head_wr, min_step=1)
-separation = clustering.type_separation(features, types, seed=cfg.seed)
+features = separation.curve_features(head_wr, min_step=1)
+separation = separation.type_separation(features, types, seed=cfg.seed)
 nb.write("type_separation", separation)
 display(separation.round(3))
 
@@ -327,11 +319,7 @@ display(Markdown("\n".join(lines)))
 
 # %%
 _, ari_v1, _ = clustering.cluster_layers(head_wr, types_v1, cfg.classify.max_k, seed=cfg.seed, min_step=1)
-at_v1 = ari_v1[(ari_v1["algorithm"] == "consensus") & ari_v1["matches_types"]]
-display(Markdown("Consensus ARI at k = the number of types, rule `v1`: " + (
-    "; ".join(f"layer {r.layer}: {r.ari:.2f} (k = {r.k})" for r in at_v1.itertuples()) or "no layer has two types")
-    + ". Types of rule `v1` that differ: " + (", ".join(
-        f"{c} {types_v1[c]} → {types[c]}" for c in HEADS if types_v1[c] != types[c]) or "none") + "."))
+display(Markdown(prose.consensus_under_rule_line(ari_v1, rules.type_changes(types, types_v1, HEADS))))
 
 # %% [markdown]
 # ## 5. The scorecard

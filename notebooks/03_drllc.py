@@ -42,11 +42,12 @@ from IPython.display import Markdown, display
 
 from rllc.analysis import clustering, criteria, noise, refinement, trajectory
 from rllc.analysis import head_types as ht
+from rllc.analysis.focus import induction_focus
 from rllc.data import tokens as tokens_mod
 from rllc.data.tokenizer import token_decoder
 from rllc.estimate import sweep
 from rllc.notebook import setup
-from rllc.report import claims, diagnoses, viewer
+from rllc.report import claims, diagnoses, prose, rules, viewer
 from rllc.report import figures as plot
 
 nb = setup(profile, config, run_dir, progress)
@@ -62,16 +63,9 @@ head_table, types, stage_table = nb.read("head_types"), nb.head_types, nb.stages
 # say so, so that the measurements below can still be read (but the claims are then `undefined`).
 
 # %%
-induction = types[types == ht.INDUCTION].index.tolist()
-candidates = False
-if not induction:
-    layer1 = head_table[head_table["component"].str.startswith("1:")].sort_values("induction", ascending=False)
-    induction = layer1["component"].head(2).tolist()
-    candidates = True
-multigram = types[types.isin(ht.MULTIGRAM_TYPES)].index.tolist()
-multigram = [h for h in multigram if h not in induction]
-display(Markdown(f"**Induction heads{' (candidates: none clears the threshold)' if candidates else ''}:** "
-                 f"{', '.join(induction)}; **multigram heads:** {', '.join(multigram)}"))
+focus = induction_focus(types, head_table)
+induction, multigram, candidates = focus.induction, focus.multigram, focus.candidates
+display(Markdown(prose.induction_focus_line(focus)))
 
 # %% [markdown]
 # ## 2. Per-head drLLC on held-out code (Figure 3 analogue)
@@ -108,13 +102,11 @@ nb.write("dr_ratio_by_type", by_type.assign(candidates=candidates))
 # the same under type rule v1 (rllc.analysis.head_types), from the same estimates
 behaviour = nb.read("behaviour_L2")
 types_v1 = ht.final_types(behaviour, head_table, "v1")
-induction_v1 = types_v1[types_v1 == ht.INDUCTION].index.tolist()
-multigram_v1 = [h for h in types_v1[types_v1.isin(ht.MULTIGRAM_TYPES)].index if h not in induction_v1]
-if induction_v1:
-    by_type_v1 = refinement.ratio_by_type(ratios, {ht.INDUCTION: induction_v1, ht.MULTIGRAM: multigram_v1})
-    claims.compare_rules(run, "4", {"dr_ratio_by_type": by_type_v1.assign(candidates=False)})
-else:
-    claims.compare_rules(run, "4", (claims.UNDEFINED, "no induction head under rule v1"))
+focus_v1 = induction_focus(types_v1, head_table)
+induction_v1 = [] if focus_v1.candidates else focus_v1.induction
+rules.compare_under_rule(run, "4", {"induction": (induction, induction_v1)}, needs="induction", recompute=lambda: {
+    "dr_ratio_by_type": refinement.ratio_by_type(ratios, {ht.INDUCTION: induction_v1, ht.MULTIGRAM: focus_v1.multigram})
+    .assign(candidates=False)})
 wide_ratio = by_type.pivot_table(index=["data", "window"], columns="group", values="mean_ratio")
 display(wide_ratio.round(3))
 if {ht.INDUCTION, ht.MULTIGRAM} <= set(wide_ratio.columns):
@@ -198,10 +190,7 @@ timing = pd.concat([
 nb.write("induction_timing", timing.assign(candidates=candidates))
 # claim 5 reads the types only through the induction heads: under rule v1 it is the same claim when
 # they are the same heads
-same = sorted(induction_v1) == sorted(induction) and not candidates
-claims.compare_rules(run, "5", {"induction_timing": timing.assign(candidates=False)} if same else
-                     (claims.NOT_COMPUTED, f"rule v1's induction heads ({', '.join(induction_v1) or 'none'}) differ "
-                                           f"from the rule's ({', '.join(induction)})"))
+rules.compare_under_rule(run, "5", {"induction": (induction, induction_v1)}, candidates=candidates)
 resolution = refinement.timing_resolution(timing)
 nb.write("timing_resolution", resolution)
 display(timing)
@@ -301,8 +290,8 @@ display(Markdown("Consensus ARI at k = the number of types: " + (
 protocol = criteria.protocol_clusters(est, types, ["train", code[0]], seed=cfg.seed)
 nb.write("clusters_protocol", protocol)
 display(protocol.round(3))
-claims.compare_rules(run, "3", {"clusters_protocol": criteria.protocol_clusters(est, types_v1, ["train", code[0]],
-                                                                               seed=cfg.seed)})
+rules.compare_under_rule(run, "3", {}, recompute=lambda: {
+    "clusters_protocol": criteria.protocol_clusters(est, types_v1, ["train", code[0]], seed=cfg.seed)})
 
 # %% [markdown]
 # ## 7. The scorecard

@@ -49,22 +49,22 @@ from IPython.display import Markdown, display
 
 from rllc.analysis import composition, interventions, patterns, refinement
 from rllc.analysis import head_types as ht
-from rllc.analysis.clustering import layer_of
-from rllc.analysis.stages import stage_of
+from rllc.analysis.focus import NAMED_TYPES, circuit_focus, mid_checkpoint
+from rllc.analysis.patching import path_patching_over_training
 from rllc.data import brackets
 from rllc.data import tokens as tokens_mod
 from rllc.data.tokenizer import token_decoder
 from rllc.estimate import sweep
 from rllc.notebook import setup
-from rllc.report import claims
+from rllc.report import claims, prose, rules
 from rllc.report import figures as plot
 
+# %%
 nb = setup(profile, config, run_dir, progress)
 cfg, run, settings = nb.cfg, nb.run, nb.settings
 final_model, HEADS = nb.final_model, nb.heads
 head_table, types, stage_table = nb.read("head_types"), nb.head_types, nb.stages
 behaviour = nb.read("behaviour_L2")
-layer = layer_of(head_table["component"])
 
 # %% [markdown]
 # ## 1. Which heads are the multigram heads?
@@ -78,25 +78,10 @@ layer = layer_of(head_table["component"])
 # the layer-1 head with the largest Dyck fraction is the bracket-head candidate.
 
 # %%
-l0_multi = head_table[(layer == 0) & head_table["type"].isin(ht.MULTIGRAM_TYPES)]["component"].tolist()
-l0_candidates = not l0_multi
-if l0_candidates:
-    pool = head_table[(layer == 0) & (head_table["type"] != ht.PREVIOUS_TOKEN)]
-    l0_multi = pool[pool["top_pattern"] == "ngram"]["component"].tolist()
-    if not l0_multi:
-        l0_multi = pool.sort_values("frac_ngram", ascending=False)["component"].head(2).tolist()
-l1_multi = head_table[(layer == 1) & head_table["type"].isin(ht.MULTIGRAM_TYPES)]["component"].tolist()
-dyck = head_table[(layer == 1) & (head_table["type"] == ht.DYCK)]["component"].tolist()
-dyck_candidates = not dyck
-if dyck_candidates:
-    dyck = head_table[layer == 1].sort_values("frac_dyck", ascending=False)["component"].head(1).tolist()
+focus = circuit_focus(head_table)  # the rules and their fallbacks: rllc.analysis.focus
+l0_multi, l1_multi, dyck, l0_candidates = focus.l0_multigram, focus.l1_multigram, focus.dyck, focus.l0_candidates
 label = " (candidates)" if l0_candidates else ""
-display(Markdown(
-    f"- **Layer-0 multigram heads{label}:** {', '.join(l0_multi) or 'none'}\n"
-    f"- **Layer-1 multigram heads:** {', '.join(l1_multi) or 'none'}\n"
-    f"- **Bracket (Dyck) heads{' (candidate)' if dyck_candidates else ''}:** {', '.join(dyck)}\n"
-    f"- other layer-0 heads: " + ", ".join(f"{c} ({types[c]})" for c in types.index
-                                         if c.startswith("0:") and c not in l0_multi)))
+display(Markdown(prose.circuit_focus_lines(focus, types)))
 
 # %% [markdown]
 # ## 2. Composition scores over training (Figure 7 analogue)
@@ -148,41 +133,20 @@ display(Markdown(f"Random-matrix null for this shape: mean {null.mean():.4f}, 95
 # (every minimum within one stage of every other) failed them (`docs/claims.md`).
 
 # %%
-pairs = k_raw[k_raw["src"].isin(l0_multi) & k_raw["dst"].isin(l1_multi)]
 after_warmup = max(1, cfg.train.warmup_steps)
-turn = composition.turnaround(pairs, min_step=after_warmup, sigma=cfg.circuit.smoothing,
-                              recovery_fraction=cfg.circuit.recovery_fraction)
-if len(turn):
-    turn["stage"] = [stage_of(stage_table, s) if stage_table is not None else None for s in turn["min_step"]]
-turn = turn.assign(candidates=l0_candidates)
-last_step = int(comp["step"].max())
-coup = pd.DataFrame([composition.coupling(pairs, int(cfg.circuit.coupling_from * last_step)) if len(pairs)
-                     else {"from_step": 0, "across_receivers": np.nan, "across_senders": np.nan, "ratio": np.nan}])
-coup = coup.assign(candidates=l0_candidates)
-nb.write("composition_turnaround", turn if len(turn) else pd.DataFrame(columns=[
-    "src", "dst", "min_step", "min_value", "fall", "recovery", "turns", "stage", "candidates"]))
+shape = {"min_step": after_warmup, "sigma": cfg.circuit.smoothing, "recovery_fraction": cfg.circuit.recovery_fraction}
+turn = composition.multigram_turnaround(k_raw, l0_multi, l1_multi, stages=stage_table, candidates=l0_candidates,
+                                        **shape)
+coup = composition.multigram_coupling(k_raw, l0_multi, l1_multi, int(cfg.circuit.coupling_from * comp["step"].max()),
+                                      candidates=l0_candidates)
+nb.write("composition_turnaround", turn)
 nb.write("composition_coupling", coup)
 display(turn.round(4))
 display(coup.round(5))
 
 # %%
-all_k = k_raw[k_raw["src"].str.startswith("0:")]
-per_sender = (composition.turnaround(all_k[all_k["dst"].isin(l1_multi)], min_step=after_warmup,
-                                     sigma=cfg.circuit.smoothing, recovery_fraction=cfg.circuit.recovery_fraction)
-              .groupby("src").agg(min_step=("min_step", "median"), min_value=("min_value", "mean"),
-                                  turns=("turns", "mean")) if l1_multi else pd.DataFrame())
-lines = [f"- K-composition at step 0 (all pairs): mean {step0_mean:.3f} against the random null "
-         f"{null.mean():.3f}."]
-for src, r in per_sender.iterrows():
-    lines.append(f"- {src} ({types[src]}{', candidate' if src in l0_multi and l0_candidates else ''}) into the "
-                 f"layer-1 multigram heads: minimum {r.min_value:.3f} at step {int(r.min_step):,} (median over "
-                 f"receivers); {r.turns:.0%} of its pairs turn around.")
-if len(turn):
-    lines.append(f"- Multigram pairs: {int(turn['turns'].sum())} of {len(turn)} turn around; minima at steps "
-                 f"{int(turn['min_step'].min()):,}–{int(turn['min_step'].max()):,}"
-                 + (f" ({', '.join(sorted(set(turn['stage'].dropna())))})" if turn["stage"].notna().any() else "")
-                 + f"; coupling ratio {coup['ratio'].iloc[0]:.2f} from step {int(coup['from_step'].iloc[0]):,}.")
-display(Markdown("\n".join(lines)))
+per_sender = composition.sender_turnaround(k_raw, l1_multi, **shape)
+display(Markdown(prose.composition_lines(step0_mean, null.mean(), per_sender, types, focus, turn, coup)))
 
 # %% [markdown]
 # ## 4. The drLLC with the one-layer model as the data source (claim 6, Figure 5)
@@ -214,12 +178,10 @@ nb.write("l1_gap_heads", gaps)
 print(f"{len(est)} estimates ({len(steps)} checkpoints × {len(HEADS)} heads × 2 distributions); "
       f"{int((est['n_ok'] < est['n_chains']).sum())} with flagged chains")
 
-prev_step = ht.formation_step(behaviour, "previous_token", 0)
-if prev_step is None:  # no previous-token head ever forms: the step where the best one's share is highest
-    prev = ht.rule_measures(behaviour[behaviour["layer"] == 0][["step", "component", "score", "value"]])
-    prev_step = int(prev[prev["score"] == "previous_token"].groupby("step")["value"].max().idxmax())
-boundary = prev_step  # LM3 begins where the previous-token heads form
-named = [c for c in HEADS if types[c] in (ht.PREVIOUS_TOKEN, ht.CURRENT_TOKEN, ht.INDUCTION)] + l0_multi
+
+# %%
+boundary = ht.formation_or_peak_step(behaviour, "previous_token", 0)  # LM3 begins where previous-token heads form
+named = ht.heads_of(types[HEADS], NAMED_TYPES) + l0_multi
 groups = {"all": HEADS, "named": sorted(set(named)), "layer-1 multigram": l1_multi,
           **{t: types[types == t].index.tolist() for t in ht.FINAL_TYPES if (types == t).any()}}
 by_type = refinement.gap_before_after(gaps, boundary, groups, min_step=after_warmup)
@@ -238,21 +200,7 @@ fig = plot.test_loss_pair(log, ("L1", "L2"), stage_table)
 nb.savefig(fig, "04_test_loss_L1_L2")
 
 # %%
-test = log[(log["split"] == "test") & log["model"].isin(["L1", "L2"])].pivot_table(index="step", columns="model",
-                                                                                   values="loss").dropna()
-diff = (test["L1"] - test["L2"]) if {"L1", "L2"} <= set(test.columns) else pd.Series(dtype=float)
-b = by_type.set_index("group")
-lines = [f"- Boundary: step {boundary:,} (best layer-0 previous-token share, the type rule's measure, first above "
-         f"{ht.TYPE_THRESHOLDS['previous_token']} at step {prev_step:,})."]
-for g in ("all", "named", "layer-1 multigram"):
-    if g in b.index:
-        lines.append(f"- {g}: mean relative gap {b.loc[g, 'gap_before']:+.3f} before, {b.loc[g, 'gap_after']:+.3f} "
-                     f"after (change {b.loc[g, 'increase']:+.3f}).")
-if len(diff):
-    at_boundary = diff.loc[diff.index <= boundary].iloc[-1]
-    lines.append(f"- Test loss L1 − L2: {diff.iloc[0]:+.3f} at step {diff.index[0]:,}, {at_boundary:+.3f} "
-                 f"at the boundary, {diff.iloc[-1]:+.3f} at step {diff.index[-1]:,}.")
-display(Markdown("\n".join(lines)))
+display(Markdown(prose.gap_lines(boundary, by_type, refinement.loss_gap(log, "L1", "L2"))))
 
 # %% [markdown]
 # ## 5. Path patching on brackets (Figure 6)
@@ -271,17 +219,8 @@ sets = {v: brackets.bracket_set(tok, v, cfg.circuit.bracket_windows, cfg.model.n
         for v in brackets.VARIANTS}
 print({v: f"{int(s.closing.sum())} closing brackets in {len(s.tokens)} windows; whole-text encoding would merge "
           f"{s.merged_in_text:.0%} of them" for v, s in sets.items()})
-rows = []
-for s in steps:
-    m = nb.run.load_model("L2", s)
-    for v, bs in sets.items():
-        means = interventions.mean_z(m, bs.tokens, batch_size=cfg.classify.batch_size)
-        for r in dyck:
-            out = interventions.path_patch_losses(m, bs.tokens, l0_multi, r, means, batch_size=cfg.classify.batch_size)
-            for cond, losses in out.items():
-                rows.append({"step": s, "receiver": r, "variant": v, "condition": cond,
-                             "loss_close": float(losses[bs.closing].mean()), "loss_all": float(losses.mean())})
-patching = pd.DataFrame(rows).assign(candidates=l0_candidates or dyck_candidates)
+patching = path_patching_over_training(run, sets, l0_multi, dyck, steps, cfg.classify.batch_size, progress=progress)
+patching = patching.assign(candidates=l0_candidates or focus.dyck_candidate)
 nb.write("path_patching", patching)
 fig = plot.path_patching_curves(patching, stage_table,
                                 title=f"senders {', '.join(l0_multi)}{label} — profile {cfg.profile}")
@@ -291,15 +230,7 @@ nb.savefig(fig, "04_path_patching")
 wide = patching.pivot_table(index=["receiver", "variant", "step"], columns="condition", values="loss_close")
 shown = sorted(set(steps) & {steps[0], steps[len(steps) // 2], steps[-1]})
 display(wide[wide.index.get_level_values("step").isin(shown)].round(3))
-lines = []
-for (r, v), d in wide.groupby(level=["receiver", "variant"]):
-    late = d.iloc[-1]
-    lines.append(f"- {r}, {v}: at step {d.index[-1][2]:,} clean {late['clean']:.3f}, receiver ablated "
-                 f"{late['receiver_ablated']:.3f} ({late['receiver_ablated'] - late['clean']:+.3f}), path-patched "
-                 f"{late['path_patched']:.3f} ({late['path_patched'] - late['clean']:+.3f}); the path-patching "
-                 f"excess peaks at {(d['path_patched'] - d['clean']).max():+.3f} (step "
-                 f"{int((d['path_patched'] - d['clean']).idxmax()[2]):,}).")
-display(Markdown("\n".join(lines)))
+display(Markdown(prose.patching_lines(wide)))
 
 # %% [markdown]
 # ## 6. Migrating multigrams (Appendix B.6)
@@ -311,33 +242,19 @@ display(Markdown("\n".join(lines)))
 # the head, or now among the tokens in context of a layer-1 head.
 
 # %%
-target = ht.formation_step(behaviour, "induction", 1) or steps[len(steps) // 2]
-mid = min(steps[1:-1] or steps, key=lambda s: abs(np.log1p(s) - np.log1p(target)))
-held_in = nb.held_in_windows()
-seqs = held_in.tolist()
-decode = token_decoder(tok)
-l0_heads = [c for c in HEADS if c.startswith("0:")]
-mid_model = nb.run.load_model("L2", mid)
-tic_mid = interventions.tokens_in_context(mid_model, held_in, l0_heads, k=cfg.classify.tic_k,
-                                          batch_size=cfg.classify.batch_size, progress=progress)
-mid_classified = pd.concat([patterns.classify_contexts(g, seqs, decode) for _, g in tic_mid.groupby("component")],
-                           ignore_index=True)
-end_classified = nb.read("tokens_in_context")
-migration, examples = patterns.migration(mid_classified, end_classified, l0_heads,
-                                         [c for c in HEADS if c.startswith("1:")])
+mid = mid_checkpoint(steps, behaviour)
+held_in, decode = nb.held_in_windows(), token_decoder(tok)
+l0_heads, l1_heads = [c for c in HEADS if c.startswith("0:")], [c for c in HEADS if c.startswith("1:")]
+migration, examples = interventions.migration_from(nb.run.load_model("L2", mid), held_in, decode, l0_heads, l1_heads,
+                                                   nb.read("tokens_in_context"), k=cfg.classify.tic_k,
+                                                   batch_size=cfg.classify.batch_size, progress=progress)
 migration.insert(1, "type", migration["src"].map(types))
 migration.insert(2, "mid_step", mid)
 nb.write("multigram_migration", migration)
 display(migration)
 with pd.option_context("display.max_colwidth", 50):
     display(examples.assign(text=examples["key"].map(lambda k: patterns.key_text(k, decode))))
-moved = migration[migration["n_moved"] > 0]
-display(Markdown(
-    f"Mid-training checkpoint: step {mid:,}. "
-    + ("; ".join(f"{r.src} ({r.type}): {r.n_mid} multigrams, {r.kept} still its own at the end, {r.n_moved} held "
-                 f"by layer-1 heads (most by {r.top_dst}: {r.n_top_dst})" for r in migration.itertuples()))
-    + f". Heads with migrated multigrams: {', '.join(moved['src']) or 'none'}. Per-head pages of the final "
-    f"model's tokens in context: [`viewer/index.html`]({run.path / 'viewer' / 'index.html'})."))
+display(Markdown(prose.migration_text(mid, migration, run.path / "viewer" / "index.html")))
 
 # %% [markdown]
 # ## 7. The scorecard
@@ -349,21 +266,11 @@ display(Markdown(
 
 # %%
 types_v1 = ht.final_types(behaviour, head_table, "v1")
-l0_v1 = [c for c in types_v1.index if c.startswith("0:") and types_v1[c] in ht.MULTIGRAM_TYPES]
-l1_v1 = [c for c in types_v1.index if c.startswith("1:") and types_v1[c] in ht.MULTIGRAM_TYPES]
-named_v1 = [c for c in types_v1.index if types_v1[c] in (ht.PREVIOUS_TOKEN, ht.CURRENT_TOKEN, ht.INDUCTION)] + l0_v1
-same_sets = {"6": (sorted(l0_v1), sorted(l1_v1), sorted(set(named_v1))) == (sorted(l0_multi), sorted(l1_multi),
-                                                                            sorted(set(named)))
-             and not l0_candidates,
-             "7": (sorted(l0_v1), sorted(l1_v1)) == (sorted(l0_multi), sorted(l1_multi)) and not l0_candidates}
-for number, tables_read in (("6", ("l1_gap_by_type",)), ("7", ("composition_turnaround", "composition_coupling"))):
-    if not l0_v1:
-        claims.compare_rules(run, number, (claims.UNDEFINED, "no layer-0 multigram head under rule v1"))
-    elif same_sets[number]:
-        claims.compare_rules(run, number, {t: nb.read(t) for t in tables_read})
-    else:
-        claims.compare_rules(run, number, (claims.NOT_COMPUTED, "rule v1's head groups differ: layer-0 multigram "
-                                           f"{', '.join(l0_v1)}; layer-1 multigram {', '.join(l1_v1)}"))
+l0_v1, l1_v1 = (ht.heads_of(types_v1, ht.MULTIGRAM_TYPES, layer) for layer in (0, 1))
+groups = {"layer-0 multigram": (l0_multi, l0_v1), "layer-1 multigram": (l1_multi, l1_v1)}
+named_groups = {**groups, "named": (sorted(set(named)), sorted(set(ht.heads_of(types_v1, NAMED_TYPES) + l0_v1)))}
+for number, heads in (("6", named_groups), ("7", groups)):
+    rules.compare_under_rule(run, number, heads, candidates=l0_candidates, needs="layer-0 multigram")
 with pd.option_context("display.max_colwidth", 120):
     display(nb.read("claims_by_type_rule"))
 

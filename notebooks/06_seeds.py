@@ -49,11 +49,12 @@ from IPython.display import Markdown, display
 from rllc import train
 from rllc.analysis import clustering, criteria, interventions, patterns, trajectory
 from rllc.analysis import head_types as ht
+from rllc.analysis.transfer import MIN_TRANSFER_STEPS, shared_complete_steps, transfer_to_runs
 from rllc.data import tokens as tokens_mod
 from rllc.data.tokenizer import token_decoder
 from rllc.estimate import sweep
 from rllc.notebook import setup
-from rllc.report import claims, seeds, tables
+from rllc.report import claims, rules, seeds, tables
 from rllc.report import figures as plot
 
 nb = setup(profile, config, run_dir, progress)
@@ -217,13 +218,13 @@ with pd.option_context("display.max_colwidth", 120):
 reference = wr[wr["model"] == "L2"]
 others = {}
 for n in NAMES[1:]:
-    shared = clustering.shared_complete_steps(reference, wr[wr["model"] == n])
-    if len(shared) >= clustering.MIN_TRANSFER_STEPS:
+    shared = shared_complete_steps(reference, wr[wr["model"] == n])
+    if len(shared) >= MIN_TRANSFER_STEPS:
         others[n] = (wr[wr["model"] == n], criteria.four_types(types[n]))
     else:  # estimates whose every chain was flagged have no value and leave their checkpoint incomplete
         print(f"{n}: shares {len(shared)} checkpoints after step 0 at which every head of both runs has an "
-              f"estimate; the transfer needs {clustering.MIN_TRANSFER_STEPS}: left out")
-assigned, transfer = clustering.transfer_to_runs(reference, criteria.four_types(types["L2"]), others,
+              f"estimate; the transfer needs {MIN_TRANSFER_STEPS}: left out")
+assigned, transfer = transfer_to_runs(reference, criteria.four_types(types["L2"]), others,
                                                  range(2, cfg.classify.max_k + 1), seed=cfg.seed)
 if len(transfer):
     nb.write("cluster_transfer", transfer)
@@ -261,12 +262,12 @@ display(Markdown("\n".join(lines)))
 # claim 10.
 
 # %%
-_, transfer_v1 = clustering.transfer_to_runs(reference, criteria.four_types(types_v1["L2"]),
+_, transfer_v1 = transfer_to_runs(reference, criteria.four_types(types_v1["L2"]),
                                              {n: (curves, criteria.four_types(types_v1[n]))
                                               for n, (curves, _) in others.items()},
                                              range(2, cfg.classify.max_k + 1), seed=cfg.seed)
 if len(transfer):
-    claims.compare_rules(run, "10", {"cluster_transfer": transfer_v1})
+    rules.compare_under_rule(run, "10", {}, recompute=lambda: {"cluster_transfer": transfer_v1})
 rule_rows = tables.read_optional(run, "claims_by_type_rule")
 if rule_rows is not None:  # every type-dependent claim of the run under both rules (02, 03, 04 and here)
     with pd.option_context("display.max_colwidth", 160):

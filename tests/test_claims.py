@@ -4,7 +4,7 @@ import pandas as pd
 
 from rllc.analysis import head_types, scores
 from rllc.config import ScoreConfig
-from rllc.report import claims
+from rllc.report import claims, rules
 
 
 def _write(run, name, df):
@@ -131,15 +131,15 @@ def test_claim_10_reads_the_median_kshape_transfer_at_each_seeds_types(tmp_path)
 
 def test_a_claim_under_the_rule_and_rule_v1_side_by_side(tmp_path):
     _write(tmp_path, "clusters_protocol.csv", _protocol([0.8, 0.6]))
-    rows = claims.compare_rules(tmp_path, "3", {"clusters_protocol": _protocol([0.8, 0.1])})
+    rows = rules.compare_rules(tmp_path, "3", {"clusters_protocol": _protocol([0.8, 0.1])})
     by_rule = rows.set_index("rule")["status"]
     assert by_rule[head_types.DEFAULT_RULE] == claims.PASS and by_rule["v1"] == claims.FAIL
     assert (tmp_path / "type-rules" / "v1" / "tables" / "clusters_protocol.csv").exists()
     c3 = "3. Per-head wrLLC curves cluster by behavioural type"
     assert claims.scorecard(tmp_path).set_index("claim").at[c3, "status"] == claims.PASS  # run untouched
     # a verdict the notebook decided, and a second claim: the first claim's rows are kept, its own replaced
-    claims.compare_rules(tmp_path, "6", (claims.UNDEFINED, "no layer-0 multigram head under rule v1"))
-    rows = claims.compare_rules(tmp_path, "6", (claims.UNDEFINED, "again"))
+    rules.compare_rules(tmp_path, "6", (claims.UNDEFINED, "no layer-0 multigram head under rule v1"))
+    rows = rules.compare_rules(tmp_path, "6", (claims.UNDEFINED, "again"))
     assert len(rows) == 4 and rows["value"].str.contains("again").sum() == 1
 
 
@@ -149,9 +149,48 @@ def test_the_fragility_line_names_the_claims_a_flip_would_change():
                             "value": [0.52, 0.21, 0.9], "threshold": [0.5, 0.2, 0.5], "sd": [0.02, 0.01, 0.01],
                             "margin_sd": [1.0, 1.0, 40.0], "fragile": [True, True, False]})
     one_prev = pd.Series({"0:1": "previous-token", "0:2": "current-token", "1:3": "induction", "1:4": "induction"})
-    line = claims.fragility_line(fragile, one_prev)
+    line = rules.fragility_line(fragile, one_prev)
     # 0:1 is layer 0's only previous-token head: 2a would change; 1:3 is one of two induction heads: 2b would not
     assert "0:1 (previous_token 0.52, threshold 0.5, spread 0.020: 1.0 spreads away) → claims 2a, 3, 6, 7, 10" in line
     assert "1:3 (induction 0.21, threshold 0.2, spread 0.010: 1.0 spreads away) → claims 3, 4, 5, 6, 7, 10" in line
     assert "0:2" not in line
-    assert "no type is fragile" in claims.fragility_line(fragile.assign(fragile=False), one_prev)
+    assert "no type is fragile" in rules.fragility_line(fragile.assign(fragile=False), one_prev)
+
+
+def _timing(candidates=False):
+    return pd.DataFrame({"component": ["1:6", "1:7"], "measure": "induction_score", "from_step": 500,
+                         "steepest_step": [10_600, 12_200], "onset_step": [10_400, 12_000],
+                         "onset_lo": [10_000, 11_600], "onset_hi": [10_800, 12_400], "spacing": 400,
+                         "candidates": candidates})
+
+
+def test_one_rule_decides_a_claim_under_the_other_type_rule(tmp_path):
+    """``rules.compare_under_rule``: each outcome of the one decision, as 03 and 04 take it."""
+    _write(tmp_path, "induction_timing.csv", _timing())
+    own = rules.compare_under_rule(tmp_path, "5", {"induction": (["1:6", "1:7"], ["1:7", "1:6"])})
+    assert own["status"].tolist() == [claims.PASS, claims.PASS]  # the same heads: the run's own table, again
+    differ = rules.compare_under_rule(tmp_path, "5", {"induction": (["1:6", "1:7"], [])})
+    assert differ["value"].iloc[-1] == "rule v1's induction heads (none) differ from the rule's (1:6, 1:7)"
+    assert differ["status"].iloc[-1] == claims.NOT_COMPUTED
+    groups = {"layer-0 multigram": (["0:1"], []), "layer-1 multigram": (["1:2"], ["1:2"])}
+    needed = rules.compare_under_rule(tmp_path, "7", groups, needs="layer-0 multigram")
+    assert needed.iloc[-1]["status"] == claims.UNDEFINED
+    assert needed.iloc[-1]["value"] == "no layer-0 multigram head under rule v1"
+    two = {"layer-0 multigram": (["0:1"], ["0:3"]), "layer-1 multigram": (["1:2"], ["1:4"])}
+    assert rules.compare_under_rule(tmp_path, "7", two).iloc[-1]["value"] == (
+        "rule v1's head groups differ: layer-0 multigram 0:3; layer-1 multigram 1:4")
+    # recomputed tables are checked whatever the heads; candidates never reuse the run's own tables
+    redone = rules.compare_under_rule(tmp_path, "5", {"induction": (["1:6"], ["1:2"])},
+                                      recompute=lambda: {"induction_timing": _timing().assign(onset_step=[10_400] * 2,
+                                                                                            onset_lo=10_000,
+                                                                                            onset_hi=10_800)})
+    assert redone.iloc[-1]["status"] == claims.FAIL
+    assert rules.compare_under_rule(tmp_path, "5", {"induction": (["1:6", "1:7"], ["1:6", "1:7"])},
+                                    candidates=True).iloc[-1]["status"] == claims.NOT_COMPUTED
+
+
+def test_type_changes_lists_the_heads_the_rules_disagree_on():
+    types = pd.Series({"0:1": "previous-token", "0:2": "multigram", "1:3": "induction"})
+    other = pd.Series({"0:1": "previous-token", "0:2": "current-token", "1:3": "multigram"})
+    assert rules.type_changes(types, other) == ["0:2 current-token → multigram", "1:3 multigram → induction"]
+    assert rules.type_changes(types, other, ["0:1", "0:2"]) == ["0:2 current-token → multigram"]

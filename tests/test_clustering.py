@@ -6,6 +6,8 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from rllc.analysis import clustering as C
+from rllc.analysis import separation as S
+from rllc.analysis import transfer as T
 
 STEPS = np.arange(0, 2000, 100)
 
@@ -238,7 +240,7 @@ def test_eta2_matches_the_one_way_anova():
     codes = np.repeat([0, 1, 2], 3)
     f = f_oneway(y[:3], y[3:6], y[6:]).statistic
     k, n = 3, 9
-    assert C._eta2(y, codes[None, :])[0] == pytest.approx(f * (k - 1) / (f * (k - 1) + (n - k)))
+    assert S._eta2(y, codes[None, :])[0] == pytest.approx(f * (k - 1) / (f * (k - 1) + (n - k)))
 
 
 def test_type_separation_names_the_feature_that_separates():
@@ -247,7 +249,7 @@ def test_type_separation_names_the_feature_that_separates():
     rng = np.random.default_rng(0)
     features = pd.DataFrame({"final": [0.0] * 4 + [10.0] * 4 + rng.normal(0, 0.1, 8),
                              **{f"f{i}": rng.normal(0, 1, 8) for i in range(5)}}, index=heads)
-    t = C.type_separation(features, types, n_perm=2000).set_index("feature")
+    t = S.type_separation(features, types, n_perm=2000).set_index("feature")
     assert t.at["final", "eta2"] > 0.99
     assert t.at["final", "p_value"] == pytest.approx(2 / 70, abs=0.015)  # 2 of the C(8,4) = 70 splits are as good
     assert t.at["final", "p_min"] == pytest.approx(2 / 70) and t.at["final", "p_bonferroni"] > 0.05
@@ -255,14 +257,14 @@ def test_type_separation_names_the_feature_that_separates():
 
 
 def test_smallest_p_counts_the_distinct_partitions():
-    assert C.smallest_p(["a"] * 4 + ["b"] * 4) == pytest.approx(2 / 70)
-    assert C.smallest_p(["a"] * 2 + ["b"] * 3 + ["c"] * 3) == pytest.approx(2 / 560)
-    assert C.smallest_p(["a", "b", "b", "b"]) == pytest.approx(1 / 4)
+    assert S.smallest_p(["a"] * 4 + ["b"] * 4) == pytest.approx(2 / 70)
+    assert S.smallest_p(["a"] * 2 + ["b"] * 3 + ["c"] * 3) == pytest.approx(2 / 560)
+    assert S.smallest_p(["a", "b", "b", "b"]) == pytest.approx(1 / 4)
 
 
 def test_curve_features_read_the_curves():
     t = pd.DataFrame({"component": ["0:0"] * 4, "step": [0, 10, 100, 1000], "llc_mean": [9.0, 1.0, 3.0, 2.0]})
-    f = C.curve_features(t).iloc[0]
+    f = S.curve_features(t).iloc[0]
     assert f["final"] == 2.0 and f["mean"] == 2.0 and f["peak_step"] == 2.0  # step 0 left out
     assert f["rise_from_low"] == 1.0 and f["late_rise"] == -1.0 and f["early_change"] == 2.0
 
@@ -294,7 +296,7 @@ def test_transfer_carries_known_groups_to_another_run_and_names_the_exceptions()
     ref_types = pd.Series({c: f"type-{g}" for c, g in ref_groups.items()})
     oth_types = pd.Series({c: f"type-{g}" for c, g in oth_groups.items()})
     ref, oth = _group_curves(ref_groups, 0.02, 0), _group_curves(oth_groups, 0.02, 1)
-    assign, scores = C.transfer(ref, oth, ref_types, oth_types, algorithms=("kmeans", "ward"), n_null=500)
+    assign, scores = T.transfer(ref, oth, ref_types, oth_types, algorithms=("kmeans", "ward"), n_null=500)
     assert set(scores["algorithm"]) == {"kmeans", "ward"} and (scores["k"] == 3).all()
     assert (scores["ari"] == 1.0).all() and (scores["n_exceptions"] == 0).all()
     # six heads in three pairs: a random labelling recovers the pairs with probability 48/720
@@ -302,7 +304,7 @@ def test_transfer_carries_known_groups_to_another_run_and_names_the_exceptions()
     assert (assign["cluster_type"] == assign["type"]).all()
     wrong = oth_types.copy()
     wrong["1:5"] = "type-rise"  # its curve is flat: it lands in the flat heads' cluster, an exception
-    assign2, scores2 = C.transfer(ref, oth, ref_types, wrong, algorithms=("kmeans",), n_null=200)
+    assign2, scores2 = T.transfer(ref, oth, ref_types, wrong, algorithms=("kmeans",), n_null=200)
     assert assign2.set_index("component").at["1:5", "exception"] and scores2["n_exceptions"].iloc[0] == 1
 
 
@@ -310,7 +312,7 @@ def test_kshape_transfer_ignores_the_level_of_the_other_run():
     groups = {"0:0": "rise", "0:1": "rise", "0:2": "fall", "0:3": "fall"}
     types = pd.Series({c: g for c, g in groups.items()})
     ref, oth = _group_curves(groups, 0.01, 0), _group_curves(groups, 0.01, 1, shift=5.0)
-    _, scores = C.transfer(ref, oth, types, types, algorithms=("kshape",), n_null=200)
+    _, scores = T.transfer(ref, oth, types, types, algorithms=("kshape",), n_null=200)
     assert scores["ari"].iloc[0] == 1.0
 
 
@@ -320,7 +322,7 @@ def test_transfer_needs_shared_checkpoints():
     ref = _group_curves(groups, 0.0, 0)
     oth = ref.assign(step=ref["step"] + 1)
     with pytest.raises(ValueError, match="share 0 complete checkpoints"):
-        C.transfer(ref, oth, types, types)
+        T.transfer(ref, oth, types, types)
 
 
 def test_shared_complete_steps_drop_a_checkpoint_where_one_head_has_no_estimate():
@@ -330,9 +332,9 @@ def test_shared_complete_steps_drop_a_checkpoint_where_one_head_has_no_estimate(
     oth = ref.copy()
     gap = steps[2]
     oth.loc[(oth["component"] == "0:1") & (oth["step"] == gap), "llc_mean"] = np.nan  # every chain flagged
-    assert C.shared_complete_steps(ref, ref) == steps
-    assert C.shared_complete_steps(ref, oth) == [s for s in steps if s != gap]
-    assert C.shared_complete_steps(ref, oth, min_step=steps[-1]) == [steps[-1]]
+    assert T.shared_complete_steps(ref, ref) == steps
+    assert T.shared_complete_steps(ref, oth) == [s for s in steps if s != gap]
+    assert T.shared_complete_steps(ref, oth, min_step=steps[-1]) == [steps[-1]]
 
 
 def test_transfer_to_runs_marks_the_k_of_each_runs_types():
@@ -341,7 +343,7 @@ def test_transfer_to_runs_marks_the_k_of_each_runs_types():
     two = {"1:0": "rise", "1:1": "rise", "1:2": "rise", "1:3": "fall", "1:4": "fall", "1:5": "fall"}
     others = {"A": (_group_curves(ref_groups, 0.02, 1), ref_types),
               "B": (_group_curves(two, 0.02, 2), pd.Series({c: f"type-{g}" for c, g in two.items()}))}
-    assign, scores = C.transfer_to_runs(_group_curves(ref_groups, 0.02, 0), ref_types, others, [2, 3],
+    assign, scores = T.transfer_to_runs(_group_curves(ref_groups, 0.02, 0), ref_types, others, [2, 3],
                                         algorithms=("kmeans",), n_null=200)
     assert list(scores.columns[:4]) == ["run", "layer", "algorithm", "k"] and set(scores["run"]) == {"A", "B"}
     at = scores[scores["matches_types"]].set_index("run")

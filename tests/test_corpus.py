@@ -5,7 +5,7 @@ import warnings
 import pandas as pd
 import pytest
 
-from rllc.data import corpus
+from rllc.data import corpus, parsers
 
 
 @pytest.fixture()
@@ -69,13 +69,13 @@ def test_deb_reader_finds_the_data_member(tmp_path):
         return header + blob + (b"\n" if len(blob) % 2 else b"")
     deb = tmp_path / "x_1_all.deb"
     deb.write_bytes(b"!<arch>\n" + member("debian-binary", b"2.0\n") + member("data.tar.gz", data))
-    files = {name: read() for name, read in corpus.iter_archive(deb)}
+    files = {name: read() for name, read in parsers.iter_archive(deb)}
     assert files == {"usr/share/x/file.txt": b"payload"}
 
 
 def test_brown_detokenizer():
     tagged = "\n\n\tThe/at jury/nn said/vbd ``/`` no/at evidence/nn ''/'' ,/, it's/pps+bez true/jj ./.\n"
-    assert corpus.brown_detokenize(tagged) == 'The jury said "no evidence", it\'s true.'
+    assert parsers.brown_detokenize(tagged) == 'The jury said "no evidence", it\'s true.'
 
 
 def _docs(texts):

@@ -24,7 +24,7 @@ from transformer_lens import HookedTransformer
 
 from ..config import config_hash
 from ..run import Run, identity
-from .stages import smooth
+from .stages import smooth, stage_of
 from .trajectory import cached_by_step
 
 MODES = ("Q", "K", "V")
@@ -129,3 +129,41 @@ def coupling(curves: pd.DataFrame, from_step: int) -> dict[str, float]:
     across_senders = float(late.groupby(["step", "dst"])["score"].std(ddof=0).mean())
     return {"from_step": int(from_step), "across_receivers": across_receivers, "across_senders": across_senders,
             "ratio": across_receivers / across_senders if across_senders > 0 else float("nan")}
+
+
+TURNAROUND_COLUMNS = ["src", "dst", "min_step", "min_value", "fall", "recovery", "turns", "stage", "candidates"]
+
+
+def multigram_turnaround(k_curves: pd.DataFrame, senders: list[str], receivers: list[str], min_step: int,
+                         sigma: float, recovery_fraction: float, stages: pd.DataFrame | None,
+                         candidates: bool = False) -> pd.DataFrame:
+    """Claim 7's turnaround table: ``turnaround`` of each (sender, receiver) pair's K-composition
+    (``k_curves``: one mode and variant), with the stage of its minimum and the ``candidates`` flag
+    (the senders are stand-ins); the declared columns even when no pair qualifies."""
+    pairs = k_curves[k_curves["src"].isin(senders) & k_curves["dst"].isin(receivers)]
+    turn = turnaround(pairs, min_step=min_step, sigma=sigma, recovery_fraction=recovery_fraction)
+    if turn.empty:
+        return pd.DataFrame(columns=TURNAROUND_COLUMNS)
+    turn["stage"] = [stage_of(stages, s) if stages is not None else None for s in turn["min_step"]]
+    return turn.assign(candidates=candidates)
+
+
+def multigram_coupling(k_curves: pd.DataFrame, senders: list[str], receivers: list[str], from_step: int,
+                       candidates: bool = False) -> pd.DataFrame:
+    """Claim 7's coupling as a one-row table (NaN spreads when no pair qualifies)."""
+    pairs = k_curves[k_curves["src"].isin(senders) & k_curves["dst"].isin(receivers)]
+    row = (coupling(pairs, from_step) if len(pairs) else
+           {"from_step": 0, "across_receivers": np.nan, "across_senders": np.nan, "ratio": np.nan})
+    return pd.DataFrame([row]).assign(candidates=candidates)
+
+
+def sender_turnaround(k_curves: pd.DataFrame, receivers: list[str], min_step: int, sigma: float,
+                      recovery_fraction: float) -> pd.DataFrame:
+    """Per layer-0 head: its minimum (median step, mean value over receivers) and the share of its
+    pairs with ``receivers`` that turn around; empty without receivers."""
+    if not receivers:
+        return pd.DataFrame()
+    senders = k_curves[k_curves["src"].str.startswith("0:") & k_curves["dst"].isin(receivers)]
+    return (turnaround(senders, min_step=min_step, sigma=sigma, recovery_fraction=recovery_fraction)
+            .groupby("src").agg(min_step=("min_step", "median"), min_value=("min_value", "mean"),
+                                turns=("turns", "mean")))

@@ -41,6 +41,7 @@ random-token attention at 50k steps, every other head ≤ 0.08 (their notebook; 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -191,6 +192,22 @@ def formation_step(behaviour: pd.DataFrame, score: str, layer: int, rule: Rule |
     best = m[m["score"] == score].groupby("step")["value"].max().sort_index()
     above = best[best > rule.thresholds[score]]
     return int(above.index[0]) if len(above) else None
+
+
+def heads_of(types: pd.Series, kinds: Sequence[str], layer: int | None = None) -> list[str]:
+    """The heads (of ``layer``, or of every layer) whose type is one of ``kinds``, in ``types``' order."""
+    return [c for c in types.index if types[c] in kinds and (layer is None or str(c).startswith(f"{layer}:"))]
+
+
+def formation_or_peak_step(behaviour: pd.DataFrame, score: str, layer: int, rule: Rule | str = DEFAULT_RULE) -> int:
+    """``formation_step``, or, when no head of ``layer`` ever clears the threshold, the checkpoint at
+    which the best head's measure is highest (notebook 04's boundary for claim 6)."""
+    step = formation_step(behaviour, score, layer, rule)
+    if step is not None:
+        return step
+    rule = RULES[rule] if isinstance(rule, str) else rule
+    m = rule_measures(behaviour[behaviour["layer"] == layer][["step", "component", "score", "value"]], rule)
+    return int(m[m["score"] == score].groupby("step")["value"].max().idxmax())
 
 
 def rule_sensitivity(scores: pd.DataFrame, rules: tuple[str, ...] = tuple(RULES)) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from transformer_lens import HookedTransformer
 
 from ..model import fused
 from ..model.components import parse_head
+from . import patterns
 
 
 def z_hook_name(layer: int) -> str:
@@ -218,3 +219,16 @@ def ablation_loss_increase(model: HookedTransformer, tokens: torch.Tensor, heads
     clean = token_losses(model, tokens, batch_size).mean()
     return pd.Series({h: float(token_losses(model, tokens, batch_size, edit=ablation_spec([h], means)).mean() - clean)
                       for h in heads}, name="delta_loss")
+
+
+def migration_from(model: HookedTransformer, held_in: torch.Tensor, decode: Callable[[Sequence[int]], str],
+                   senders: list[str], receivers: list[str], end: pd.DataFrame, k: int, batch_size: int,
+                   progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``patterns.migration`` of the senders' multigrams from ``model`` (a mid-training checkpoint:
+    its tokens in context on ``held_in``, classified) to ``end`` (the final model's classified
+    tokens in context)."""
+    tic = tokens_in_context(model, held_in, senders, k=k, batch_size=batch_size, progress=progress)
+    seqs = held_in.tolist()
+    mid = pd.concat([patterns.classify_contexts(g, seqs, decode) for _, g in tic.groupby("component")],
+                    ignore_index=True)
+    return patterns.migration(mid, end, senders, receivers)

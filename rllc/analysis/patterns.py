@@ -276,3 +276,4 @@ def migration(before: pd.DataFrame, after: pd.DataFrame, sources: Sequence[str],
                      "n_moved": len(elsewhere - later[src]), "top_dst": top, "n_top_dst": len(moved.get(top, ()))})
         examples += [{"src": src, "dst": top, "key": k} for k in sorted(moved.get(top, ()))[:n_examples]]
     return pd.DataFrame(rows), pd.DataFrame(examples, columns=["src", "dst", "key"])
+

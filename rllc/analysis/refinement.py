@@ -246,3 +246,11 @@ def gap_before_after(gaps: pd.DataFrame, boundary: int, groups: dict[str, Sequen
     out = pd.DataFrame(rows)
     out["increase"] = out["gap_after"] - out["gap_before"]
     return out
+
+
+def loss_gap(log: pd.DataFrame, generator: str = "L1", model: str = "L2") -> pd.Series:
+    """The generator's test loss minus the model's at each checkpoint both logged (training log
+    rows step, model, split, loss): how far the data source of claim 6 trails the model."""
+    test = log[(log["split"] == "test") & log["model"].isin([generator, model])]
+    wide = test.pivot_table(index="step", columns="model", values="loss").dropna()
+    return (wide[generator] - wide[model]) if {generator, model} <= set(wide.columns) else pd.Series(dtype=float)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..analysis import clustering, criteria, noise, refinement, stages
 from ..analysis import head_types as ht
+from ..analysis.focus import induction_focus
 from ..config import Config
 from ..model_name import name_seed, seeded_name
 from ..run import Run, folder
@@ -48,18 +49,6 @@ def seed_view(run: Run | Path, name: str) -> Path:
     out = folder(run) / SEEDS_DIR / name
     (out / "tables").mkdir(parents=True, exist_ok=True)
     return out
-
-
-def focus_heads(types: pd.Series, by_score: pd.DataFrame) -> tuple[list[str], list[str], bool]:
-    """(induction heads, multigram heads, candidates) as notebook 03 chooses them: with no head of
-    induction type, the two layer-1 heads of highest induction score stand in (``candidates``)."""
-    induction = types[types == ht.INDUCTION].index.tolist()
-    candidates = not induction
-    if candidates:
-        layer1 = by_score[by_score["component"].str.startswith("1:")].sort_values("induction", ascending=False)
-        induction = layer1["component"].head(2).tolist()
-    multigram = [h for h in types[types.isin(ht.MULTIGRAM_TYPES)].index if h not in induction]
-    return induction, multigram, candidates
 
 
 def claim_tables(behaviour: pd.DataFrame, types: pd.Series, wr: pd.DataFrame, full: pd.DataFrame,
@@ -92,7 +81,8 @@ def claim_tables(behaviour: pd.DataFrame, types: pd.Series, wr: pd.DataFrame, fu
     out["clusters_ari_wr"] = ari
     # claim 3 by the paper's protocol on the wrLLC alone: a seed's code drLLC covers only the last third
     out["clusters_protocol"] = criteria.protocol_clusters(heads_wr, types, ["train"], seed=seed)
-    induction, multigram, candidates = focus_heads(types, by_score)
+    focus = induction_focus(types, by_score)
+    induction, multigram, candidates = focus.induction, focus.multigram, focus.candidates
     if len(dr):
         ratios = refinement.ratio_table(pd.concat([heads_wr, dr], ignore_index=True), dr_data)
         by_type = refinement.ratio_by_type(ratios, {ht.INDUCTION: induction, ht.MULTIGRAM: multigram},
