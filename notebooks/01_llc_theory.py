@@ -272,7 +272,7 @@ display(budget_stages.round(3))
 # its cost. If the measured error falls as predicted, the table above converts directly into
 # compute; if it falls slower (correlated draws), more chains are the better buy. Chain c's
 # batches and noise depend only on the seed and c, so on a CPU the longest setting is sampled and
-# the others are cut from it (`sweep.derive_records`: its first chains, to their first draws — the
+# the others are cut from it (`records.derive_records`: its first chains, to their first draws — the
 # numbers a run of their own gives, bit for bit); their times are its time per chain-step, scaled.
 
 # %%

@@ -119,7 +119,7 @@ display(Markdown(prose.rule_sensitivity_text(sensitivity)))
 # of the default run went from 0.62 to 0.64 between two machines and changed type). Its spread
 # over the last five checkpoints is its noise here; a head whose measure lies within two spreads
 # of a threshold has a *fragile* type, and the claims its type feeds could change with it
-# (`rllc.analysis.head_types.fragile_heads`, `rllc.report.claims.fragility_line`).
+# (`rllc.analysis.head_types.fragile_heads`, `rllc.report.rules.fragility_line`).
 
 # %%
 fragile = ht.fragile_heads(behaviour)

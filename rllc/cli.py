@@ -135,7 +135,7 @@ SLURM_FLAGS = {"partition": "partition", "time": "time_min", "gpus_per_task": "g
 def cmd_sweep(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from .estimate import grid, sweep
+    from .estimate import grid, records, sweep
 
     slurm_args = {name: getattr(args, name) for name in SLURM_FLAGS if getattr(args, name) is not None}
     if args.executor == "local" and slurm_args:
@@ -150,7 +150,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     steps = args.steps if args.steps not in (["all"], ["last"]) else args.steps[0]
     groups = grid.make_groups(run, args.models, steps, args.components, args.data, stride=args.stride)
     if args.collect:
-        table = sweep.collect(run)
+        table = records.collect(run)
         print(f"{len(table)} estimates from every record of {run.path} -> {run.tables} "
               "(llc_estimates.parquet, llc_chains.parquet, llc_traces.parquet)")
         return
@@ -171,7 +171,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     todo = grid.pending(run, groups, settings)
     n_est = sum(len(g.components) for g in groups)
     if not todo:
-        print(f"nothing to do: all {n_est} estimates of the {len(groups)} groups are in {sweep.records_dir(run)}")
+        print(f"nothing to do: all {n_est} estimates of the {len(groups)} groups are in {records.records_dir(run)}")
         return
     if args.executor == "local":
         workers = args.workers if args.workers is not None else cfg.llc.workers

@@ -176,7 +176,7 @@ _ALL = (
        "critical points of each measure's curves and their distance to the wrLLC's"),
     # written by the package
     _t("llc_estimates", "tables/llc_estimates.parquet", ESTIMATE_COLUMNS, "rllc",
-       "every cached LLC estimate of the run (rllc.estimate.sweep.collect)"),
+       "every cached LLC estimate of the run (rllc.estimate.records.collect)"),
     # 06_seeds (the claim tables of each seed also go, under the names above, to <run>/seeds/<model>/)
     _t("seed_training", "tables/seed_training.csv", "model seed steps seconds test_loss threads", "06_seeds",
        "the other seeds' training: steps, minutes spent in this run, final test loss"),
