@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import agreement, criteria, noise
-from ..config import CircuitConfig
+from ..config import CircuitConfig, Config
 from ..run import Run, folder, run_config
 from . import tables
 
@@ -158,7 +158,7 @@ def _share(mask: pd.Series) -> float:
     return float(mask.mean()) if len(mask) else float("nan")
 
 
-def composition(run: Path, min_turning: float) -> Diagnosis | None:
+def composition(run: Path, min_turning: float, cfg: Config | None = None) -> Diagnosis | None:
     """Claim 7. Reads composition_turnaround, composition_coupling and composition_L2 (the raw
     K-composition of each pair over checkpoints). Composition scores carry no sampling error, only
     checkpoint-to-checkpoint jitter: a pair's noise is ``noise.difference_sd`` of its raw curve
@@ -173,7 +173,6 @@ def composition(run: Path, min_turning: float) -> Diagnosis | None:
     comp = _read(run, "composition_L2")
     if turn is None or coup is None or comp is None or turn.empty:
         return None
-    cfg = run_config(run) if (run / "config.yaml").exists() else None
     fraction = (cfg.circuit if cfg is not None else CircuitConfig()).recovery_fraction
     start = max(1, cfg.train.warmup_steps) if cfg is not None else 1  # as 04 (the end of the warm-up on)
     k = comp[(comp["mode"] == "K") & (comp["variant"] == "raw") & (comp["step"] >= start)]
@@ -322,7 +321,9 @@ def diagnose(run_dir: Run | Path, min_stages: int, *, min_turning: float = 2 / 3
     """The diagnoses the run's tables allow, one row per claim (claim, diagnosis, evidence). The
     thresholds are the scorecard's (``rllc.report.claims`` passes its own)."""
     run = folder(run_dir)
-    found = [d for d in (stages(run, min_stages), clusters(run), timing(run), composition(run, min_turning),
+    # the settings 04 read the composition with: a Run's own, else the folder's config.yaml if it has one
+    cfg = run_dir.cfg if isinstance(run_dir, Run) else run_config(run) if (run / "config.yaml").exists() else None
+    found = [d for d in (stages(run, min_stages), clusters(run), timing(run), composition(run, min_turning, cfg),
                          hessian_tracking(run, min_tracking_rho), ablation_order(run, min_order_rho),
                          transfer(run, min_ari, transfer_algorithm)) if d is not None]
     return pd.DataFrame([d.__dict__ for d in found], columns=COLUMNS)
