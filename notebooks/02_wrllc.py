@@ -38,8 +38,9 @@ progress: bool = True  # show progress bars
 import pandas as pd
 from IPython.display import Markdown, display
 
-from rllc.analysis import clustering, interventions, noise, patterns, scores, separation
+from rllc.analysis import clustering, interventions, noise, patterns, scores
 from rllc.analysis import head_types as ht
+from rllc.analysis.separation import curve_features, type_separation
 from rllc.data import tokens as tokens_mod
 from rllc.data.tokenizer import token_decoder
 from rllc.estimate import sweep
@@ -193,18 +194,7 @@ fig = plot.head_llc_curves(head_wr, types, settings, stage_table, title=f"wrLLC 
 nb.savefig(fig, "02_wrllc_heads")
 
 # %%
-wide_wr = head_wr[head_wr["step"] > 0].pivot_table(index="component", columns="step", values="llc_mean")
-end, lines = wide_wr.columns[-1], []
-for layer, sub in wide_wr.groupby(clustering.layer_of(wide_wr.index.to_series())):
-    low_step = sub.mean().idxmin()
-    ranked = sub[end].sort_values(ascending=False)
-    lines.append(
-        f"- **Layer {layer}:** the mean wrLLC is {sub.iloc[:, 0].mean():.3f} at step {sub.columns[0]:,}, lowest "
-        f"({sub.mean().min():.3f}) at step {low_step:,} and {sub[end].mean():.3f} at step {end:,}; at the end the "
-        f"heads rank " + " > ".join(f"{c} ({types[c]}, {v:.3f})" for c, v in ranked.items())
-        + f". Rise from the layer's low point to the end: largest for {(sub[end] - sub[low_step]).idxmax()} "
-        f"(+{(sub[end] - sub[low_step]).max():.3f}).")
-display(Markdown("\n".join(lines)))
+display(Markdown(prose.wrllc_layer_lines(head_wr, types)))
 
 # %% [markdown]
 # In layer 1 the paper finds that heads with higher final wrLLC memorise more multigrams
@@ -243,11 +233,7 @@ for layer, lab in labels_wr.groupby("layer"):
 nb.write("clusters_wr", labels_wr)
 nb.write("clusters_ari_wr", ari_wr)
 display(ari_wr.pivot_table(index=["layer", "k"], columns="algorithm", values="ari").round(2))
-at_types = ari_wr[(ari_wr["algorithm"] == "consensus") & ari_wr["matches_types"]]
-display(Markdown("Consensus ARI at k = the number of types: " + (
-    "; ".join(f"layer {r.layer}: {r.ari:.2f} (k = {r.k})" for r in at_types.itertuples())
-    if len(at_types) else "no layer has two or more types")
-    + f". Over every k and algorithm the ARI lies in {ari_wr['ari'].min():.2f} … {ari_wr['ari'].max():.2f}."))
+display(Markdown(prose.consensus_line(ari_wr)))
 
 # %% [markdown]
 # ### 4a. Is an ARI distinguishable from chance here?
@@ -289,26 +275,14 @@ display(budget_heads.round(3))
 # features tried.
 
 # %%
-features = separation.curve_features(head_wr, min_step=1)
-separation = separation.type_separation(features, types, seed=cfg.seed)
+features = curve_features(head_wr, min_step=1)
+separation = type_separation(features, types, seed=cfg.seed)
 nb.write("type_separation", separation)
 display(separation.round(3))
 
 # %%
 diag = diagnoses.diagnose(run, claims.MIN_STAGES)
-d3 = diag[diag["claim"] == "3"]
-lines = []
-for layer, v in variants.groupby("layer"):
-    above = v[v["ari"] > v["null_q95"]]
-    lines.append(f"- **Layer {layer}:** {len(above)} of {len(v)} variants above their null's 95% quantile"
-                 + (f" (best: {v.loc[v['ari'].idxmax(), 'algorithm']}, ARI {v['ari'].max():.2f}, null 95% "
-                    f"{v.loc[v['ari'].idxmax(), 'null_q95']:.2f})" if len(v) else ""))
-if len(d3):
-    lines.append(f"- **Claim 3 diagnosis: {d3['diagnosis'].iloc[0]}** — {d3['evidence'].iloc[0]}. (Rule, "
-                 "`rllc.report.diagnoses.clusters`: *noise* when a layer's heads spread less than 2 SE; *method* "
-                 "when a variant or a feature separates the types beyond chance though the consensus does not; "
-                 "*scale* otherwise.)")
-display(Markdown("\n".join(lines)))
+display(Markdown(prose.variants_lines(variants, diag[diag["claim"] == "3"])))
 
 # %% [markdown]
 # ### 4d. The clusterings under the earlier type rule

@@ -93,3 +93,75 @@ def test_claims_6_and_7_pass_fail_and_undefined(tmp_path):
     card = claims.scorecard(tmp_path)
     row = card[card["claim"].str.startswith("7.")].iloc[0]
     assert row["status"] == claims.UNDEFINED and "candidates" in row["value"]
+
+
+def _head_table(types: dict[str, str], top: dict[str, str] | None = None, ngram: dict[str, float] | None = None,
+                dyck: dict[str, float] | None = None) -> pd.DataFrame:
+    heads = list(types)
+    return pd.DataFrame({"component": heads, "type": [types[h] for h in heads],
+                         "top_pattern": [(top or {}).get(h, "skip_ngram") for h in heads],
+                         "frac_ngram": [(ngram or {}).get(h, 0.0) for h in heads],
+                         "frac_dyck": [(dyck or {}).get(h, 0.0) for h in heads],
+                         "induction": [0.0] * len(heads)})
+
+
+def test_the_circuit_heads_and_their_fallbacks():
+    from rllc.analysis import focus
+    from rllc.analysis import head_types as ht
+
+    t = {"0:0": ht.PREVIOUS_TOKEN, "0:1": ht.MULTIGRAM, "0:2": ht.DYCK, "1:0": ht.INDUCTION, "1:1": ht.MULTIGRAM,
+         "1:2": ht.DYCK}
+    f = focus.circuit_focus(_head_table(t))
+    assert (f.l0_multigram, f.l0_candidates, f.l1_multigram, f.dyck, f.dyck_candidate) == (
+        ["0:1", "0:2"], False, ["1:1", "1:2"], ["1:2"], False)  # Dyck heads are multigram heads (Table 1)
+    # no layer-0 multigram head: the non-previous-token heads whose top pattern is an n-gram ...
+    t0 = {**t, "0:1": ht.CURRENT_TOKEN, "0:2": ht.CURRENT_TOKEN, "0:3": ht.CURRENT_TOKEN, "1:2": ht.MULTIGRAM}
+    f = focus.circuit_focus(_head_table(t0, top={"0:0": "ngram", "0:3": "ngram"}, dyck={"1:0": 0.3, "1:1": 0.5}))
+    assert (f.l0_multigram, f.l0_candidates, f.dyck, f.dyck_candidate) == (["0:3"], True, ["1:1"], True)
+    # ... else the two of largest n-gram fraction
+    f = focus.circuit_focus(_head_table(t0, ngram={"0:0": 0.9, "0:1": 0.2, "0:2": 0.5, "0:3": 0.4}))
+    assert f.l0_multigram == ["0:2", "0:3"] and f.l0_candidates
+
+
+def test_the_induction_heads_and_their_candidates():
+    from rllc.analysis import focus
+    from rllc.analysis import head_types as ht
+
+    types = pd.Series({"0:0": ht.MULTIGRAM, "1:0": ht.INDUCTION, "1:1": ht.MULTIGRAM, "1:2": ht.DYCK})
+    scores = pd.DataFrame({"component": list(types.index), "induction": [0.9, 0.5, 0.4, 0.1]})
+    f = focus.induction_focus(types, scores)
+    assert (f.induction, f.multigram, f.candidates) == (["1:0"], ["0:0", "1:1", "1:2"], False)
+    f = focus.induction_focus(types.replace(ht.INDUCTION, ht.MULTIGRAM), scores)  # none: layer 1's top two
+    assert (f.induction, f.multigram, f.candidates) == (["1:0", "1:1"], ["0:0", "1:2"], True)
+
+
+def test_path_patching_over_training_is_cached_by_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    from rllc.analysis import patching
+    from rllc.config import load_config
+    from rllc.data.brackets import BracketSet
+    from rllc.run import Run
+    from tests._models import markov_data, tiny_model
+
+    models = {s: tiny_model(seed=s) for s in (0, 10, 20)}
+    calls = []
+
+    def fake_load(self, name, step):
+        calls.append(step)
+        return models[step]
+
+    monkeypatch.setattr(Run, "load_model", fake_load)
+    run = Run(tmp_path, load_config("ci"))
+    tokens = markov_data(6, seed=1)
+    closing = torch.zeros(6, 15, dtype=torch.bool)
+    closing[:, 5::4] = True
+    sets = {"nested": BracketSet("nested", tokens, torch.zeros_like(tokens), closing, 1, 2, 0.0)}
+    first = patching.path_patching_over_training(run, sets, ["0:0"], ["1:1"], [0, 10], batch_size=4, progress=False)
+    again = patching.path_patching_over_training(run, sets, ["0:0"], ["1:1"], [0, 10, 20], batch_size=4,
+                                                 progress=False)
+    assert calls == [0, 10, 20]  # 0 and 10 came from the cache the second time
+    pd.testing.assert_frame_equal(first, again[again["step"] < 20].reset_index(drop=True))
+    direct = patching.path_patching_at(models[20], sets, ["0:0"], ["1:1"], batch_size=4)
+    pd.testing.assert_frame_equal(again[again["step"] == 20].drop(columns="step").reset_index(drop=True), direct)
+    assert set(again["condition"]) == {"clean", "receiver_ablated", "path_patched"}

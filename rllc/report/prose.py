@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..analysis import head_types as ht
+from ..analysis.clustering import layer_of
 from ..analysis.focus import CircuitFocus, InductionFocus
 from .rules import type_changes
 
@@ -32,6 +33,48 @@ def rule_sensitivity_text(sensitivity: pd.DataFrame) -> str:
     head += (": " + "; ".join(changed)) if changed else ""
     rows = [f"- `{rule}`: " + ", ".join(f"{t} {n}" for t, n in sorted(c.items())) for rule, c in counts.items()]
     return head + ".\n\n" + "\n".join(rows)
+
+
+def wrllc_layer_lines(head_wr: pd.DataFrame, types: pd.Series) -> str:
+    """Per layer: the mean wrLLC at the first checkpoint after 0, at its lowest and at the end; the
+    heads ranked at the end; and the head that rises most from the layer's low point."""
+    wide = head_wr[head_wr["step"] > 0].pivot_table(index="component", columns="step", values="llc_mean")
+    end, lines = wide.columns[-1], []
+    for layer, sub in wide.groupby(layer_of(wide.index.to_series())):
+        low_step = sub.mean().idxmin()
+        ranked = " > ".join(f"{c} ({types[c]}, {v:.3f})" for c, v in sub[end].sort_values(ascending=False).items())
+        rise = sub[end] - sub[low_step]
+        lines.append(f"- **Layer {layer}:** the mean wrLLC is {sub.iloc[:, 0].mean():.3f} at step {sub.columns[0]:,}, "
+                     f"lowest ({sub.mean().min():.3f}) at step {low_step:,} and {sub[end].mean():.3f} at step "
+                     f"{end:,}; at the end the heads rank {ranked}. Rise from the layer's low point to the end: "
+                     f"largest for {rise.idxmax()} (+{rise.max():.3f}).")
+    return "\n".join(lines)
+
+
+def consensus_line(ari: pd.DataFrame) -> str:
+    """The consensus ARI per layer at k = the number of types, and the range over every k and algorithm."""
+    at = ari[(ari["algorithm"] == "consensus") & ari["matches_types"]]
+    per_layer = "; ".join(f"layer {r.layer}: {r.ari:.2f} (k = {r.k})" for r in at.itertuples())
+    return (f"Consensus ARI at k = the number of types: {per_layer if len(at) else 'no layer has two or more types'}. "
+            f"Over every k and algorithm the ARI lies in {ari['ari'].min():.2f} … {ari['ari'].max():.2f}.")
+
+
+def variants_lines(variants: pd.DataFrame, diagnosis: pd.DataFrame) -> str:
+    """Per layer, how many clustering variants beat their random-label null's 95% quantile and the
+    best one; then claim 3's diagnosis (``diagnosis``: its row of ``diagnoses.diagnose``, or none)."""
+    lines = []
+    for layer, v in variants.groupby("layer"):
+        above = v[v["ari"] > v["null_q95"]]
+        best = v.loc[v["ari"].idxmax()] if len(v) else None
+        tail = (f" (best: {best['algorithm']}, ARI {v['ari'].max():.2f}, null 95% {best['null_q95']:.2f})"
+                if best is not None else "")
+        lines.append(f"- **Layer {layer}:** {len(above)} of {len(v)} variants above their null's 95% quantile{tail}")
+    if len(diagnosis):
+        lines.append(f"- **Claim 3 diagnosis: {diagnosis['diagnosis'].iloc[0]}** — {diagnosis['evidence'].iloc[0]}. "
+                     "(Rule, `rllc.report.diagnoses.clusters`: *noise* when a layer's heads spread less than 2 SE; "
+                     "*method* when a variant or a feature separates the types beyond chance though the consensus "
+                     "does not; *scale* otherwise.)")
+    return "\n".join(lines)
 
 
 def consensus_under_rule_line(ari: pd.DataFrame, changes: list[str], rule: str = "v1") -> str:
