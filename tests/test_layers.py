@@ -128,3 +128,12 @@ def test_the_checker_finds_an_uphill_import(source: str, bad: bool) -> None:
     """The rule can fail: a module of model/ importing report/ is reported."""
     targets = imports_in(source, "rllc.model.probe")
     assert bool([t for t in targets if layer(t) > layer("rllc.model.probe")]) == bad
+
+
+MAX_LINES = 500  # one concern a module: a module past this holds two, split it (docs/layout.md)
+
+
+def test_no_module_is_longer_than_the_house_limit() -> None:
+    long = {str(p.relative_to(PACKAGE.parent)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, long
