@@ -240,7 +240,7 @@ def measure(cfg: Config, name: str, run: Path, length: int, progress: bool, seed
             tables.write(view, table, df)
         out = {}
         for c in claims.CLAIMS:
-            number = c.name.split(".")[0]
+            number = claims.claim_number(c.name)
             if number in seeds_mod.PER_SEED_CLAIMS and number != "4" and c.check is not None:
                 status, value, _ = c.check(view)
                 out[number] = (status, value)

@@ -17,9 +17,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..analysis import head_types as ht
+from ..model.components import parse_head
 from ..run import Run, folder
 from . import tables
-from .claims import CLAIMS, NOT_COMPUTED, UNDEFINED, Claim
+from .claims import CLAIMS, NOT_COMPUTED, UNDEFINED, Claim, claim_number
 
 # The claims that read a head's type, by the measure that decides it: a previous-token or
 # current-token flip changes layer 0's type partition (3, 10) and its multigram heads (6, 7); an
@@ -39,12 +40,12 @@ def fragility_line(fragile: pd.DataFrame, types: pd.Series) -> str:
         return "No head's type measure lies within two of its own spreads of a threshold: no type is fragile."
     parts = []
     for r in near.itertuples():
-        layer = int(str(r.component).split(":")[0])
+        layer = parse_head(str(r.component))[0]
         affected = []
         for number in CLAIMS_BY_MEASURE.get(r.score, ()):
             if number in ("2a", "2b"):
                 _, count_layer, kind = COUNTED[r.score]
-                n = int(sum(1 for c, t in types.items() if t == kind and int(str(c).split(":")[0]) == count_layer))
+                n = sum(1 for c, t in types.items() if t == kind and parse_head(str(c))[0] == count_layer)
                 if layer != count_layer or n > 1:
                     continue
             affected.append(number)
@@ -57,7 +58,7 @@ RULE_CLAIMS_COLUMNS = ["claim", "rule", "status", "value"]
 
 
 def _claim(number: str) -> Claim:
-    claim = next(c for c in CLAIMS if c.name.split(".")[0] == number)
+    claim = next(c for c in CLAIMS if claim_number(c.name) == number)
     if claim.check is None:
         raise ValueError(f"claim {number} has no check")
     return claim
